@@ -1,0 +1,1 @@
+"""Meta-policies: MAML-TRPO (and later MAML-PPO, RL^2), installed as ``metarl.agents``."""

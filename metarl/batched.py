@@ -1,0 +1,136 @@
+"""Batched simulation of many (task, episode) pairs, as the sampler consumes it.
+
+A :class:`BatchedEnv` runs ``B = len(tasks) * episodes_per_task`` independent simulations;
+simulation ``i`` runs ``tasks[i // episodes_per_task]``. It has no auto-reset: the sampler
+resets all simulations together, steps them for at most the horizon and masks the steps after
+each simulation's episode ended.
+
+A task family gets the sampler's fast path by giving its unwrapped env a method
+``batched(tasks, episodes_per_task) -> BatchedEnv`` that steps the whole batch with NumPy.
+Any other family runs on :class:`GenericBatchedEnv`, one Gymnasium env per simulation.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from metarl.tasks import check_positive_int, check_task_family
+
+__all__ = ["BatchedEnv", "GenericBatchedEnv", "make_batched_env", "StepResult"]
+
+StepResult = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]
+
+
+class BatchedEnv(abc.ABC):
+    """Many simulations of one family stepped together.
+
+    Attributes:
+        tasks: the tasks, one per group of ``episodes_per_task`` simulations.
+        episodes_per_task: simulations per task.
+        num_envs: ``len(tasks) * episodes_per_task``.
+        single_observation_space / single_action_space: spaces of one simulation.
+    """
+
+    tasks: list[Any]
+    episodes_per_task: int
+    single_observation_space: gym.Space
+    single_action_space: gym.Space
+
+    @property
+    def num_envs(self) -> int:
+        return len(self.tasks) * self.episodes_per_task
+
+    def task_index(self) -> np.ndarray:
+        """Index into ``tasks`` of each simulation."""
+        return np.repeat(np.arange(len(self.tasks)), self.episodes_per_task)
+
+    @abc.abstractmethod
+    def set_tasks(self, tasks: Sequence[Any]) -> None:
+        """Run ``tasks`` (same count as before) from the next ``reset`` on; lets the sampler reuse a backend."""
+
+    @abc.abstractmethod
+    def reset(self, seeds: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Reset every simulation (simulation ``i`` as ``env.reset(seed=seeds[i])``); return obs ``(B, ...)``."""
+
+    @abc.abstractmethod
+    def step(self, actions: np.ndarray) -> StepResult:
+        """Step every simulation; return ``(obs, reward, terminated, truncated, info)`` batched on axis 0.
+
+        Simulations whose episode already ended may be stepped further; their results are
+        ignored by the sampler.
+        """
+
+    def close(self) -> None:
+        """Release resources."""
+
+
+class GenericBatchedEnv(BatchedEnv):
+    """Fallback for any registered family: one Gymnasium env per simulation, stepped in a loop.
+
+    Simulations whose episode ended are not stepped again (their last observation is repeated),
+    so an env never sees a ``step`` after termination.
+    """
+
+    def __init__(self, env_fn: Callable[[], gym.Env], tasks: Sequence[Any], episodes_per_task: int):
+        self.tasks = list(tasks)
+        self.episodes_per_task = check_positive_int("episodes_per_task", episodes_per_task)
+        self.envs = [env_fn() for _ in range(self.num_envs)]
+        self.set_tasks(tasks)
+        self.single_observation_space = self.envs[0].observation_space
+        self.single_action_space = self.envs[0].action_space
+        self._done = np.zeros(self.num_envs, dtype=bool)
+        self._last_obs: list[Any] = []
+
+    def set_tasks(self, tasks: Sequence[Any]) -> None:
+        if len(tasks) != len(self.tasks):
+            raise ValueError(f"this backend runs {len(self.tasks)} tasks, got {len(tasks)}")
+        self.tasks = list(tasks)
+        for env, k in zip(self.envs, self.task_index()):
+            check_task_family(env).set_task(self.tasks[k])
+
+    def reset(self, seeds: Sequence[int] | np.ndarray) -> np.ndarray:
+        seeds = np.asarray(seeds)
+        if seeds.shape != (self.num_envs,):
+            raise ValueError(f"need {self.num_envs} seeds, got shape {seeds.shape}")
+        self._last_obs = [env.reset(seed=int(s))[0] for env, s in zip(self.envs, seeds)]
+        self._done[:] = False
+        return np.stack(self._last_obs)
+
+    def step(self, actions: np.ndarray) -> StepResult:
+        rewards = np.zeros(self.num_envs)
+        terminated = np.zeros(self.num_envs, dtype=bool)
+        truncated = np.zeros(self.num_envs, dtype=bool)
+        for i, env in enumerate(self.envs):
+            if self._done[i]:
+                terminated[i] = True
+                continue
+            obs, r, term, trunc, _ = env.step(actions[i])
+            self._last_obs[i] = obs
+            rewards[i], terminated[i], truncated[i] = r, term, trunc
+            self._done[i] = term or trunc
+        return np.stack(self._last_obs), rewards, terminated, truncated, {}
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+
+
+def make_batched_env(
+    env_fn: Callable[[], gym.Env], tasks: Sequence[Any], episodes_per_task: int, *, fast: bool = True
+) -> BatchedEnv:
+    """The family's own batched backend when it has one (and ``fast``), else :class:`GenericBatchedEnv`."""
+    if fast:
+        probe = env_fn()
+        base = check_task_family(probe)
+        batched = getattr(base, "batched", None)
+        if callable(batched):
+            out = batched(list(tasks), episodes_per_task)
+            probe.close()
+            return out
+        probe.close()
+    return GenericBatchedEnv(env_fn, tasks, episodes_per_task)
