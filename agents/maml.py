@@ -1,0 +1,294 @@
+"""MAML for reinforcement learning (Finn et al. 2017) with a TRPO outer step.
+
+Per meta-iteration: sample ``meta_batch_size`` tasks; roll out ``episodes_per_task`` episodes of
+each with the meta-policy (pre-adaptation); adapt with ``num_inner_steps`` vanilla
+policy-gradient steps (the shared core, :func:`metarl.adaptation.adapt_batch`, vmapped over
+tasks); roll out fresh episodes with each adapted policy (post-adaptation); then take a TRPO step
+on the post-adaptation surrogate loss, differentiated *through* the inner step (second order by
+default). Defaults follow the original code's 2-D navigation settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.func import vmap
+
+from metarl.adaptation import Params, adapt_batch, detach_params, functional_forward
+from metarl.config import field
+from metarl.networks import LinearFeatureBaseline, ValueNetwork, make_policy
+from metarl.returns import discounted_returns, gae, masked_mean, masked_normalize
+from metarl.sampler import Episodes, EpisodeSampler
+from metarl.tasks import check_positive_int
+from metarl.training import MetaAlgorithm, check_finite
+from metarl.trpo import backtracking_line_search, conjugate_gradient, fisher_vector_product_fn, flat, unflat_like
+
+__all__ = ["MAMLConfig", "MAMLTRPO"]
+
+
+@dataclass
+class MAMLConfig:
+    """Settings of MAML-TRPO (defaults: the original code's 2-D navigation run)."""
+
+    env: str = field("metarl/Navigation2D-v0", "task family id (or 'module:Id-v0' for your own family)")
+    env_kwargs: dict = field({}, "constructor kwargs of the family, e.g. {'goal_high': 1.0}")
+    max_episode_steps: int | None = field(None, "horizon (default: the family's registered max_episode_steps)")
+    meta_batch_size: int = field(20, "tasks per meta-iteration")
+    episodes_per_task: int = field(20, "episodes per task for each adaptation step and for the outer loss")
+    inner_lr: float = field(0.1, "step size of the inner policy-gradient step")
+    num_inner_steps: int = field(1, "inner policy-gradient steps during meta-training")
+    first_order: bool = field(False, "first-order MAML (no second derivatives through the inner step)")
+    gamma: float = field(0.99, "discount")
+    gae_lambda: float = field(1.0, "GAE lambda for advantages (1.0: returns minus baseline, as the original)")
+    baseline: Literal["linear", "value"] = field("linear", "per-task linear feature baseline or an MLP value network")
+    hidden_sizes: tuple[int, ...] = field((100, 100), "policy hidden layer sizes")
+    activation: Literal["relu", "tanh"] = field("relu", "policy activation")
+    init_std: float = field(1.0, "initial policy standard deviation (Gaussian policies)")
+    max_kl: float = field(0.01, "TRPO trust-region size (mean KL of the post-adaptation policies)")
+    cg_iters: int = field(10, "conjugate-gradient iterations")
+    cg_damping: float = field(1e-5, "damping added to the Fisher-vector product")
+    ls_max_steps: int = field(15, "line-search backtracking steps")
+    ls_backtrack_ratio: float = field(0.8, "line-search shrink factor")
+    metatest_tasks: int = field(40, "held-out tasks in the final meta-test")
+    metatest_steps: int = field(3, "adaptation steps evaluated in the meta-test (each on fresh episodes)")
+    metatest_seed: int = field(1234, "seed of the meta-test tasks and episodes (fixed across runs)")
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` for settings that cannot train."""
+        for name in ("meta_batch_size", "episodes_per_task", "num_inner_steps", "cg_iters", "ls_max_steps",
+                     "metatest_tasks"):
+            check_positive_int(name, getattr(self, name))
+        if self.max_episode_steps is not None:
+            check_positive_int("max_episode_steps (horizon)", self.max_episode_steps)
+        if isinstance(self.metatest_steps, bool) or not isinstance(self.metatest_steps, int) or self.metatest_steps < 0:
+            raise ValueError(f"metatest_steps must be a non-negative integer, got {self.metatest_steps!r}")
+        for name in ("inner_lr", "max_kl"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if not 0 < self.ls_backtrack_ratio < 1:
+            raise ValueError(f"ls_backtrack_ratio must be in (0, 1), got {self.ls_backtrack_ratio}")
+        if not 0 <= self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
+            raise ValueError(f"gamma and gae_lambda must be in [0, 1], got {self.gamma}, {self.gae_lambda}")
+        if not self.hidden_sizes or any(h <= 0 for h in self.hidden_sizes):
+            raise ValueError(f"hidden_sizes must be positive integers, got {self.hidden_sizes}")
+
+
+class MAMLTRPO(MetaAlgorithm):
+    """MAML-TRPO on a task family.
+
+    Args:
+        config: the settings (:class:`MAMLConfig`).
+    """
+
+    name = "maml-trpo"
+
+    def __init__(self, config: MAMLConfig):
+        config.validate()
+        self.cfg = config
+        self.sampler = EpisodeSampler(config.env, config.env_kwargs, max_episode_steps=config.max_episode_steps)
+        self.policy = make_policy(self.sampler.observation_space, self.sampler.action_space,
+                                  config.hidden_sizes, config.activation, config.init_std)
+        self.linear_baseline = LinearFeatureBaseline()
+        self.value_net: ValueNetwork | None = None
+        if config.baseline == "value":
+            self.value_net = ValueNetwork(self.sampler.observation_space.shape[0])
+            self.value_opt = torch.optim.Adam(self.value_net.parameters(), lr=1e-3)
+        self.env_steps = 0
+
+    # ----- policy as a function of explicit parameters -------------------------------------------
+    def meta_params(self) -> Params:
+        return dict(self.policy.named_parameters())
+
+    def _dist(self, params: Params, obs: torch.Tensor, batched: bool) -> Any:
+        if batched:
+            return vmap(lambda p, o: functional_forward(self.policy, p, o))(params, obs)
+        return functional_forward(self.policy, params, obs)
+
+    def act_fn(self, params: Params, batched: bool):
+        """Sampling function for the sampler: actions from the policy with ``params``."""
+        params = detach_params(params)
+
+        def act(obs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+            return self._dist(params, obs, batched).sample(generator)
+
+        return act
+
+    def inner_loss(self, params: Params, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """REINFORCE loss of one task's episodes (the inner step's objective)."""
+        dist = functional_forward(self.policy, params, batch["observations"])
+        log_probs = dist.log_prob(batch["actions"])
+        return -masked_mean(log_probs * batch["advantages"], batch["mask"])
+
+    # ----- advantages ------------------------------------------------------------------------------
+    def _values(self, episodes: Episodes, returns: torch.Tensor) -> torch.Tensor:
+        if self.value_net is None:
+            return self.linear_baseline.fit_predict(episodes.observations, returns, episodes.mask)
+        obs, mask = episodes.observations, episodes.mask
+        for _ in range(20):
+            self.value_opt.zero_grad()
+            loss = masked_mean((self.value_net(obs) - returns) ** 2, mask)
+            loss.backward()
+            self.value_opt.step()
+        with torch.no_grad():
+            return self.value_net(obs) * mask
+
+    def task_batch(self, episodes: Episodes) -> dict[str, torch.Tensor]:
+        """Episode tensors plus per-task normalised advantages, ready for ``adapt_batch``."""
+        returns = discounted_returns(episodes.rewards, episodes.mask, self.cfg.gamma)
+        values = self._values(episodes, returns)
+        adv = gae(episodes.rewards, values, episodes.mask, self.cfg.gamma, self.cfg.gae_lambda)
+        adv = masked_normalize(adv, episodes.mask, dim=(1, 2))
+        return {"observations": episodes.observations, "actions": episodes.actions, "advantages": adv,
+                "mask": episodes.mask}
+
+    def adapt(self, params: Params, batch: dict[str, torch.Tensor], *, steps: int, first_order: bool,
+              batched_params: bool = False) -> Params:
+        """Per-task adapted parameters (leading task axis), through the shared core."""
+        return adapt_batch(self.inner_loss, params, batch, steps=steps, step_size=self.cfg.inner_lr,
+                           first_order=first_order, batched_params=batched_params)
+
+    # ----- outer step ------------------------------------------------------------------------------
+    def _surrogate(self, params: Params, train: dict[str, torch.Tensor], valid: dict[str, torch.Tensor],
+                   old_log_probs: torch.Tensor, old_dist: Any, first_order: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        adapted = self.adapt(params, train, steps=self.cfg.num_inner_steps, first_order=first_order)
+        dist = self._dist(adapted, valid["observations"], batched=True)
+        log_probs = dist.log_prob(valid["actions"])
+        ratio = torch.exp(log_probs - old_log_probs)
+        dims = (1, 2)
+        loss = -masked_mean(ratio * valid["advantages"], valid["mask"], dim=dims).mean()
+        kl = masked_mean(old_dist.kl(dist), valid["mask"], dim=dims).mean()
+        return loss, kl
+
+    def meta_train_step(self, rng: np.random.Generator) -> dict[str, float]:
+        cfg = self.cfg
+        t_start = time.perf_counter()
+        tasks = self.sampler.sample_tasks(cfg.meta_batch_size, rng)
+        params = self.meta_params()
+        sample_time = time.perf_counter()
+        train_eps = self.sampler.sample(self.act_fn(params, batched=False), tasks, cfg.episodes_per_task, rng)
+        sample_time = time.perf_counter() - sample_time
+        train = self.task_batch(train_eps)
+        check_finite(train["advantages"], "pre-adaptation advantages")
+        with torch.no_grad():
+            adapted = self.adapt(detach_params(params), train, steps=cfg.num_inner_steps, first_order=True)
+        for name, value in adapted.items():
+            check_finite(value, f"adapted policy parameter {name} after the inner step (inner_lr={cfg.inner_lr})")
+        t0 = time.perf_counter()
+        valid_eps = self.sampler.sample(self.act_fn(adapted, batched=True), tasks, cfg.episodes_per_task, rng)
+        sample_time += time.perf_counter() - t0
+        valid = self.task_batch(valid_eps)
+        with torch.no_grad():
+            old_dist = self._dist(adapted, valid["observations"], batched=True).detach()
+            old_log_probs = old_dist.log_prob(valid["actions"])
+
+        param_list = list(params.values())
+        loss, kl = self._surrogate(params, train, valid, old_log_probs, old_dist, cfg.first_order)
+        check_finite(loss, "MAML-TRPO surrogate loss")
+        grads = flat(torch.autograd.grad(loss, param_list, retain_graph=True))
+        check_finite(grads, "MAML-TRPO meta-gradient")
+        fvp = fisher_vector_product_fn(kl, param_list, cfg.cg_damping)
+        step_dir = conjugate_gradient(fvp, grads, cfg.cg_iters)
+        shs = 0.5 * (step_dir @ fvp(step_dir))
+        step = step_dir / torch.sqrt(shs / cfg.max_kl).clamp_min(1e-12)
+        check_finite(step, "TRPO step direction (conjugate gradient)")
+        old_flat = flat([p.detach() for p in param_list]).clone()
+
+        def set_params(vector: torch.Tensor) -> None:
+            with torch.no_grad():
+                for p, v in zip(param_list, unflat_like(vector, param_list)):
+                    p.copy_(v)
+
+        def evaluate(fraction: float) -> tuple[float, float]:
+            set_params(old_flat - fraction * step)
+            with torch.no_grad():
+                new_loss, new_kl = self._surrogate(params, train, valid, old_log_probs, old_dist, True)
+            return float(new_loss), float(new_kl)
+
+        old_loss = float(loss.detach())
+        del loss, kl, fvp
+        fraction, ls_steps = backtracking_line_search(evaluate, old_loss, cfg.max_kl, cfg.ls_max_steps,
+                                                      cfg.ls_backtrack_ratio)
+        set_params(old_flat - fraction * step)
+        new_loss, new_kl = evaluate(fraction) if fraction > 0 else (old_loss, 0.0)
+        steps = train_eps.num_steps + valid_eps.num_steps
+        self.env_steps += steps
+        elapsed = time.perf_counter() - t_start
+        return {
+            "samples": steps,
+            "rollout/return_before_adaptation": float(train_eps.episode_returns.mean()),
+            "rollout/return_after_adaptation": float(valid_eps.episode_returns.mean()),
+            "train/surrogate_loss_before": old_loss,
+            "train/surrogate_loss_after": new_loss,
+            "train/kl": new_kl,
+            "train/line_search_steps": ls_steps,
+            "train/step_accepted": float(fraction > 0),
+            "train/policy_std": float(torch.exp(self.policy.log_std.detach()).mean()) if hasattr(self.policy, "log_std") else float("nan"),
+            "time/fps": steps / sample_time if sample_time > 0 else float("nan"),
+            "time/iteration_seconds": elapsed,
+        }
+
+    # ----- meta-test -------------------------------------------------------------------------------
+    def meta_test(self) -> dict[str, Any]:
+        """Mean return on ``metatest_tasks`` held-out tasks after 0..``metatest_steps`` adaptation steps.
+
+        Each step adapts on fresh episodes of the current (adapted) policy, as in the MAML paper's
+        figure 5; tasks and episodes come from ``metatest_seed``, so the test set is fixed.
+        """
+        cfg = self.cfg
+        rng = np.random.default_rng(cfg.metatest_seed)
+        tasks = self.sampler.sample_tasks(cfg.metatest_tasks, rng)
+        params: Params = detach_params(self.meta_params())
+        batched = False
+        means, ci95 = [], []
+        for step in range(cfg.metatest_steps + 1):
+            eps = self.sampler.sample(self.act_fn(params, batched), tasks, cfg.episodes_per_task, rng)
+            per_task = eps.episode_returns.mean(1).numpy()
+            means.append(float(per_task.mean()))
+            ci95.append(float(1.96 * per_task.std(ddof=1) / math.sqrt(len(per_task))) if len(per_task) > 1 else 0.0)
+            if step < cfg.metatest_steps:
+                batch = self.task_batch(eps)
+                with torch.no_grad():
+                    params = self.adapt(params, batch, steps=1, first_order=True, batched_params=batched)
+                batched = True
+        return {"env": cfg.env, "n_tasks": cfg.metatest_tasks, "episodes_per_task": cfg.episodes_per_task,
+                "returns_by_step": means, "ci95_by_step": ci95, "inner_lr": cfg.inner_lr,
+                "metatest_seed": cfg.metatest_seed}
+
+    def format_metatest(self, result: dict[str, Any]) -> str:
+        lines = [f"meta-test: {result['n_tasks']} held-out tasks of {result['env']}, "
+                 f"{result['episodes_per_task']} episodes per task and step",
+                 "adaptation steps | mean return | 95% CI",
+                 "---------------- | ----------- | ------"]
+        for k, (m, c) in enumerate(zip(result["returns_by_step"], result["ci95_by_step"])):
+            lines.append(f"{k:>16} | {m:>11.2f} | +/- {c:.2f}")
+        return "\n".join(lines)
+
+    def metatest_scalars(self, result: dict[str, Any]) -> dict[str, float]:
+        return {f"return_after_{k}_steps": v for k, v in enumerate(result["returns_by_step"])}
+
+    # ----- state -------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"policy": self.policy.state_dict(), "env_steps": self.env_steps}
+        if self.value_net is not None:
+            state["value_net"] = self.value_net.state_dict()
+            state["value_opt"] = self.value_opt.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.policy.load_state_dict(state["policy"])
+        self.env_steps = int(state["env_steps"])
+        if self.value_net is not None:
+            self.value_net.load_state_dict(state["value_net"])
+            self.value_opt.load_state_dict(state["value_opt"])
+
+    def config(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self.cfg)
+        out["hidden_sizes"] = list(out["hidden_sizes"])
+        return {"algo": self.name, **out}

@@ -1,0 +1,180 @@
+"""The adaptation core: a functional inner loop on ``torch.func``, shared by every learner.
+
+Parameters are plain ``dict[str, Tensor]`` (as from :func:`parameters_of`) and a loss is a pure
+function ``loss_fn(params, batch) -> scalar``; :func:`adapt` takes ``steps`` gradient steps on
+it. The result stays differentiable with respect to the starting parameters (second-order MAML)
+unless ``first_order`` is set, and with respect to learned step sizes (Meta-SGD). Because the loop
+is a pure function it ``vmap``s over a leading task dimension (:func:`adapt_batch`). MAML-RL,
+few-shot classification/regression and the continual learner all call these functions; none keep
+their own inner loop.
+
+    params = parameters_of(model)
+    adapted = adapt(loss_fn, params, support, steps=1, step_size=0.01)
+    meta_loss = loss_fn(adapted, query)        # differentiable w.r.t. params
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+__all__ = [
+    "Params",
+    "LossFn",
+    "parameters_of",
+    "buffers_of",
+    "gradient_step",
+    "adapt",
+    "adapt_batch",
+    "functional_forward",
+    "MetaSGDStepSizes",
+    "detach_params",
+]
+
+Params = dict[str, torch.Tensor]
+LossFn = Callable[[Params, Any], torch.Tensor]
+StepSize = float | torch.Tensor | Mapping[str, torch.Tensor]
+
+
+def parameters_of(module: nn.Module) -> Params:
+    """The module's trainable parameters as a name -> tensor dict (the meta-parameters)."""
+    return {name: p for name, p in module.named_parameters() if p.requires_grad}
+
+
+def buffers_of(module: nn.Module) -> Params:
+    """The module's buffers (e.g. batch-norm statistics) as a dict."""
+    return dict(module.named_buffers())
+
+
+def detach_params(params: Mapping[str, torch.Tensor]) -> Params:
+    """Copies of ``params`` cut from the autograd graph."""
+    return {k: v.detach() for k, v in params.items()}
+
+
+def functional_forward(module: nn.Module, params: Mapping[str, torch.Tensor], *args: Any, **kwargs: Any) -> Any:
+    """Run ``module`` with ``params`` in place of its own (``torch.func.functional_call``).
+
+    Buffers not given in ``params`` come from the module.
+    """
+    return functional_call(module, dict(params), args, kwargs)
+
+
+def _step_size_for(step_size: StepSize, name: str) -> float | torch.Tensor:
+    if isinstance(step_size, Mapping):
+        try:
+            return step_size[name]
+        except KeyError:
+            raise KeyError(f"no step size for parameter {name!r}; step sizes cover {sorted(step_size)}") from None
+    return step_size
+
+
+def _check_step_size(step_size: StepSize) -> None:
+    if isinstance(step_size, (int, float)) and not step_size > 0:
+        raise ValueError(f"inner step size must be positive, got {step_size}")
+
+
+def gradient_step(
+    loss_fn: LossFn, params: Params, batch: Any, step_size: StepSize, *, first_order: bool = False
+) -> Params:
+    """One inner step ``theta - alpha * grad L(theta; batch)``.
+
+    Args:
+        loss_fn: pure function ``(params, batch) -> scalar tensor``.
+        params: current parameters.
+        batch: the task's support data, passed to ``loss_fn`` unchanged.
+        step_size: a float (MAML), a tensor, or a dict of per-parameter tensors shaped like the
+            parameters (Meta-SGD's learned step sizes; they receive meta-gradients).
+        first_order: treat the gradient as a constant (FOMAML): the result depends on ``params``
+            only through the identity term, and no second-order graph is built.
+    """
+    if first_order:
+        grads = grad(loss_fn)(detach_params(params), batch)
+    else:
+        grads = grad(loss_fn)(params, batch)
+    return {name: p - _step_size_for(step_size, name) * grads[name] for name, p in params.items()}
+
+
+def adapt(
+    loss_fn: LossFn,
+    params: Params,
+    batch: Any,
+    *,
+    steps: int = 1,
+    step_size: StepSize = 0.1,
+    first_order: bool = False,
+) -> Params:
+    """``steps`` differentiable gradient steps of ``loss_fn`` on ``batch`` from ``params``.
+
+    Returns the adapted parameters; with ``first_order=False`` they are a differentiable function
+    of ``params`` (and of tensor step sizes), so a loss on them back-propagates through the
+    whole inner loop.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"number of inner steps must be a non-negative integer, got {steps!r}")
+    _check_step_size(step_size)
+    for _ in range(steps):
+        params = gradient_step(loss_fn, params, batch, step_size, first_order=first_order)
+    return params
+
+
+def adapt_batch(
+    loss_fn: LossFn,
+    params: Params,
+    task_batches: Any,
+    *,
+    steps: int = 1,
+    step_size: StepSize = 0.1,
+    first_order: bool = False,
+    vectorize: bool = True,
+    randomness: str = "error",
+    batched_params: bool = False,
+) -> Params:
+    """:func:`adapt` for many tasks at once.
+
+    ``task_batches`` is a pytree whose tensors have a leading task dimension; the result has the
+    same leading dimension on every parameter. With ``vectorize`` the tasks run in one
+    ``torch.func.vmap`` call; otherwise in a Python loop (same numbers, used as a reference and
+    for losses that vmap cannot batch). With ``batched_params`` the starting parameters already
+    carry the task dimension (e.g. a further step from per-task adapted parameters).
+    """
+    def one(start: Params, task_batch: Any) -> Params:
+        return adapt(loss_fn, start, task_batch, steps=steps, step_size=step_size, first_order=first_order)
+
+    if vectorize:
+        return vmap(one, in_dims=(0 if batched_params else None, 0), randomness=randomness)(params, task_batches)
+    leaves, spec = torch.utils._pytree.tree_flatten(task_batches)
+    if not leaves:
+        raise ValueError("task_batches holds no tensors")
+    n_tasks = leaves[0].shape[0]
+    per_task = [
+        one({k: v[i] for k, v in params.items()} if batched_params else params,
+            torch.utils._pytree.tree_unflatten([leaf[i] for leaf in leaves], spec))
+        for i in range(n_tasks)
+    ]
+    return {name: torch.stack([p[name] for p in per_task]) for name in per_task[0]}
+
+
+class MetaSGDStepSizes(nn.Module):
+    """Learned per-parameter inner step sizes (Meta-SGD, Li et al. 2017).
+
+    Holds one tensor per meta-parameter, initialised to ``init``; pass ``step_sizes.as_dict()``
+    as ``step_size`` to :func:`adapt` and include ``step_sizes.parameters()`` in the outer
+    optimiser.
+    """
+
+    def __init__(self, params: Mapping[str, torch.Tensor], init: float = 0.01):
+        super().__init__()
+        if not init > 0:
+            raise ValueError(f"initial Meta-SGD step size must be positive, got {init}")
+        self.names = list(params)
+        self.values = nn.ParameterList(
+            [nn.Parameter(torch.full_like(p.detach(), float(init))) for p in params.values()]
+        )
+
+    def as_dict(self) -> Params:
+        """Step sizes keyed like the parameters."""
+        return dict(zip(self.names, self.values))

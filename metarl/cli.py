@@ -1,0 +1,156 @@
+"""The ``metarl`` command line.
+
+    metarl train --algo maml-trpo --env metarl/Navigation2D-v0 --seed 0 --logdir runs/nav
+    metarl train --resume runs/nav                # continue a stopped run
+    metarl envs                                   # list registered task families
+    metarl fewshot --method maml --dataset sinusoid ...   (supervised few-shot learners)
+
+``scripts/train.py`` is the same as ``metarl train``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from metarl.checkpoint import CheckpointError, load_checkpoint
+from metarl.config import add_dataclass_arguments, dataclass_from_args
+from metarl.tasks import list_families
+from metarl.training import MetaAlgorithm, NonFiniteError, run_meta_training
+
+__all__ = ["main", "train_main", "ALGORITHMS", "AlgorithmSpec", "parse_env_kwargs", "register_algorithm"]
+
+
+@dataclass(frozen=True)
+class AlgorithmSpec:
+    """How the CLI builds an algorithm: its settings dataclass, constructor and default length."""
+
+    config_cls: Callable[[], Any]
+    make: Callable[[Any], MetaAlgorithm]
+    default_iterations: Callable[[Any], int]
+
+
+def _maml_trpo() -> AlgorithmSpec:
+    from metarl.agents.maml import MAMLConfig, MAMLTRPO
+
+    return AlgorithmSpec(MAMLConfig, MAMLTRPO, lambda cfg: 300)
+
+
+#: algorithm name -> lazy spec factory (lazy so ``metarl envs`` does not import the agents)
+ALGORITHMS: dict[str, Callable[[], AlgorithmSpec]] = {"maml-trpo": _maml_trpo}
+
+
+def register_algorithm(name: str, spec_factory: Callable[[], AlgorithmSpec]) -> None:
+    """Make ``--algo name`` available."""
+    ALGORITHMS[name] = spec_factory
+
+
+def parse_env_kwargs(items: Sequence[str] | None) -> dict[str, Any]:
+    """``["k=10", "n=100", "name=foo"]`` -> ``{"k": 10, "n": 100, "name": "foo"}`` (Python literals)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise ValueError(f"--env-kwargs expects key=value pairs, got {item!r}")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def _train_parser(algo: str, spec: AlgorithmSpec) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="metarl train", description=f"meta-train {algo}")
+    parser.add_argument("--algo", default=algo, choices=sorted(ALGORITHMS), help="meta-learning algorithm")
+    parser.add_argument("--seed", type=int, default=0, help="seed of tasks, episodes and network init")
+    parser.add_argument("--logdir", type=Path, default=None,
+                        help="TensorBoard events, checkpoints and metatest.json (default runs/<algo>-<env>-s<seed>)")
+    parser.add_argument("--iterations", type=int, default=None, help="meta-iterations (default: the algorithm's)")
+    parser.add_argument("--resume", type=Path, default=None, metavar="DIR",
+                        help="continue the stopped run in DIR with its saved settings")
+    parser.add_argument("--env-kwargs", nargs="*", default=None, metavar="KEY=VALUE",
+                        help="family constructor kwargs, e.g. --env-kwargs k=10 n=100")
+    parser.add_argument("--checkpoint-every", type=int, default=10, help="meta-iterations between checkpoints")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_dataclass_arguments(parser, spec.config_cls, skip=("env_kwargs",))
+    return parser
+
+
+def _config_from_checkpoint(spec: AlgorithmSpec, saved: dict[str, Any]) -> Any:
+    names = {f.name for f in dataclasses.fields(spec.config_cls)}
+    values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in saved.items() if k in names}
+    return spec.config_cls(**values)
+
+
+def train_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """``metarl train``: meta-train an algorithm; returns the meta-test result."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--algo", default="maml-trpo")
+    pre.add_argument("--resume", type=Path, default=None)
+    known, _ = pre.parse_known_args(argv)
+    saved: dict[str, Any] | None = None
+    if known.resume is not None:
+        saved = load_checkpoint(known.resume)["config"]
+        known.algo = saved.get("algo", known.algo)
+    if known.algo not in ALGORITHMS:
+        raise ValueError(f"unknown --algo {known.algo!r}; choose from {sorted(ALGORITHMS)}")
+    spec = ALGORITHMS[known.algo]()
+    args = _train_parser(known.algo, spec).parse_args(argv)
+    if saved is not None:
+        cfg = _config_from_checkpoint(spec, saved)
+        seed, logdir = int(saved["seed"]), args.resume
+    else:
+        cfg = dataclass_from_args(spec.config_cls, args, env_kwargs=parse_env_kwargs(args.env_kwargs))
+        seed = args.seed
+        env_name = cfg.env.split(":")[-1].replace("/", "-")
+        logdir = args.logdir or Path("runs") / f"{known.algo}-{env_name}-s{seed}"
+    iterations = args.iterations if args.iterations is not None else spec.default_iterations(cfg)
+    torch.manual_seed(seed)  # network initialisation; everything else draws from the run's generator
+    algorithm = spec.make(cfg)
+    print(f"metarl: {known.algo} on {cfg.env}, seed {seed}, {iterations} meta-iterations, logdir {logdir}",
+          file=sys.stderr)
+    return run_meta_training(algorithm, iterations=iterations, seed=seed, logdir=logdir,
+                             resume=saved is not None, checkpoint_every=args.checkpoint_every,
+                             progress=not args.no_progress)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``metarl`` console command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = "train | envs | fewshot"
+    if not argv or argv[0] in ("-h", "--help"):
+        print(f"usage: metarl {{{commands}}} [options]\n\n{__doc__}")
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    try:
+        if command == "train":
+            train_main(rest)
+        elif command == "envs":
+            print("\n".join(list_families()))
+        elif command == "fewshot":
+            from metarl.fewshot.train import main as fewshot_main
+
+            fewshot_main(rest)
+        else:
+            print(f"metarl: unknown command {command!r}; choose from {commands}", file=sys.stderr)
+            return 2
+    except NonFiniteError as exc:
+        print(f"metarl: training stopped: {exc}", file=sys.stderr)
+        return 1
+    except (ValueError, TypeError, CheckpointError) as exc:
+        print(f"metarl: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""Episode sampling: ``episodes_per_task`` episodes for each task of a meta-batch, in one batched pass.
+
+:class:`EpisodeSampler` builds (once) a batched backend for the family — its own NumPy/MuJoCo
+fast path when it has one, otherwise one Gymnasium env per simulation — and steps all
+``meta_batch_size * episodes_per_task`` simulations together, asking the policy for all their
+actions in one call. The result is an :class:`Episodes` batch of ``(tasks, episodes, T, ...)``
+tensors with a mask for the steps after each episode ended.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from metarl.batched import BatchedEnv, make_batched_env
+from metarl.tasks import check_positive_int, check_rng, check_task_family, make_env
+from metarl.training import NonFiniteError
+
+__all__ = ["Episodes", "EpisodeSampler", "ActFn"]
+
+#: ``act_fn(observations (tasks, episodes, *obs_shape), generator) -> actions (tasks, episodes, *act_shape)``
+ActFn = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+@dataclass
+class Episodes:
+    """A batch of episodes, ``(tasks, episodes_per_task, T, ...)``.
+
+    Attributes:
+        observations: ``s_t``.
+        actions: ``a_t`` as sampled (before any clipping by the env).
+        rewards: ``r_t`` (0 on masked steps).
+        mask: 1.0 while the episode runs, 0.0 after it ended.
+        tasks: the task of each leading index.
+        truncated: ``(tasks, episodes)`` whether the episode was cut by the env (e.g. a MuJoCo blow-up)
+            rather than terminated or run to the horizon.
+    """
+
+    observations: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    mask: torch.Tensor
+    tasks: list[Any]
+    truncated: torch.Tensor
+
+    @property
+    def episode_returns(self) -> torch.Tensor:
+        """Undiscounted return of each episode, ``(tasks, episodes)``."""
+        return (self.rewards * self.mask).sum(-1)
+
+    @property
+    def num_steps(self) -> int:
+        """Environment steps in the batch."""
+        return int(self.mask.sum().item())
+
+    def as_batch(self) -> dict[str, torch.Tensor]:
+        """The tensors as a dict (a pytree ``vmap`` can split along the task axis)."""
+        return {"observations": self.observations, "actions": self.actions, "rewards": self.rewards,
+                "mask": self.mask}
+
+
+class EpisodeSampler:
+    """Samples episodes of tasks of one registered family.
+
+    Args:
+        env_id: a registered id (``"metarl/Navigation2D-v0"``) or a module-prefixed one
+            (``"mypkg.families:MyFamily-v0"``).
+        env_kwargs: constructor kwargs for the family (passed to ``gymnasium.make``).
+        max_episode_steps: horizon; defaults to the registration's ``max_episode_steps``.
+        fast: use the family's batched backend when it has one (``False`` forces the generic path).
+    """
+
+    def __init__(self, env_id: str, env_kwargs: Mapping[str, Any] | None = None, *,
+                 max_episode_steps: int | None = None, fast: bool = True):
+        self.env_id = env_id
+        self.env_kwargs = dict(env_kwargs or {})
+        make_kwargs = dict(self.env_kwargs)
+        if max_episode_steps is not None:
+            make_kwargs["max_episode_steps"] = check_positive_int("max_episode_steps", max_episode_steps)
+        self._make_kwargs = make_kwargs
+        self.env = make_env(env_id, **make_kwargs)
+        self.family = check_task_family(self.env)
+        horizon = max_episode_steps or (self.env.spec.max_episode_steps if self.env.spec else None)
+        if horizon is None:
+            horizon = getattr(self.family, "horizon", None)
+        if horizon is None:
+            raise ValueError(
+                f"{env_id} has no horizon: register it with max_episode_steps=... or pass max_episode_steps"
+            )
+        self.horizon = check_positive_int("horizon", horizon)
+        self.observation_space: gym.Space = self.env.observation_space
+        self.action_space: gym.Space = self.env.action_space
+        self.fast = fast
+        self._backends: dict[tuple[int, int], BatchedEnv] = {}
+        self.last_fps = float("nan")
+
+    def env_fn(self) -> gym.Env:
+        """A fresh env of this family with the sampler's settings."""
+        return make_env(self.env_id, **self._make_kwargs)
+
+    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[Any]:
+        """``n`` tasks from the family, drawn with ``rng``."""
+        return list(self.family.sample_tasks(n, check_rng(rng)))
+
+    def backend(self, tasks: Sequence[Any], episodes_per_task: int) -> BatchedEnv:
+        """The (cached) batched backend for this many tasks and episodes, set to ``tasks``."""
+        key = (len(tasks), episodes_per_task)
+        if key not in self._backends:
+            self._backends[key] = make_batched_env(self.env_fn, tasks, episodes_per_task, fast=self.fast)
+        backend = self._backends[key]
+        backend.set_tasks(tasks)
+        return backend
+
+    def sample(self, act_fn: ActFn, tasks: Sequence[Any], episodes_per_task: int,
+               rng: np.random.Generator) -> Episodes:
+        """Roll out ``episodes_per_task`` episodes of every task with ``act_fn``.
+
+        Reset seeds and the action-noise generator are drawn from ``rng``, so the same generator
+        state gives the same episodes.
+        """
+        check_positive_int("episodes_per_task", episodes_per_task)
+        if len(tasks) == 0:
+            raise ValueError("need at least one task to sample")
+        rng = check_rng(rng)
+        backend = self.backend(tasks, episodes_per_task)
+        n_tasks, n_eps, horizon = len(tasks), episodes_per_task, self.horizon
+        n_sims = n_tasks * n_eps
+        seeds = rng.integers(0, 2**31 - 1, size=n_sims)
+        generator = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
+        start = time.perf_counter()
+        obs = backend.reset(seeds)
+        obs_shape = obs.shape[1:]
+        observations = torch.zeros((horizon, n_sims, *obs_shape), dtype=torch.float32)
+        rewards = torch.zeros((horizon, n_sims), dtype=torch.float32)
+        mask = torch.zeros((horizon, n_sims), dtype=torch.float32)
+        truncated_any = np.zeros(n_sims, dtype=bool)
+        actions_t: torch.Tensor | None = None
+        alive = np.ones(n_sims, dtype=bool)
+        for t in range(horizon):
+            obs_t = torch.as_tensor(obs, dtype=torch.float32)
+            observations[t] = obs_t
+            with torch.no_grad():
+                act = act_fn(obs_t.reshape(n_tasks, n_eps, *obs_shape), generator)
+            act = act.reshape(n_sims, *act.shape[2:])
+            if actions_t is None:
+                actions_t = torch.zeros((horizon, *act.shape), dtype=act.dtype)
+            actions_t[t] = act
+            if act.is_floating_point() and not bool(torch.isfinite(act).all()):
+                bad = int(torch.nonzero(~torch.isfinite(act.reshape(n_sims, -1)).all(1))[0])
+                raise NonFiniteError(
+                    f"non-finite action from the policy at step {t} of task {tasks[bad // n_eps]!r}; "
+                    "the policy parameters diverged (lower the inner/outer step size)"
+                )
+            obs, reward, terminated, truncated, _ = backend.step(act.numpy())
+            if not np.all(np.isfinite(reward[alive])):
+                bad = int(np.flatnonzero(~np.isfinite(reward) & alive)[0])
+                raise NonFiniteError(
+                    f"non-finite reward from {self.env_id} at step {t} of task {tasks[bad // n_eps]!r}"
+                )
+            mask[t] = torch.as_tensor(alive, dtype=torch.float32)
+            rewards[t] = torch.as_tensor(np.where(alive, reward, 0.0), dtype=torch.float32)
+            truncated_any |= alive & np.asarray(truncated, dtype=bool)
+            alive = alive & ~np.asarray(terminated, dtype=bool) & ~np.asarray(truncated, dtype=bool)
+            if not alive.any():
+                break
+        elapsed = time.perf_counter() - start
+        assert actions_t is not None
+        steps = float(mask.sum())
+        self.last_fps = steps / elapsed if elapsed > 0 else float("nan")
+
+        def to_tasks_first(x: torch.Tensor) -> torch.Tensor:
+            x = x.transpose(0, 1)  # (sims, T, ...)
+            return x.reshape(n_tasks, n_eps, *x.shape[1:])
+
+        return Episodes(
+            observations=to_tasks_first(observations),
+            actions=to_tasks_first(actions_t),
+            rewards=to_tasks_first(rewards),
+            mask=to_tasks_first(mask),
+            tasks=list(tasks),
+            truncated=torch.as_tensor(truncated_any).reshape(n_tasks, n_eps),
+        )
+
+    def close(self) -> None:
+        """Close the envs."""
+        for backend in self._backends.values():
+            backend.close()
+        self.env.close()

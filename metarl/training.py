@@ -1,0 +1,211 @@
+"""The outer meta-training loop, written once for every learner.
+
+An algorithm (MAML-TRPO, RL^2, a few-shot learner, ...) implements :class:`MetaAlgorithm`:
+``meta_train_step`` samples a meta-batch of tasks, adapts on their support data and updates the
+meta-parameters on the query data. :func:`run_meta_training` does everything around it: the
+progress bar, TensorBoard scalars, non-finite checks, atomic checkpoints, ``--resume``, and the
+final meta-test written to ``DIR/metatest.json``.
+
+Determinism contract: an algorithm draws all its randomness (tasks, episodes, action noise,
+minibatch order) from the ``numpy.random.Generator`` handed to ``meta_train_step``. The loop
+checkpoints that generator's state with the algorithm's own state, so a resumed run continues
+the exact curve of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from metarl.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from metarl.logger import Logger
+
+__all__ = [
+    "MetaAlgorithm",
+    "NonFiniteError",
+    "check_finite",
+    "run_meta_training",
+    "write_json_atomic",
+    "METATEST_NAME",
+]
+
+METATEST_NAME = "metatest.json"
+
+
+class NonFiniteError(FloatingPointError):
+    """A loss, gradient, parameter or return became NaN or infinite; the message says where."""
+
+
+def check_finite(value: Any, where: str) -> None:
+    """Raise :class:`NonFiniteError` naming ``where`` if ``value`` (number, array or tensor) is not finite."""
+    if isinstance(value, torch.Tensor):
+        ok = bool(torch.isfinite(value).all())
+    else:
+        ok = bool(np.all(np.isfinite(np.asarray(value, dtype=np.float64))))
+    if not ok:
+        raise NonFiniteError(
+            f"non-finite value in {where}; the run was stopped before it was applied "
+            "(the last checkpoint is intact). Lower the learning rate / step size or check the task's rewards"
+        )
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    """Write JSON via a temp file and ``os.replace``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+class MetaAlgorithm(abc.ABC):
+    """A meta-learner plugged into :func:`run_meta_training`."""
+
+    #: short name used in logs and ``metatest.json`` (e.g. ``"maml-trpo"``)
+    name: str = ""
+
+    @abc.abstractmethod
+    def meta_train_step(self, rng: np.random.Generator) -> dict[str, float]:
+        """One meta-iteration; return scalar metrics.
+
+        The metric ``"samples"`` (environment steps or examples consumed by this step) advances the
+        TensorBoard x axis; other keys are logged as given (``train/`` prefix when un-namespaced).
+        """
+
+    @abc.abstractmethod
+    def meta_test(self) -> dict[str, Any]:
+        """Final evaluation on held-out tasks (fixed seed); a JSON-serialisable dict."""
+
+    @abc.abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue training (model, optimiser, baselines, counters)."""
+
+    @abc.abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`state_dict`."""
+
+    @abc.abstractmethod
+    def config(self) -> dict[str, Any]:
+        """The run's settings (JSON-serialisable); stored in checkpoints and logged as text."""
+
+    def format_metatest(self, result: Mapping[str, Any]) -> str:
+        """Human-readable meta-test table printed at the end of training."""
+        return json.dumps(result, indent=2)
+
+    def metatest_scalars(self, result: Mapping[str, Any]) -> dict[str, float]:
+        """Scalars from the meta-test result to log under ``metatest/``."""
+        return {}
+
+
+def _config_mismatch(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    ignore = {"iterations", "logdir", "resume", "progress"}
+    keys = (set(saved) | set(current)) - ignore
+    return sorted(k for k in keys if saved.get(k) != current.get(k))
+
+
+def run_meta_training(
+    algorithm: MetaAlgorithm,
+    *,
+    iterations: int,
+    seed: int,
+    logdir: str | os.PathLike,
+    resume: bool = False,
+    checkpoint_every: int = 10,
+    progress: bool = True,
+    print_fn: Any = print,
+) -> dict[str, Any]:
+    """Meta-train ``algorithm`` for ``iterations`` meta-iterations, then meta-test it.
+
+    Args:
+        algorithm: the learner.
+        iterations: total meta-iterations (a resumed run continues up to this number).
+        seed: seeds the generator handed to every ``meta_train_step``.
+        logdir: TensorBoard events, ``checkpoint.pt`` and ``metatest.json`` go here.
+        resume: continue from ``logdir/checkpoint.pt`` (same config required).
+        checkpoint_every: iterations between checkpoints (one is always written at the end).
+        progress: show a tqdm progress bar.
+        print_fn: where the final meta-test table goes (``None`` to stay quiet).
+
+    Returns:
+        The meta-test result, also written to ``logdir/metatest.json``.
+    """
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
+        raise ValueError(f"iterations must be a non-negative integer, got {iterations!r}")
+    if not isinstance(checkpoint_every, int) or checkpoint_every <= 0:
+        raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
+    logdir = Path(logdir)
+    logdir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = logdir / CHECKPOINT_NAME
+    rng = np.random.default_rng(seed)
+    config = {**algorithm.config(), "seed": seed}
+    start, samples = 0, 0
+    if resume:
+        state = load_checkpoint(ckpt_path)
+        mismatch = _config_mismatch(state.get("config", {}), config)
+        if mismatch:
+            raise CheckpointError(
+                f"cannot resume {ckpt_path}: settings differ from the checkpoint's in {mismatch}; "
+                "rerun with the original settings or use a new --logdir"
+            )
+        algorithm.load_state_dict(state["algorithm"])
+        set_rng_state(state["rng"], rng)
+        torch.set_rng_state(state["torch_rng"])
+        start, samples = int(state["iteration"]), int(state["samples"])
+    elif ckpt_path.exists():
+        raise CheckpointError(
+            f"{logdir} already holds a checkpoint; pass --resume to continue it or choose a new --logdir"
+        )
+    # events after the checkpoint (from the interrupted run) are dropped, so the resumed curve has no doubled points
+    logger = Logger(logdir, purge_step=samples + 1 if resume else None)
+    if not resume:
+        logger.hparams(config)
+
+    def checkpoint(iteration: int) -> None:
+        save_checkpoint(ckpt_path, {
+            "algorithm": algorithm.state_dict(),
+            "iteration": iteration,
+            "samples": samples,
+            "rng": rng_state(rng),
+            "torch_rng": torch.get_rng_state(),
+            "config": config,
+        })
+
+    bar = tqdm(range(start, iterations), initial=start, total=iterations, disable=not progress,
+               desc=algorithm.name, dynamic_ncols=True)
+    try:
+        for iteration in bar:
+            metrics = algorithm.meta_train_step(rng)
+            for key, value in metrics.items():
+                if value is not None and not math.isfinite(float(value)):
+                    raise NonFiniteError(f"non-finite metric {key}={value} at meta-iteration {iteration}")
+            samples += int(metrics.get("samples", 0))
+            logger.scalars({k: v for k, v in metrics.items() if k != "samples"}, step=samples)
+            logger.scalars({"time/iterations": iteration + 1}, step=samples)
+            shown = {k.split("/")[-1]: f"{v:.3g}" for k, v in metrics.items() if k.startswith("rollout/")}
+            if shown:
+                bar.set_postfix(shown, refresh=False)
+            if (iteration + 1) % checkpoint_every == 0 or iteration + 1 == iterations:
+                checkpoint(iteration + 1)
+        if start == iterations and not ckpt_path.exists():
+            checkpoint(iterations)
+        result = {**algorithm.meta_test(), "algo": algorithm.name, "iterations": iterations, "seed": seed}
+        write_json_atomic(logdir / METATEST_NAME, result)
+        logger.scalars({f"metatest/{k}": v for k, v in algorithm.metatest_scalars(result).items()}, step=samples)
+        logger.text("metatest", "```\n" + algorithm.format_metatest(result) + "\n```")
+        if print_fn is not None:
+            print_fn(algorithm.format_metatest(result))
+        return result
+    finally:
+        bar.close()
+        logger.close()

@@ -1,0 +1,21 @@
+"""Shared fixtures: tiny MAML settings that train in seconds, and paths to the shared data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import metarl  # noqa: F401  (registers the families)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture
+def tiny_maml_config():
+    """A MAML-TRPO config small enough for a unit test (a few tasks, short episodes)."""
+    from metarl.agents.maml import MAMLConfig
+
+    return MAMLConfig(meta_batch_size=3, episodes_per_task=4, max_episode_steps=12, hidden_sizes=(16,),
+                      metatest_tasks=4, metatest_steps=2, cg_iters=3)

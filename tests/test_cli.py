@@ -1,0 +1,90 @@
+"""The training script / console command end to end, the user-family route, and its error messages."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from metarl.cli import main, parse_env_kwargs, train_main
+from tests.conftest import REPO
+from tests.test_save_load import scalars
+
+TINY = ["--meta-batch-size", "2", "--episodes-per-task", "3", "--max-episode-steps", "10", "--hidden-sizes", "16",
+        "--metatest-tasks", "3", "--cg-iters", "3", "--no-progress"]
+
+
+def test_train_script_writes_curves_checkpoint_and_metatest(tmp_path):
+    logdir = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "train.py"), "--algo", "maml-trpo", "--env", "metarl/Navigation2D-v0",
+         "--seed", "0", "--logdir", str(logdir), "--iterations", "2", *TINY],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "adaptation steps | mean return" in proc.stdout
+    result = json.loads((logdir / "metatest.json").read_text())
+    assert result["env"] == "metarl/Navigation2D-v0" and result["algo"] == "maml-trpo"
+    assert result["n_tasks"] == 3 and len(result["returns_by_step"]) == 4
+    assert (logdir / "checkpoint.pt").is_file()
+    steps = [s for s, _ in scalars(logdir, "rollout/return_after_adaptation")]
+    assert steps == sorted(steps) and steps[0] == 2 * 2 * 3 * 10, "x axis counts env steps"
+    for tag in ("rollout/return_before_adaptation", "train/kl", "train/surrogate_loss_after", "time/fps"):
+        assert len(scalars(logdir, tag)) == 2
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(logdir))
+    ea.Reload()
+    assert any("hyperparameters" in t for t in ea.Tags()["tensors"])
+
+
+def test_console_command_resume_continues_to_more_iterations(tmp_path, capsys):
+    logdir = tmp_path / "run"
+    assert main(["train", "--logdir", str(logdir), "--iterations", "1", *TINY]) == 0
+    assert main(["train", "--resume", str(logdir), "--iterations", "2", "--no-progress"]) == 0
+    assert len(scalars(logdir)) == 2
+    assert json.loads((logdir / "metatest.json").read_text())["iterations"] == 2
+
+
+def _readme_example() -> str:
+    text = (REPO / "README.md").read_text()
+    match = re.search(r"<!-- example: my_families.py -->\s*```python\n(.*?)```", text, re.S)
+    assert match, "README lost the user-family example"
+    return match.group(1)
+
+
+def test_user_family_from_the_readme_trains_without_touching_metarl(tmp_path, monkeypatch):
+    (tmp_path / "my_families.py").write_text(_readme_example())
+    monkeypatch.syspath_prepend(str(tmp_path))
+    result = train_main(["--algo", "maml-trpo", "--env", "my_families:PointLine-v0", "--seed", "0",
+                         "--logdir", str(tmp_path / "run"), "--iterations", "2", *TINY])
+    assert result["env"] == "my_families:PointLine-v0" and len(result["returns_by_step"]) == 4
+
+
+def test_error_messages(tmp_path, capsys):
+    assert main(["train", "--env", "metarl/NoSuchFamily-v0", "--logdir", str(tmp_path / "a"), *TINY]) == 2
+    assert "unknown env id 'metarl/NoSuchFamily-v0'" in capsys.readouterr().err
+    assert main(["train", "--env", "CartPole-v1", "--logdir", str(tmp_path / "b"), *TINY]) == 2
+    assert "not a task family" in capsys.readouterr().err
+    assert main(["train", *TINY, "--inner-lr", "-1", "--logdir", str(tmp_path / "c")]) == 2
+    assert "inner_lr must be a positive number" in capsys.readouterr().err
+    assert main(["train", *TINY, "--meta-batch-size", "0", "--logdir", str(tmp_path / "d")]) == 2
+    assert "meta_batch_size must be a positive integer" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path / "nothing")]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "checkpoint.pt").write_bytes(b"truncated")
+    assert main(["train", "--resume", str(tmp_path / "e")]) == 2
+    assert "unreadable" in capsys.readouterr().err
+    assert main(["bogus"]) == 2
+
+
+def test_env_kwargs_parsing_and_listing(capsys):
+    assert parse_env_kwargs(["k=10", "n=100", "name=foo", "r=0.5"]) == {"k": 10, "n": 100, "name": "foo", "r": 0.5}
+    with pytest.raises(ValueError, match="key=value"):
+        parse_env_kwargs(["k10"])
+    assert main(["envs"]) == 0
+    assert "metarl/Navigation2D-v0" in capsys.readouterr().out

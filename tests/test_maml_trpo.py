@@ -1,0 +1,98 @@
+"""MAML-TRPO: one meta-iteration, the inner step through the core, the meta-test, settings validation."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from metarl.adaptation import adapt_batch, detach_params
+from metarl.agents.maml import MAMLConfig, MAMLTRPO
+from metarl.training import NonFiniteError
+
+
+def test_defaults_are_the_original_navigation_settings():
+    cfg = MAMLConfig()
+    assert (cfg.hidden_sizes, cfg.activation, cfg.inner_lr, cfg.episodes_per_task, cfg.meta_batch_size,
+            cfg.max_kl, cfg.gamma, cfg.first_order) == ((100, 100), "relu", 0.1, 20, 20, 0.01, 0.99, False)
+
+
+def test_meta_train_step_improves_the_surrogate(tiny_maml_config):
+    torch.manual_seed(0)
+    algo = MAMLTRPO(tiny_maml_config)
+    before = {k: v.detach().clone() for k, v in algo.policy.state_dict().items()}
+    metrics = algo.meta_train_step(np.random.default_rng(0))
+    assert metrics["samples"] == 2 * 3 * 4 * 12
+    assert metrics["train/step_accepted"] == 1.0
+    assert metrics["train/surrogate_loss_after"] < metrics["train/surrogate_loss_before"]
+    assert 0 < metrics["train/kl"] <= tiny_maml_config.max_kl
+    after = algo.policy.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_inner_step_is_a_policy_gradient_step_through_the_core(tiny_maml_config):
+    torch.manual_seed(0)
+    algo = MAMLTRPO(tiny_maml_config)
+    rng = np.random.default_rng(0)
+    tasks = algo.sampler.sample_tasks(2, rng)
+    params = algo.meta_params()
+    eps = algo.sampler.sample(algo.act_fn(params, batched=False), tasks, 4, rng)
+    batch = algo.task_batch(eps)
+    adapted = algo.adapt(detach_params(params), batch, steps=1, first_order=True)
+    for k in range(2):
+        one = {name: v[k] for name, v in batch.items()}
+        loss = algo.inner_loss(params, one)
+        grads = torch.autograd.grad(loss, list(params.values()))
+        for (name, p), g in zip(params.items(), grads):
+            torch.testing.assert_close(adapted[name][k], p.detach() - 0.1 * g, atol=1e-6, rtol=1e-5)
+
+
+def test_first_order_switch_changes_the_meta_gradient(tiny_maml_config):
+    torch.manual_seed(0)
+    algo = MAMLTRPO(tiny_maml_config)
+    rng = np.random.default_rng(0)
+    tasks = algo.sampler.sample_tasks(2, rng)
+    params = algo.meta_params()
+    batch = algo.task_batch(algo.sampler.sample(algo.act_fn(params, False), tasks, 4, rng))
+    grads = {}
+    for fo in (False, True):
+        adapted = adapt_batch(algo.inner_loss, params, batch, step_size=0.1, first_order=fo)
+        dist = algo._dist(adapted, batch["observations"], batched=True)
+        loss = -(dist.log_prob(batch["actions"]) * batch["advantages"]).mean()
+        grads[fo] = torch.autograd.grad(loss, list(params.values()))
+    diff = sum(float((a - b).abs().sum()) for a, b in zip(grads[False], grads[True]))
+    assert diff > 1e-6
+
+
+def test_meta_test_reports_each_adaptation_step(tiny_maml_config):
+    torch.manual_seed(0)
+    algo = MAMLTRPO(tiny_maml_config)
+    result = algo.meta_test()
+    assert result["n_tasks"] == 4 and len(result["returns_by_step"]) == 3
+    assert result == algo.meta_test(), "the meta-test uses a fixed seed"
+    table = algo.format_metatest(result)
+    assert "adaptation steps" in table and table.count("\n") == 5
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("inner_lr", 0.0, "inner_lr must be a positive number"),
+    ("inner_lr", -0.1, "inner_lr must be a positive number"),
+    ("max_kl", float("nan"), "max_kl must be a positive number"),
+    ("meta_batch_size", 0, "meta_batch_size must be a positive integer"),
+    ("episodes_per_task", -2, "episodes_per_task must be a positive integer"),
+    ("max_episode_steps", 0, "horizon"),
+    ("gamma", 1.5, "gamma"),
+])
+def test_invalid_hyperparameters_are_rejected(tiny_maml_config, field, value, message):
+    cfg = dataclasses.replace(tiny_maml_config, **{field: value})
+    with pytest.raises(ValueError, match=message):
+        MAMLTRPO(cfg)
+
+
+def test_divergent_inner_step_stops_with_a_message(tiny_maml_config):
+    torch.manual_seed(0)
+    algo = MAMLTRPO(dataclasses.replace(tiny_maml_config, inner_lr=1e38))
+    with pytest.raises(NonFiniteError, match="non-finite (action from the policy|adapted policy parameter)"):
+        algo.meta_train_step(np.random.default_rng(0))

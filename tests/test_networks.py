@@ -1,0 +1,75 @@
+"""Policies, value network and the linear feature baseline."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from gymnasium import spaces
+from torch.distributions import Categorical as TorchCategorical
+from torch.distributions import Independent, Normal
+
+from metarl.networks import (
+    Categorical,
+    CategoricalMLPPolicy,
+    DiagGaussian,
+    GaussianMLPPolicy,
+    LinearFeatureBaseline,
+    ValueNetwork,
+    make_policy,
+)
+
+
+def test_diag_gaussian_matches_torch_distributions():
+    g = torch.Generator().manual_seed(0)
+    mean, log_std = torch.randn(5, 3, generator=g), torch.randn(5, 3, generator=g) * 0.3
+    mean2, log_std2 = torch.randn(5, 3, generator=g), torch.randn(5, 3, generator=g) * 0.3
+    a = torch.randn(5, 3, generator=g)
+    ours, ours2 = DiagGaussian(mean, log_std), DiagGaussian(mean2, log_std2)
+    ref = Independent(Normal(mean, log_std.exp()), 1)
+    ref2 = Independent(Normal(mean2, log_std2.exp()), 1)
+    torch.testing.assert_close(ours.log_prob(a), ref.log_prob(a))
+    torch.testing.assert_close(ours.entropy(), ref.entropy())
+    torch.testing.assert_close(ours.kl(ours2), torch.distributions.kl_divergence(ref, ref2))
+
+
+def test_categorical_matches_torch_distributions():
+    g = torch.Generator().manual_seed(0)
+    logits, logits2 = torch.randn(4, 6, generator=g), torch.randn(4, 6, generator=g)
+    a = torch.tensor([0, 5, 2, 3])
+    ours, ref = Categorical(logits), TorchCategorical(logits=logits)
+    torch.testing.assert_close(ours.log_prob(a), ref.log_prob(a))
+    torch.testing.assert_close(ours.entropy(), ref.entropy())
+    torch.testing.assert_close(ours.kl(Categorical(logits2)),
+                               torch.distributions.kl_divergence(ref, TorchCategorical(logits=logits2)))
+    samples = ours.sample(torch.Generator().manual_seed(1))
+    assert samples.shape == (4,) and samples.dtype == torch.int64
+
+
+def test_policies_from_spaces():
+    box = spaces.Box(-1, 1, shape=(3,))
+    assert isinstance(make_policy(box, spaces.Box(-1, 1, shape=(2,))), GaussianMLPPolicy)
+    assert isinstance(make_policy(box, spaces.Discrete(4)), CategoricalMLPPolicy)
+    policy = make_policy(box, spaces.Box(-1, 1, shape=(2,)), hidden=(100, 100), init_std=1.0)
+    dist = policy(torch.zeros(7, 3))
+    assert dist.mean.shape == (7, 2) and torch.allclose(dist.log_std, torch.zeros(7, 2))
+    assert [m.out_features for m in policy.mean_net if hasattr(m, "out_features")] == [100, 100, 2]
+    with pytest.raises(ValueError, match="flat Box observations"):
+        make_policy(spaces.Discrete(3), spaces.Discrete(2))
+    with pytest.raises(ValueError, match="unknown activation"):
+        GaussianMLPPolicy(3, 2, activation="gelu-ish")
+
+
+def test_linear_baseline_recovers_linear_returns():
+    g = torch.Generator().manual_seed(0)
+    obs = torch.randn(2, 5, 10, 3, generator=g)
+    mask = torch.ones(2, 5, 10)
+    mask[:, :, 8:] = 0
+    t = torch.arange(10.0) / 100
+    returns = (obs @ torch.tensor([1.0, -2.0, 0.5]) + 3 * t + 1.0) * mask
+    values = LinearFeatureBaseline().fit_predict(obs, returns, mask)
+    torch.testing.assert_close(values, returns, atol=1e-3, rtol=0)
+    assert torch.all(values[..., 8:] == 0)
+
+
+def test_value_network_shape():
+    assert ValueNetwork(4)(torch.zeros(2, 3, 4)).shape == (2, 3)
