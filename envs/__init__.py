@@ -10,6 +10,9 @@ import gymnasium as gym
 
 _FAMILIES: dict[str, dict] = {
     "metarl/Navigation2D-v0": dict(entry_point="metarl.envs.navigation:Navigation2DEnv", max_episode_steps=100),
+    # The bandit truncates itself after its `n` pulls (a kwarg), so it has no registered time limit.
+    "metarl/BernoulliBandit-v0": dict(entry_point="metarl.envs.bandits:BernoulliBanditEnv", max_episode_steps=None),
+    "metarl/TabularMDP-v0": dict(entry_point="metarl.envs.tabular:TabularMDPEnv", max_episode_steps=10),
 }
 
 
