@@ -105,17 +105,24 @@ class Categorical(NamedTuple):
 class GaussianMLPPolicy(nn.Module):
     """MLP mean with a state-independent learned log standard deviation (MAML-RL's policy).
 
+    The network acts in the normalised action space ``[-1, 1]^d``; ``action_low``/``action_high``
+    map it affinely onto the env's Box (as rllab's ``normalize`` wrapper did in the original MAML
+    experiments), so ``init_std`` is relative to the action range. Actions are not squashed: the env
+    clips them.
+
     Args:
         obs_dim: observation size.
         act_dim: action size.
         hidden: hidden layer sizes (MAML: ``(100, 100)``).
         activation: ``"relu"`` or ``"tanh"``.
-        init_std: initial standard deviation.
-        min_log_std: lower clamp on the log standard deviation.
+        init_std: initial standard deviation, in normalised action units.
+        min_log_std: lower clamp on the (normalised) log standard deviation.
+        action_low, action_high: the env's action bounds (default ``-1``/``1``: no rescaling).
     """
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (100, 100), activation: str = "relu",
-                 init_std: float = 1.0, min_log_std: float = -6.0):
+                 init_std: float = 1.0, min_log_std: float = -6.0, action_low: Sequence[float] | None = None,
+                 action_high: Sequence[float] | None = None):
         super().__init__()
         if not init_std > 0:
             raise ValueError(f"init_std must be positive, got {init_std}")
@@ -123,10 +130,16 @@ class GaussianMLPPolicy(nn.Module):
         self.log_std = nn.Parameter(torch.full((act_dim,), math.log(init_std)))
         self.min_log_std = min_log_std
         self.obs_dim, self.act_dim = obs_dim, act_dim
+        low = torch.full((act_dim,), -1.0) if action_low is None else torch.as_tensor(action_low, dtype=torch.float32)
+        high = torch.full((act_dim,), 1.0) if action_high is None else torch.as_tensor(action_high, dtype=torch.float32)
+        if low.shape != (act_dim,) or high.shape != (act_dim,) or not torch.all(high > low):
+            raise ValueError(f"action bounds must be {act_dim} finite pairs with low < high, got {low}, {high}")
+        self.register_buffer("action_scale", (high - low) / 2)
+        self.register_buffer("action_center", (high + low) / 2)
 
     def forward(self, obs: torch.Tensor) -> DiagGaussian:
-        mean = self.mean_net(obs)
-        log_std = torch.clamp(self.log_std, min=self.min_log_std)
+        mean = self.action_center + self.action_scale * self.mean_net(obs)
+        log_std = torch.clamp(self.log_std, min=self.min_log_std) + torch.log(self.action_scale)
         return DiagGaussian(mean, log_std.expand_as(mean))
 
 
@@ -161,7 +174,10 @@ def make_policy(observation_space: spaces.Space, action_space: spaces.Space, hid
                          "gymnasium.wrappers.FlattenObservation")
     obs_dim = observation_space.shape[0]
     if isinstance(action_space, spaces.Box) and len(action_space.shape) == 1:
-        return GaussianMLPPolicy(obs_dim, action_space.shape[0], hidden, activation, init_std)
+        bounded = bool(np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high)))
+        return GaussianMLPPolicy(obs_dim, action_space.shape[0], hidden, activation, init_std,
+                                 action_low=action_space.low if bounded else None,
+                                 action_high=action_space.high if bounded else None)
     if isinstance(action_space, spaces.Discrete):
         return CategoricalMLPPolicy(obs_dim, int(action_space.n), hidden, activation)
     raise ValueError(f"unsupported action space {action_space}: need a flat Box or Discrete")

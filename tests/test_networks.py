@@ -59,6 +59,17 @@ def test_policies_from_spaces():
         GaussianMLPPolicy(3, 2, activation="gelu-ish")
 
 
+def test_gaussian_policy_acts_in_normalised_action_units():
+    """As rllab's normalize wrapper in the original MAML code: init_std is relative to the action range."""
+    policy = make_policy(spaces.Box(-1, 1, shape=(2,)), spaces.Box(-0.1, 0.3, shape=(2,)), hidden=(8,), init_std=1.0)
+    dist = policy(torch.zeros(4, 2))
+    torch.testing.assert_close(dist.log_std.exp(), torch.full((4, 2), 0.2))
+    raw = policy.mean_net(torch.zeros(4, 2))
+    torch.testing.assert_close(dist.mean, 0.1 + 0.2 * raw)
+    unbounded = make_policy(spaces.Box(-1, 1, shape=(2,)), spaces.Box(-float("inf"), float("inf"), shape=(2,)))
+    assert torch.equal(unbounded.action_scale, torch.ones(2))
+
+
 def test_linear_baseline_recovers_linear_returns():
     g = torch.Generator().manual_seed(0)
     obs = torch.randn(2, 5, 10, 3, generator=g)
