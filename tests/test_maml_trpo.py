@@ -96,3 +96,16 @@ def test_divergent_inner_step_stops_with_a_message(tiny_maml_config):
     algo = MAMLTRPO(dataclasses.replace(tiny_maml_config, inner_lr=1e38))
     with pytest.raises(NonFiniteError, match="non-finite (action from the policy|adapted policy parameter)"):
         algo.meta_train_step(np.random.default_rng(0))
+
+
+def test_discrete_actions_and_value_network_baseline(tiny_maml_config):
+    """Categorical policy (TabularMDP's Discrete actions) and the MLP value-network baseline option."""
+    from metarl.networks import CategoricalMLPPolicy
+
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(tiny_maml_config, env="metarl/TabularMDP-v0", max_episode_steps=None, baseline="value")
+    algo = MAMLTRPO(cfg)
+    assert isinstance(algo.policy, CategoricalMLPPolicy)
+    metrics = algo.meta_train_step(np.random.default_rng(0))
+    assert metrics["samples"] == 2 * 3 * 4 * 10 and metrics["train/step_accepted"] == 1.0
+    assert "value_net" in algo.state_dict()
