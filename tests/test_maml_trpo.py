@@ -109,3 +109,25 @@ def test_discrete_actions_and_value_network_baseline(tiny_maml_config):
     metrics = algo.meta_train_step(np.random.default_rng(0))
     assert metrics["samples"] == 2 * 3 * 4 * 10 and metrics["train/step_accepted"] == 1.0
     assert "value_net" in algo.state_dict()
+
+
+def test_fisher_vector_product_equals_kl_hessian_through_the_inner_step(tiny_maml_config):
+    """J^T F J (forward-mode through the inner step) == double backprop of the mean KL through adaptation."""
+    from metarl.trpo import fisher_vector_product_fn, flat
+
+    torch.manual_seed(0)
+    algo = MAMLTRPO(tiny_maml_config)
+    rng = np.random.default_rng(0)
+    tasks = algo.sampler.sample_tasks(3, rng)
+    params = algo.meta_params()
+    train = algo.task_batch(algo.sampler.sample(algo.act_fn(params, False), tasks, 4, rng))
+    with torch.no_grad():
+        adapted = algo.adapt(detach_params(params), train, steps=1, first_order=True)
+    valid = algo.task_batch(algo.sampler.sample(algo.act_fn(adapted, True), tasks, 4, rng))
+    with torch.no_grad():
+        old = algo._dist(adapted, valid["observations"], batched=True).detach()
+    _, kl = algo._surrogate(params, train, valid, old.log_prob(valid["actions"]), old, first_order=False)
+    reference = fisher_vector_product_fn(kl, list(params.values()), damping=tiny_maml_config.cg_damping)
+    ours = algo.fisher_vector_product(params, train, valid, adapted, old)
+    v = torch.randn(flat(list(params.values())).numel(), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(ours(v), reference(v), atol=1e-6, rtol=1e-4)
