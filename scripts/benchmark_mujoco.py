@@ -1,0 +1,178 @@
+#!/usr/bin/env python
+"""Env steps per second of the batched MuJoCo backend, side by side with its two references.
+
+    python scripts/benchmark_mujoco.py                      # 20 simulations of HalfCheetahVel
+    python scripts/benchmark_mujoco.py --json runs/bench_mujoco.json
+
+All three run the same simulations (20 tasks x 1 episode, the same reset seeds, the same random
+actions, ``--steps`` env steps each):
+
+* ``batched``: ``env.unwrapped.batched(tasks, 1)`` (:class:`metarl.envs.mujoco_batched.MujocoBatchedEnv`),
+  ``--nthread`` physics threads (default: every usable core);
+* ``sync_vector``: a Gymnasium ``SyncVectorEnv`` of ``gymnasium.make`` envs set to the same tasks;
+* ``bare_mj_step``: the physics limit on one core: one ``MjData``, ``data.ctrl[:] = a`` and
+  ``mj_step(nstep=frame_skip)`` per env step, nothing else (no observation, reward or Python env).
+
+Each method runs ``--repeats`` times, interleaved, and the best run counts (the machine is shared,
+so slower runs measure the other processes). Ratios are taken within this one process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+
+import metarl  # noqa: F401  (registers the families)
+from metarl.envs.mujoco_batched import usable_cpu_count
+
+
+@dataclass
+class Args:
+    """Benchmark settings."""
+
+    env_id: str = "metarl/HalfCheetahVel-v0"
+    """The task family to step."""
+    num_sims: int = 20
+    """Simulations (one episode of each of this many tasks)."""
+    steps: int = 200
+    """Env steps per simulation per run (the registered horizon)."""
+    repeats: int = 5
+    """Runs per method; the best counts."""
+    nthread: int | None = None
+    """Physics threads of the batched backend (default: every usable core)."""
+    seed: int = 0
+    """Seeds the tasks, the reset seeds and the actions."""
+    json: str | None = None
+    """Write the results to this JSON file."""
+
+
+@dataclass
+class Result:
+    """Env steps per second of each method (best and median run) and the ratios of the best runs."""
+
+    env_id: str
+    num_sims: int
+    steps: int
+    nthread: int
+    cpus: int
+    loadavg_before: list[float]
+    steps_per_s: dict[str, float] = field(default_factory=dict)
+    median_steps_per_s: dict[str, float] = field(default_factory=dict)
+    ratios: dict[str, float] = field(default_factory=dict)
+    platform: str = ""
+    mujoco_version: str = ""
+
+
+def parse_args() -> Args:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    defaults = Args()
+    parser.add_argument("--env-id", default=defaults.env_id)
+    parser.add_argument("--num-sims", type=int, default=defaults.num_sims)
+    parser.add_argument("--steps", type=int, default=defaults.steps)
+    parser.add_argument("--repeats", type=int, default=defaults.repeats)
+    parser.add_argument("--nthread", type=int, default=defaults.nthread)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--json", default=defaults.json, metavar="PATH")
+    return Args(**vars(parser.parse_args()))
+
+
+def main() -> Result:
+    args = parse_args()
+    rng = np.random.default_rng(args.seed)
+    probe = gym.make(args.env_id)
+    family = probe.unwrapped
+    tasks = family.sample_tasks(args.num_sims, rng)
+    seeds = rng.integers(0, 2**31 - 1, size=args.num_sims)
+    action_space = family.action_space
+    actions = rng.uniform(action_space.low, action_space.high,
+                          size=(args.steps, args.num_sims, *action_space.shape)).astype(np.float32)
+
+    batched = family.batched(tasks, 1, nthread=args.nthread)
+
+    def make_fn(task):
+        def make():
+            env = gym.make(args.env_id)
+            env.unwrapped.set_task(task)
+            return env
+        return make
+
+    vector = gym.vector.SyncVectorEnv([make_fn(t) for t in tasks])
+
+    # The bare loop replays the same episodes: the batched backend's reset states, the same actions.
+    batched.reset(seeds)
+    initial_states = [batched.get_state(i) for i in range(args.num_sims)]
+    model = family.model  # the HalfCheetah/Ant tasks change only the reward, not the physics
+    data = mujoco.MjData(model)
+    frame_skip = family.frame_skip
+
+    def run_batched() -> None:
+        batched.reset(seeds)
+        for t in range(args.steps):
+            batched.step(actions[t])
+
+    def run_vector() -> None:
+        vector.reset(seed=[int(s) for s in seeds])
+        for t in range(args.steps):
+            vector.step(actions[t])
+
+    def run_bare() -> None:
+        for i, (qpos, qvel) in enumerate(initial_states):
+            mujoco.mj_resetData(model, data)
+            data.qpos[:], data.qvel[:] = qpos, qvel
+            mujoco.mj_forward(model, data)
+            for t in range(args.steps):
+                data.ctrl[:] = actions[t, i]
+                mujoco.mj_step(model, data, nstep=frame_skip)
+
+    methods = {"batched": run_batched, "sync_vector": run_vector, "bare_mj_step": run_bare}
+    result = Result(env_id=args.env_id, num_sims=args.num_sims, steps=args.steps, nthread=batched.nthread,
+                    cpus=usable_cpu_count(), loadavg_before=[round(x, 2) for x in os.getloadavg()],
+                    platform=platform.platform(), mujoco_version=mujoco.__version__)
+    rates: dict[str, list[float]] = {name: [] for name in methods}
+    env_steps = args.num_sims * args.steps
+    for _ in range(args.repeats):
+        for name, run in methods.items():
+            start = time.perf_counter()
+            run()
+            rates[name].append(env_steps / (time.perf_counter() - start))
+    result.steps_per_s = {name: max(r) for name, r in rates.items()}
+    result.median_steps_per_s = {name: float(np.median(r)) for name, r in rates.items()}
+    best = result.steps_per_s
+    result.ratios = {
+        "batched / sync_vector": best["batched"] / best["sync_vector"],
+        "batched / bare_mj_step": best["batched"] / best["bare_mj_step"],
+        "sync_vector / bare_mj_step": best["sync_vector"] / best["bare_mj_step"],
+    }
+
+    print(f"{args.env_id}: {args.num_sims} simulations x {args.steps} steps, best of {args.repeats}; "
+          f"batched backend on {batched.nthread} thread(s), {result.cpus} usable core(s), "
+          f"load average before {result.loadavg_before}")
+    print(f"{'method':<14} {'env steps/s':>12} {'median':>12}")
+    for name in methods:
+        print(f"{name:<14} {best[name]:>12,.0f} {result.median_steps_per_s[name]:>12,.0f}")
+    for name, ratio in result.ratios.items():
+        print(f"{name:<27} {ratio:6.2f}x")
+    print("targets: batched / sync_vector >= 2, batched / bare_mj_step >= 0.6")
+
+    batched.close()
+    vector.close()
+    probe.close()
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(result), indent=2) + "\n")
+        print(f"wrote {path}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
