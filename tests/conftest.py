@@ -5,8 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 import metarl  # noqa: F401  (registers the families)
+
+# pytest-xdist runs one worker per core; one intra-op thread per worker avoids oversubscribing them.
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
