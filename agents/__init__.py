@@ -1,1 +1,1 @@
-"""Meta-policies: MAML-TRPO (and later MAML-PPO, RL^2), installed as ``metarl.agents``."""
+"""Meta-policies: MAML-TRPO and MAML-PPO (``maml``), RL^2 (``rl2``), baselines; installed as ``metarl.agents``."""

@@ -1,18 +1,29 @@
-"""MAML for reinforcement learning (Finn et al. 2017) with a TRPO outer step.
+"""MAML for reinforcement learning (Finn et al. 2017) with two outer optimisers: TRPO and PPO.
 
-Per meta-iteration: sample ``meta_batch_size`` tasks; roll out ``episodes_per_task`` episodes of
-each with the meta-policy (pre-adaptation); adapt with ``num_inner_steps`` vanilla
-policy-gradient steps (the shared core, :func:`metarl.adaptation.adapt_batch`, vmapped over
-tasks); roll out fresh episodes with each adapted policy (post-adaptation); then take a TRPO step
-on the post-adaptation surrogate loss, differentiated *through* the inner step (second order by
-default). Defaults follow the original code's 2-D navigation settings.
+Per meta-iteration (:meth:`MAMLBase.meta_train_step`, shared by both): sample ``meta_batch_size``
+tasks; roll out ``episodes_per_task`` episodes of each with the meta-policy (pre-adaptation);
+adapt with ``num_inner_steps`` vanilla policy-gradient steps (the shared core,
+:func:`metarl.adaptation.adapt_batch`, vmapped over tasks); roll out fresh episodes with each
+adapted policy (post-adaptation). The outer optimiser then updates the meta-policy on a
+post-adaptation surrogate loss, differentiated *through* the inner step (second order by default):
+
+- :class:`MAMLTRPO` (Finn et al. 2017): one natural-gradient step in a KL trust region
+  (conjugate gradient + backtracking line search).
+- :class:`MAMLPPO`: the outer step of ProMP (Rothfuss et al. 2019): ``ppo_epochs`` Adam steps
+  on the clipped likelihood-ratio objective over the same episodes; ProMP's inner-KL penalty is
+  off by default (``inner_kl_coef``). What differs from ProMP is listed in ``docs/maml_ppo.md``.
+
+Defaults follow the original code's 2-D navigation settings; :data:`FAMILY_DEFAULTS` holds the
+original code's HalfCheetah settings, applied by the command line.
 """
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import math
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -29,12 +40,29 @@ from metarl.tasks import check_positive_int
 from metarl.training import MetaAlgorithm, check_finite
 from metarl.trpo import backtracking_line_search, conjugate_gradient, flat, unflat_like
 
-__all__ = ["MAMLConfig", "MAMLTRPO"]
+__all__ = [
+    "MAMLBaseConfig",
+    "MAMLConfig",
+    "MAMLPPOConfig",
+    "MAMLBase",
+    "MAMLTRPO",
+    "MAMLPPO",
+    "FAMILY_DEFAULTS",
+    "family_defaults",
+    "default_iterations",
+]
+
+Batch = dict[str, torch.Tensor]
+
+
+def _check_positive_number(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
 
 
 @dataclass
-class MAMLConfig:
-    """Settings of MAML-TRPO (defaults: the original code's 2-D navigation run)."""
+class MAMLBaseConfig:
+    """Settings shared by every MAML-RL outer optimiser (defaults: the original code's 2-D navigation run)."""
 
     env: str = field("metarl/Navigation2D-v0", "task family id (or 'module:Id-v0' for your own family)")
     env_kwargs: dict = field({}, "constructor kwargs of the family, e.g. {'goal_high': 1.0}")
@@ -50,6 +78,29 @@ class MAMLConfig:
     hidden_sizes: tuple[int, ...] = field((100, 100), "policy hidden layer sizes")
     activation: Literal["relu", "tanh"] = field("relu", "policy activation")
     init_std: float = field(1.0, "initial policy standard deviation (Gaussian policies)")
+    metatest_tasks: int = field(40, "held-out tasks in the final meta-test")
+    metatest_steps: int = field(3, "adaptation steps evaluated in the meta-test (each on fresh episodes)")
+    metatest_seed: int = field(1234, "seed of the meta-test tasks and episodes (fixed across runs)")
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` for settings that cannot train."""
+        for name in ("meta_batch_size", "episodes_per_task", "num_inner_steps", "metatest_tasks"):
+            check_positive_int(name, getattr(self, name))
+        if self.max_episode_steps is not None:
+            check_positive_int("max_episode_steps (horizon)", self.max_episode_steps)
+        if isinstance(self.metatest_steps, bool) or not isinstance(self.metatest_steps, int) or self.metatest_steps < 0:
+            raise ValueError(f"metatest_steps must be a non-negative integer, got {self.metatest_steps!r}")
+        _check_positive_number("inner_lr", self.inner_lr)
+        if not 0 <= self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
+            raise ValueError(f"gamma and gae_lambda must be in [0, 1], got {self.gamma}, {self.gae_lambda}")
+        if not self.hidden_sizes or any(h <= 0 for h in self.hidden_sizes):
+            raise ValueError(f"hidden_sizes must be positive integers, got {self.hidden_sizes}")
+
+
+@dataclass
+class MAMLConfig(MAMLBaseConfig):
+    """Settings of MAML-TRPO (defaults: the original code's 2-D navigation run)."""
+
     max_kl: float = field(0.01, "TRPO trust-region size (mean KL of the post-adaptation policies)")
     cg_iters: int = field(10, "conjugate-gradient iterations")
     cg_damping: float = field(1e-5, "damping added to the Fisher-vector product")
@@ -57,41 +108,79 @@ class MAMLConfig:
                                      "(1: exact; k > 1 trades curvature accuracy for speed, as OpenAI baselines' TRPO)")
     ls_max_steps: int = field(15, "line-search backtracking steps")
     ls_backtrack_ratio: float = field(0.8, "line-search shrink factor")
-    metatest_tasks: int = field(40, "held-out tasks in the final meta-test")
-    metatest_steps: int = field(3, "adaptation steps evaluated in the meta-test (each on fresh episodes)")
-    metatest_seed: int = field(1234, "seed of the meta-test tasks and episodes (fixed across runs)")
 
     def validate(self) -> None:
         """Raise ``ValueError`` for settings that cannot train."""
-        for name in ("meta_batch_size", "episodes_per_task", "num_inner_steps", "cg_iters", "ls_max_steps",
-                     "metatest_tasks", "fisher_subsample"):
+        super().validate()
+        for name in ("cg_iters", "ls_max_steps", "fisher_subsample"):
             check_positive_int(name, getattr(self, name))
-        if self.max_episode_steps is not None:
-            check_positive_int("max_episode_steps (horizon)", self.max_episode_steps)
-        if isinstance(self.metatest_steps, bool) or not isinstance(self.metatest_steps, int) or self.metatest_steps < 0:
-            raise ValueError(f"metatest_steps must be a non-negative integer, got {self.metatest_steps!r}")
-        for name in ("inner_lr", "max_kl"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        _check_positive_number("max_kl", self.max_kl)
         if not 0 < self.ls_backtrack_ratio < 1:
             raise ValueError(f"ls_backtrack_ratio must be in (0, 1), got {self.ls_backtrack_ratio}")
-        if not 0 <= self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
-            raise ValueError(f"gamma and gae_lambda must be in [0, 1], got {self.gamma}, {self.gae_lambda}")
-        if not self.hidden_sizes or any(h <= 0 for h in self.hidden_sizes):
-            raise ValueError(f"hidden_sizes must be positive integers, got {self.hidden_sizes}")
 
 
-class MAMLTRPO(MetaAlgorithm):
-    """MAML-TRPO on a task family.
+@dataclass
+class MAMLPPOConfig(MAMLBaseConfig):
+    """Settings of MAML-PPO; the outer-step defaults are ProMP's (``learning_rate``, ``num_promp_steps``, ``clip_eps``)."""
+
+    outer_lr: float = field(1e-3, "Adam step size of the outer update (ProMP's learning_rate)")
+    ppo_epochs: int = field(5, "Adam steps on the clipped objective per meta-iteration, all on the same "
+                               "episodes (ProMP's num_ppo_steps)")
+    clip_eps: float = field(0.3, "clip range of the post-adaptation likelihood ratio (ProMP's clip_eps)")
+    inner_kl_coef: float = field(0.0, "weight of ProMP's fixed penalty on the mean KL(sampling pre-adaptation policy "
+                                      "|| current one) on the pre-adaptation episodes (0: MAML-PPO; ProMP uses 5e-4)")
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` for settings that cannot train."""
+        super().validate()
+        _check_positive_number("outer_lr", self.outer_lr)
+        check_positive_int("ppo_epochs", self.ppo_epochs)
+        if isinstance(self.clip_eps, bool) or not (isinstance(self.clip_eps, (int, float)) and 0 < self.clip_eps < 1):
+            raise ValueError(f"clip_eps must be a number in (0, 1), got {self.clip_eps!r}")
+        if not (isinstance(self.inner_kl_coef, (int, float)) and math.isfinite(self.inner_kl_coef)
+                and self.inner_kl_coef >= 0):
+            raise ValueError(f"inner_kl_coef must be a non-negative number, got {self.inner_kl_coef!r}")
+
+
+# The original MAML HalfCheetah runs (cbfinn/maml_rl maml_examples/cluster_maml_trpo_cheetah.py):
+# fast_lr 0.1, fast_batch_size 20 episodes, meta_batch_size 40 (the paper's locomotion setting;
+# the script also swept 80), ReLU (100, 100) policy, linear baseline, one inner step, horizon 200
+# (the registered one), meta_step_size (TRPO max_kl) 0.01, discount 0.99, n_itr 1000.
+_HALF_CHEETAH = dict(meta_batch_size=40, episodes_per_task=20, inner_lr=0.1, hidden_sizes=(100, 100),
+                     activation="relu", iterations=1000)
+
+#: per-family settings (fields of either config, plus ``"iterations"``: the run length)
+FAMILY_DEFAULTS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
+    "metarl/HalfCheetahDir-v0": lambda kw: dict(_HALF_CHEETAH),
+    "metarl/HalfCheetahVel-v0": lambda kw: dict(_HALF_CHEETAH),
+}
+
+DEFAULT_ITERATIONS = 300
+"""Run length for families without an entry in :data:`FAMILY_DEFAULTS`."""
+
+
+def family_defaults(env_id: str, env_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Default MAML settings (plus ``"iterations"``) for a family and its kwargs; ``{}`` if it has none."""
+    make = FAMILY_DEFAULTS.get(env_id)
+    return dict(make(dict(env_kwargs or {}))) if make is not None else {}
+
+
+def default_iterations(config: MAMLBaseConfig) -> int:
+    """Meta-iterations of a run with ``config``'s family when ``--iterations`` is not given."""
+    return int(family_defaults(config.env, config.env_kwargs).get("iterations", DEFAULT_ITERATIONS))
+
+
+class MAMLBase(MetaAlgorithm):
+    """MAML-RL without its outer update: sampling, advantages, the inner step, meta-test and state.
+
+    A subclass implements :meth:`outer_step`, which updates the meta-policy from one meta-batch of
+    pre- and post-adaptation episodes.
 
     Args:
-        config: the settings (:class:`MAMLConfig`).
+        config: the settings (a :class:`MAMLBaseConfig` subclass).
     """
 
-    name = "maml-trpo"
-
-    def __init__(self, config: MAMLConfig):
+    def __init__(self, config: MAMLBaseConfig):
         config.validate()
         self.cfg = config
         self.sampler = EpisodeSampler(config.env, config.env_kwargs, max_episode_steps=config.max_episode_steps)
@@ -122,11 +211,18 @@ class MAMLTRPO(MetaAlgorithm):
 
         return act
 
-    def inner_loss(self, params: Params, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """REINFORCE loss of one task's episodes (the inner step's objective)."""
+    def inner_loss(self, params: Params, batch: Batch) -> torch.Tensor:
+        """REINFORCE loss of one task's episodes (the inner step's objective).
+
+        With ``batch["importance_weights"]`` (constants) each step's term is weighted, for
+        episodes sampled by other parameters than ``params`` (see :meth:`MAMLPPO.outer_step`).
+        """
         dist = functional_forward(self.policy, params, batch["observations"])
         log_probs = dist.log_prob(batch["actions"])
-        return -masked_mean(log_probs * batch["advantages"], batch["mask"])
+        advantages = batch["advantages"]
+        if "importance_weights" in batch:
+            advantages = advantages * batch["importance_weights"]
+        return -masked_mean(log_probs * advantages, batch["mask"])
 
     # ----- advantages ------------------------------------------------------------------------------
     def _values(self, episodes: Episodes, returns: torch.Tensor) -> torch.Tensor:
@@ -141,7 +237,7 @@ class MAMLTRPO(MetaAlgorithm):
         with torch.no_grad():
             return self.value_net(obs) * mask
 
-    def task_batch(self, episodes: Episodes) -> dict[str, torch.Tensor]:
+    def task_batch(self, episodes: Episodes) -> Batch:
         """Episode tensors plus per-task normalised advantages, ready for ``adapt_batch``."""
         returns = discounted_returns(episodes.rewards, episodes.mask, self.cfg.gamma)
         values = self._values(episodes, returns)
@@ -150,61 +246,36 @@ class MAMLTRPO(MetaAlgorithm):
         return {"observations": episodes.observations, "actions": episodes.actions, "advantages": adv,
                 "mask": episodes.mask}
 
-    def adapt(self, params: Params, batch: dict[str, torch.Tensor], *, steps: int, first_order: bool,
+    def adapt(self, params: Params, batch: Batch, *, steps: int, first_order: bool,
               batched_params: bool = False) -> Params:
         """Per-task adapted parameters (leading task axis), through the shared core."""
         return adapt_batch(self.inner_loss, params, batch, steps=steps, step_size=self.cfg.inner_lr,
                            first_order=first_order, batched_params=batched_params)
 
-    # ----- outer step ------------------------------------------------------------------------------
-    def _surrogate(self, params: Params, train: dict[str, torch.Tensor], valid: dict[str, torch.Tensor],
-                   old_log_probs: torch.Tensor, old_dist: Any, first_order: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def post_adaptation_log_probs(self, params: Params, train: Batch, valid: Batch,
+                                  first_order: bool) -> tuple[Any, torch.Tensor]:
+        """Adapt ``params`` on ``train`` (differentiably); each adapted policy's distribution on
+        ``valid``'s observations and log-probabilities of its actions, ``(tasks, episodes, T)``."""
         adapted = self.adapt(params, train, steps=self.cfg.num_inner_steps, first_order=first_order)
         dist = self._dist(adapted, valid["observations"], batched=True)
-        log_probs = dist.log_prob(valid["actions"])
-        ratio = torch.exp(log_probs - old_log_probs)
-        dims = (1, 2)
-        loss = -masked_mean(ratio * valid["advantages"], valid["mask"], dim=dims).mean()
-        kl = masked_mean(old_dist.kl(dist), valid["mask"], dim=dims).mean()
-        return loss, kl
+        return dist, dist.log_prob(valid["actions"])
 
-    def fisher_vector_product(self, params: Params, train: dict[str, torch.Tensor], valid: dict[str, torch.Tensor],
-                              adapted: Params, old_dist: Any) -> Any:
-        """``v -> (H + damping I) v`` with ``H`` the Hessian of the mean KL through the inner step at ``params``.
+    # ----- one meta-iteration ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def outer_step(self, params: Params, train: Batch, valid: Batch, adapted: Params, old_dist: Any) -> dict[str, float]:
+        """Update the meta-parameters in place from one meta-batch; return ``train/`` metrics.
 
-        At the current parameters the KL's gradient vanishes, so ``H = J^T F J`` exactly, with
-        ``J`` the Jacobian of the adapted parameters (a forward-mode product through the inner
-        step) and ``F`` the Fisher of each adapted policy; ``fisher_subsample`` estimates both
-        from every k-th episode.
+        Args:
+            params: the meta-parameters (the policy's own tensors).
+            train: pre-adaptation episodes of each task (:meth:`task_batch`): the support data.
+            valid: post-adaptation episodes of each task: the query data.
+            adapted: the detached adapted parameters that sampled ``valid`` (leading task axis).
+            old_dist: their detached action distributions on ``valid["observations"]``.
+
+        Returns:
+            At least ``train/surrogate_loss_before``, ``train/surrogate_loss_after`` and ``train/kl``
+            (mean KL of the post-adaptation policies from ``old_dist`` after the update).
         """
-        k, n_tasks = self.cfg.fisher_subsample, len(next(iter(valid.values())))
-        names = list(params)
-        start = detach_params(params)
-        train_sub = {key: value[:, ::k] for key, value in train.items()}
-        obs, mask = valid["observations"][:, ::k], valid["mask"][:, ::k]
-        old_fields = [field[:, ::k].contiguous() for field in old_dist]
-        adapted = detach_params(adapted)
-
-        def adapt_fn(p: Params) -> Params:
-            return self.adapt(p, train_sub, steps=self.cfg.num_inner_steps, first_order=False)
-
-        def task_kl(p: Params, o: torch.Tensor, m: torch.Tensor, *old: torch.Tensor) -> torch.Tensor:
-            return masked_mean(type(old_dist)(*old).kl(functional_forward(self.policy, p, o)), m) / n_tasks
-
-        def task_hvp(p: Params, u: Params, o: torch.Tensor, m: torch.Tensor, *old: torch.Tensor) -> Params:
-            return jvp(lambda q: grad(task_kl)(q, o, m, *old), (p,), (u,))[1]
-
-        _, transpose = vjp(adapt_fn, start)
-        like = list(start.values())
-
-        def fvp(vector: torch.Tensor) -> torch.Tensor:
-            v = dict(zip(names, unflat_like(vector, like)))
-            _, jv = jvp(adapt_fn, (start,), (v,))
-            hv = vmap(task_hvp)(adapted, jv, obs, mask, *old_fields)
-            out = transpose(hv)[0]
-            return flat([out[n] for n in names]) + self.cfg.cg_damping * vector
-
-        return fvp
 
     def meta_train_step(self, rng: np.random.Generator) -> dict[str, float]:
         cfg = self.cfg
@@ -226,37 +297,7 @@ class MAMLTRPO(MetaAlgorithm):
         valid = self.task_batch(valid_eps)
         with torch.no_grad():
             old_dist = self._dist(adapted, valid["observations"], batched=True).detach()
-            old_log_probs = old_dist.log_prob(valid["actions"])
-
-        param_list = list(params.values())
-        loss, _ = self._surrogate(params, train, valid, old_log_probs, old_dist, cfg.first_order)
-        check_finite(loss, "MAML-TRPO surrogate loss")
-        grads = flat(torch.autograd.grad(loss, param_list))
-        check_finite(grads, "MAML-TRPO meta-gradient")
-        fvp = self.fisher_vector_product(params, train, valid, adapted, old_dist)
-        step_dir = conjugate_gradient(fvp, grads, cfg.cg_iters)
-        shs = 0.5 * (step_dir @ fvp(step_dir))
-        step = step_dir / torch.sqrt(shs / cfg.max_kl).clamp_min(1e-12)
-        check_finite(step, "TRPO step direction (conjugate gradient)")
-        old_flat = flat([p.detach() for p in param_list]).clone()
-
-        def set_params(vector: torch.Tensor) -> None:
-            with torch.no_grad():
-                for p, v in zip(param_list, unflat_like(vector, param_list)):
-                    p.copy_(v)
-
-        def evaluate(fraction: float) -> tuple[float, float]:
-            set_params(old_flat - fraction * step)
-            with torch.no_grad():
-                new_loss, new_kl = self._surrogate(params, train, valid, old_log_probs, old_dist, True)
-            return float(new_loss), float(new_kl)
-
-        old_loss = float(loss.detach())
-        del loss, fvp
-        fraction, ls_steps = backtracking_line_search(evaluate, old_loss, cfg.max_kl, cfg.ls_max_steps,
-                                                      cfg.ls_backtrack_ratio)
-        set_params(old_flat - fraction * step)
-        new_loss, new_kl = evaluate(fraction) if fraction > 0 else (old_loss, 0.0)
+        outer_metrics = self.outer_step(params, train, valid, adapted, old_dist)
         steps = train_eps.num_steps + valid_eps.num_steps
         self.env_steps += steps
         elapsed = time.perf_counter() - t_start
@@ -264,11 +305,7 @@ class MAMLTRPO(MetaAlgorithm):
             "samples": steps,
             "rollout/return_before_adaptation": float(train_eps.episode_returns.mean()),
             "rollout/return_after_adaptation": float(valid_eps.episode_returns.mean()),
-            "train/surrogate_loss_before": old_loss,
-            "train/surrogate_loss_after": new_loss,
-            "train/kl": new_kl,
-            "train/line_search_steps": ls_steps,
-            "train/step_accepted": float(fraction > 0),
+            **outer_metrics,
             "train/policy_std": float(torch.exp(self.policy.log_std.detach()).mean()) if hasattr(self.policy, "log_std") else float("nan"),
             "time/fps": steps / sample_time if sample_time > 0 else float("nan"),
             "time/iteration_seconds": elapsed,
@@ -332,3 +369,194 @@ class MAMLTRPO(MetaAlgorithm):
         out = dataclasses.asdict(self.cfg)
         out["hidden_sizes"] = list(out["hidden_sizes"])
         return {"algo": self.name, **out}
+
+
+class MAMLTRPO(MAMLBase):
+    """MAML-TRPO on a task family: the outer step is one TRPO step through the inner step.
+
+    Args:
+        config: the settings (:class:`MAMLConfig`).
+    """
+
+    name = "maml-trpo"
+    cfg: MAMLConfig
+
+    def _surrogate(self, params: Params, train: Batch, valid: Batch, old_log_probs: torch.Tensor, old_dist: Any,
+                   first_order: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        dist, log_probs = self.post_adaptation_log_probs(params, train, valid, first_order)
+        ratio = torch.exp(log_probs - old_log_probs)
+        dims = (1, 2)
+        loss = -masked_mean(ratio * valid["advantages"], valid["mask"], dim=dims).mean()
+        kl = masked_mean(old_dist.kl(dist), valid["mask"], dim=dims).mean()
+        return loss, kl
+
+    def fisher_vector_product(self, params: Params, train: Batch, valid: Batch, adapted: Params, old_dist: Any) -> Any:
+        """``v -> (H + damping I) v`` with ``H`` the Hessian of the mean KL through the inner step at ``params``.
+
+        At the current parameters the KL's gradient vanishes, so ``H = J^T F J`` exactly, with
+        ``J`` the Jacobian of the adapted parameters (a forward-mode product through the inner
+        step) and ``F`` the Fisher of each adapted policy; ``fisher_subsample`` estimates both
+        from every k-th episode.
+        """
+        k, n_tasks = self.cfg.fisher_subsample, len(next(iter(valid.values())))
+        names = list(params)
+        start = detach_params(params)
+        train_sub = {key: value[:, ::k] for key, value in train.items()}
+        obs, mask = valid["observations"][:, ::k], valid["mask"][:, ::k]
+        old_fields = [field[:, ::k].contiguous() for field in old_dist]
+        adapted = detach_params(adapted)
+
+        def adapt_fn(p: Params) -> Params:
+            return self.adapt(p, train_sub, steps=self.cfg.num_inner_steps, first_order=False)
+
+        def task_kl(p: Params, o: torch.Tensor, m: torch.Tensor, *old: torch.Tensor) -> torch.Tensor:
+            return masked_mean(type(old_dist)(*old).kl(functional_forward(self.policy, p, o)), m) / n_tasks
+
+        def task_hvp(p: Params, u: Params, o: torch.Tensor, m: torch.Tensor, *old: torch.Tensor) -> Params:
+            return jvp(lambda q: grad(task_kl)(q, o, m, *old), (p,), (u,))[1]
+
+        _, transpose = vjp(adapt_fn, start)
+        like = list(start.values())
+
+        def fvp(vector: torch.Tensor) -> torch.Tensor:
+            v = dict(zip(names, unflat_like(vector, like)))
+            _, jv = jvp(adapt_fn, (start,), (v,))
+            hv = vmap(task_hvp)(adapted, jv, obs, mask, *old_fields)
+            out = transpose(hv)[0]
+            return flat([out[n] for n in names]) + self.cfg.cg_damping * vector
+
+        return fvp
+
+    def outer_step(self, params: Params, train: Batch, valid: Batch, adapted: Params, old_dist: Any) -> dict[str, float]:
+        """A TRPO step: conjugate gradient on the Fisher through the inner step, then a line search."""
+        cfg = self.cfg
+        old_log_probs = old_dist.log_prob(valid["actions"])
+        param_list = list(params.values())
+        loss, _ = self._surrogate(params, train, valid, old_log_probs, old_dist, cfg.first_order)
+        check_finite(loss, "MAML-TRPO surrogate loss")
+        grads = flat(torch.autograd.grad(loss, param_list))
+        check_finite(grads, "MAML-TRPO meta-gradient")
+        fvp = self.fisher_vector_product(params, train, valid, adapted, old_dist)
+        step_dir = conjugate_gradient(fvp, grads, cfg.cg_iters)
+        shs = 0.5 * (step_dir @ fvp(step_dir))
+        step = step_dir / torch.sqrt(shs / cfg.max_kl).clamp_min(1e-12)
+        check_finite(step, "TRPO step direction (conjugate gradient)")
+        old_flat = flat([p.detach() for p in param_list]).clone()
+
+        def set_params(vector: torch.Tensor) -> None:
+            with torch.no_grad():
+                for p, v in zip(param_list, unflat_like(vector, param_list)):
+                    p.copy_(v)
+
+        def evaluate(fraction: float) -> tuple[float, float]:
+            set_params(old_flat - fraction * step)
+            with torch.no_grad():
+                new_loss, new_kl = self._surrogate(params, train, valid, old_log_probs, old_dist, True)
+            return float(new_loss), float(new_kl)
+
+        old_loss = float(loss.detach())
+        del loss, fvp
+        fraction, ls_steps = backtracking_line_search(evaluate, old_loss, cfg.max_kl, cfg.ls_max_steps,
+                                                      cfg.ls_backtrack_ratio)
+        set_params(old_flat - fraction * step)
+        new_loss, new_kl = evaluate(fraction) if fraction > 0 else (old_loss, 0.0)
+        return {
+            "train/surrogate_loss_before": old_loss,
+            "train/surrogate_loss_after": new_loss,
+            "train/kl": new_kl,
+            "train/line_search_steps": ls_steps,
+            "train/step_accepted": float(fraction > 0),
+        }
+
+
+class MAMLPPO(MAMLBase):
+    """MAML-PPO on a task family: the outer step is ProMP's clipped objective, optimised with Adam.
+
+    Per meta-iteration, ``ppo_epochs`` full-batch Adam steps minimise
+
+        -mean_tasks masked_mean_t min(r_t A_t, clip(r_t, 1 - clip_eps, 1 + clip_eps) A_t)
+            [+ inner_kl_coef * mean_tasks KL(pi_sampling || pi_theta) on the pre-adaptation episodes]
+
+    where ``r_t = pi_{theta'}(a_t|s_t) / pi_old(a_t|s_t)`` on the post-adaptation episodes,
+    ``theta' = theta - inner_lr * grad(inner loss)`` is recomputed from the current ``theta`` in
+    every epoch and differentiated through (second order unless ``first_order``), and ``pi_old`` is
+    the adapted policy that sampled the episodes. Because ``theta`` moves away from the parameters
+    that sampled the pre-adaptation episodes, the inner step weights each step by
+    ``pi_theta / pi_sampling`` (held constant), so the inner gradient stays an importance-sampled
+    policy gradient; at the sampling parameters (the first epoch) the weights are 1 and the
+    meta-gradient is exactly MAML-TRPO's.
+
+    Args:
+        config: the settings (:class:`MAMLPPOConfig`).
+    """
+
+    name = "maml-ppo"
+    cfg: MAMLPPOConfig
+
+    def __init__(self, config: MAMLPPOConfig):
+        super().__init__(config)
+        self.outer_opt = torch.optim.Adam(self.policy.parameters(), lr=config.outer_lr)
+
+    def clipped_objective(self, params: Params, train: Batch, valid: Batch, old_log_probs: torch.Tensor,
+                          first_order: bool) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """The clipped surrogate loss through the inner step, the likelihood ratios and the adapted distributions."""
+        dist, log_probs = self.post_adaptation_log_probs(params, train, valid, first_order)
+        ratio = torch.exp(log_probs - old_log_probs)
+        eps, adv = self.cfg.clip_eps, valid["advantages"]
+        objective = torch.minimum(ratio * adv, ratio.clamp(1 - eps, 1 + eps) * adv)
+        loss = -masked_mean(objective, valid["mask"], dim=(1, 2)).mean()
+        return loss, ratio, dist
+
+    def _importance_weighted(self, params: Params, train: Batch, sampling_log_probs: torch.Tensor) -> Batch:
+        with torch.no_grad():
+            log_ratio = self._dist(params, train["observations"], batched=False).log_prob(train["actions"])
+            log_ratio = log_ratio - sampling_log_probs
+            weights = torch.where(train["mask"] > 0, torch.exp(log_ratio), torch.zeros_like(log_ratio))
+        return {**train, "importance_weights": weights}
+
+    def _inner_kl(self, params: Params, train: Batch, sampling_dist: Any) -> torch.Tensor:
+        dist = self._dist(params, train["observations"], batched=False)
+        return masked_mean(sampling_dist.kl(dist), train["mask"], dim=(1, 2)).mean()
+
+    def outer_step(self, params: Params, train: Batch, valid: Batch, adapted: Params, old_dist: Any) -> dict[str, float]:
+        """``ppo_epochs`` Adam steps on the clipped objective, all on this meta-batch's episodes."""
+        cfg = self.cfg
+        old_log_probs = old_dist.log_prob(valid["actions"])
+        with torch.no_grad():
+            sampling_dist = self._dist(params, train["observations"], batched=False).detach()
+            sampling_log_probs = sampling_dist.log_prob(train["actions"])
+        loss_before = float("nan")
+        for epoch in range(cfg.ppo_epochs):
+            support = self._importance_weighted(params, train, sampling_log_probs)
+            loss, _, _ = self.clipped_objective(params, support, valid, old_log_probs, cfg.first_order)
+            if epoch == 0:
+                loss_before = float(loss.detach())
+            if cfg.inner_kl_coef > 0:
+                loss = loss + cfg.inner_kl_coef * self._inner_kl(params, train, sampling_dist)
+            check_finite(loss, f"MAML-PPO clipped objective (epoch {epoch})")
+            self.outer_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            for name, p in params.items():
+                check_finite(p.grad, f"MAML-PPO meta-gradient of {name} (epoch {epoch})")
+            self.outer_opt.step()
+        with torch.no_grad():
+            support = self._importance_weighted(params, train, sampling_log_probs)
+            loss_after, ratio, dist = self.clipped_objective(params, support, valid, old_log_probs, True)
+            mask = valid["mask"]
+            kl = masked_mean(old_dist.kl(dist), mask, dim=(1, 2)).mean()
+            clip_fraction = masked_mean(((ratio - 1).abs() > cfg.clip_eps).to(mask.dtype), mask)
+            inner_kl = self._inner_kl(params, train, sampling_dist)
+        return {
+            "train/surrogate_loss_before": loss_before,
+            "train/surrogate_loss_after": float(loss_after),
+            "train/kl": float(kl),
+            "train/inner_kl": float(inner_kl),
+            "train/clip_fraction": float(clip_fraction),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "outer_opt": self.outer_opt.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.outer_opt.load_state_dict(state["outer_opt"])

@@ -36,16 +36,40 @@ class AlgorithmSpec:
     config_cls: Callable[[], Any]
     make: Callable[[Any], MetaAlgorithm]
     default_iterations: Callable[[Any], int]
+    #: ``(env_id, env_kwargs) -> {field: value}``: a family's default settings, applied before the
+    #: flags are parsed (so a flag still overrides them)
+    defaults_for_env: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None
+
+
+def _maml_defaults(env_id: str, env_kwargs: dict[str, Any]) -> dict[str, Any]:
+    from metarl.agents.maml import family_defaults
+
+    return {k: v for k, v in family_defaults(env_id, env_kwargs).items() if k != "iterations"}
 
 
 def _maml_trpo() -> AlgorithmSpec:
-    from metarl.agents.maml import MAMLConfig, MAMLTRPO
+    from metarl.agents.maml import MAMLConfig, MAMLTRPO, default_iterations
 
-    return AlgorithmSpec(MAMLConfig, MAMLTRPO, lambda cfg: 300)
+    return AlgorithmSpec(MAMLConfig, MAMLTRPO, default_iterations, _maml_defaults)
+
+
+def _maml_ppo() -> AlgorithmSpec:
+    from metarl.agents.maml import MAMLPPO, MAMLPPOConfig, default_iterations
+
+    return AlgorithmSpec(MAMLPPOConfig, MAMLPPO, default_iterations, _maml_defaults)
+
+
+def _rl2_ppo() -> AlgorithmSpec:
+    from metarl.agents.rl2 import RL2Config, RL2PPO, default_iterations, family_defaults
+
+    def defaults(env_id: str, env_kwargs: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in family_defaults(env_id, env_kwargs).items() if k != "iterations"}
+
+    return AlgorithmSpec(RL2Config, RL2PPO, default_iterations, defaults)
 
 
 #: algorithm name -> lazy spec factory (lazy so ``metarl envs`` does not import the agents)
-ALGORITHMS: dict[str, Callable[[], AlgorithmSpec]] = {"maml-trpo": _maml_trpo}
+ALGORITHMS: dict[str, Callable[[], AlgorithmSpec]] = {"maml-trpo": _maml_trpo, "maml-ppo": _maml_ppo, "rl2-ppo": _rl2_ppo}
 
 
 def register_algorithm(name: str, spec_factory: Callable[[], AlgorithmSpec]) -> None:
@@ -104,7 +128,14 @@ def train_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if known.algo not in ALGORITHMS:
         raise ValueError(f"unknown --algo {known.algo!r}; choose from {sorted(ALGORITHMS)}")
     spec = ALGORITHMS[known.algo]()
-    args = _train_parser(known.algo, spec).parse_args(argv)
+    parser = _train_parser(known.algo, spec)
+    if spec.defaults_for_env is not None and saved is None:
+        env_pre = argparse.ArgumentParser(add_help=False)
+        env_pre.add_argument("--env", default=parser.get_default("env"))
+        env_pre.add_argument("--env-kwargs", nargs="*", default=None)
+        env_args, _ = env_pre.parse_known_args(argv)
+        parser.set_defaults(**spec.defaults_for_env(env_args.env, parse_env_kwargs(env_args.env_kwargs)))
+    args = parser.parse_args(argv)
     if saved is not None:
         cfg = _config_from_checkpoint(spec, saved)
         seed, logdir = int(saved["seed"]), args.resume
@@ -114,6 +145,9 @@ def train_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         env_name = cfg.env.split(":")[-1].replace("/", "-")
         logdir = args.logdir or Path("runs") / f"{known.algo}-{env_name}-s{seed}"
     iterations = args.iterations if args.iterations is not None else spec.default_iterations(cfg)
+    threads = getattr(cfg, "threads", None)
+    if threads is not None:  # settings with a `threads` field choose torch's CPU threads
+        torch.set_num_threads(threads)
     torch.manual_seed(seed)  # network initialisation; everything else draws from the run's generator
     algorithm = spec.make(cfg)
     print(f"metarl: {known.algo} on {cfg.env}, seed {seed}, {iterations} meta-iterations, logdir {logdir}",

@@ -36,7 +36,10 @@ class Episodes:
         observations: ``s_t``.
         actions: ``a_t`` as sampled (before any clipping by the env).
         rewards: ``r_t`` (0 on masked steps).
-        mask: 1.0 while the episode runs, 0.0 after it ended.
+        mask: 1.0 while the episode runs, 0.0 after it ended. A backend may also mark steps of a
+            running episode as idle with ``info["valid"]`` (a boolean per simulation) from ``step``:
+            those get 0.0 too, so the mask can have holes (an RL^2 trial waiting for its next inner
+            episode, :class:`metarl.wrappers.RL2TrialBatchedEnv`). Families never do this.
         tasks: the task of each leading index.
         truncated: ``(tasks, episodes)`` whether the episode was cut by the env (e.g. a MuJoCo blow-up)
             rather than terminated or run to the horizon.
@@ -157,14 +160,15 @@ class EpisodeSampler:
                     f"non-finite action from the policy at step {t} of task {tasks[bad // n_eps]!r}; "
                     "the policy parameters diverged (lower the inner/outer step size)"
                 )
-            obs, reward, terminated, truncated, _ = backend.step(act.numpy())
-            if not np.all(np.isfinite(reward[alive])):
-                bad = int(np.flatnonzero(~np.isfinite(reward) & alive)[0])
+            obs, reward, terminated, truncated, info = backend.step(act.numpy())
+            valid = alive & np.asarray(info["valid"], dtype=bool) if "valid" in info else alive
+            if not np.all(np.isfinite(reward[valid])):
+                bad = int(np.flatnonzero(~np.isfinite(reward) & valid)[0])
                 raise NonFiniteError(
                     f"non-finite reward from {self.env_id} at step {t} of task {tasks[bad // n_eps]!r}"
                 )
-            mask[t] = torch.as_tensor(alive, dtype=torch.float32)
-            rewards[t] = torch.as_tensor(np.where(alive, reward, 0.0), dtype=torch.float32)
+            mask[t] = torch.as_tensor(valid, dtype=torch.float32)
+            rewards[t] = torch.as_tensor(np.where(valid, reward, 0.0), dtype=torch.float32)
             truncated_any |= alive & np.asarray(truncated, dtype=bool)
             alive = alive & ~np.asarray(terminated, dtype=bool) & ~np.asarray(truncated, dtype=bool)
             if not alive.any():

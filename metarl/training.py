@@ -19,6 +19,7 @@ import json
 import math
 import os
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -138,7 +139,9 @@ def run_meta_training(
         print_fn: where the final meta-test table goes (``None`` to stay quiet).
 
     Returns:
-        The meta-test result, also written to ``logdir/metatest.json``.
+        The meta-test result, also written to ``logdir/metatest.json``, with ``train_seconds``: the
+        wall-clock seconds of meta-training, summed over resumed sessions (also logged as
+        ``time/elapsed_seconds``).
     """
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
         raise ValueError(f"iterations must be a non-negative integer, got {iterations!r}")
@@ -149,7 +152,7 @@ def run_meta_training(
     ckpt_path = logdir / CHECKPOINT_NAME
     rng = np.random.default_rng(seed)
     config = {**algorithm.config(), "seed": seed}
-    start, samples = 0, 0
+    start, samples, seconds_before = 0, 0, 0.0
     if resume:
         state = load_checkpoint(ckpt_path)
         mismatch = _config_mismatch(state.get("config", {}), config)
@@ -162,6 +165,7 @@ def run_meta_training(
         set_rng_state(state["rng"], rng)
         torch.set_rng_state(state["torch_rng"])
         start, samples = int(state["iteration"]), int(state["samples"])
+        seconds_before = float(state.get("train_seconds", 0.0))  # absent in checkpoints of older versions
     elif ckpt_path.exists():
         raise CheckpointError(
             f"{logdir} already holds a checkpoint; pass --resume to continue it or choose a new --logdir"
@@ -171,11 +175,18 @@ def run_meta_training(
     if not resume:
         logger.hparams(config)
 
+    clock = time.perf_counter()
+
+    def train_seconds() -> float:
+        """Wall-clock seconds of meta-training so far, summed over resumed sessions (meta-test excluded)."""
+        return seconds_before + time.perf_counter() - clock
+
     def checkpoint(iteration: int) -> None:
         save_checkpoint(ckpt_path, {
             "algorithm": algorithm.state_dict(),
             "iteration": iteration,
             "samples": samples,
+            "train_seconds": train_seconds(),
             "rng": rng_state(rng),
             "torch_rng": torch.get_rng_state(),
             "config": config,
@@ -191,7 +202,7 @@ def run_meta_training(
                     raise NonFiniteError(f"non-finite metric {key}={value} at meta-iteration {iteration}")
             samples += int(metrics.get("samples", 0))
             logger.scalars({k: v for k, v in metrics.items() if k != "samples"}, step=samples)
-            logger.scalars({"time/iterations": iteration + 1}, step=samples)
+            logger.scalars({"time/iterations": iteration + 1, "time/elapsed_seconds": train_seconds()}, step=samples)
             shown = {k.split("/")[-1]: f"{v:.3g}" for k, v in metrics.items() if k.startswith("rollout/")}
             if shown:
                 bar.set_postfix(shown, refresh=False)
@@ -199,7 +210,9 @@ def run_meta_training(
                 checkpoint(iteration + 1)
         if start == iterations and not ckpt_path.exists():
             checkpoint(iterations)
-        result = {**algorithm.meta_test(), "algo": algorithm.name, "iterations": iterations, "seed": seed}
+        seconds = train_seconds()
+        result = {**algorithm.meta_test(), "algo": algorithm.name, "iterations": iterations, "seed": seed,
+                  "train_seconds": seconds}
         write_json_atomic(logdir / METATEST_NAME, result)
         logger.scalars({f"metatest/{k}": v for k, v in algorithm.metatest_scalars(result).items()}, step=samples)
         logger.text("metatest", "```\n" + algorithm.format_metatest(result) + "\n```")

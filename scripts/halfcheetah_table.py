@@ -1,0 +1,149 @@
+#!/usr/bin/env python
+"""The HalfCheetah meta-test table (metarl issue 4): MAML-TRPO and MAML-PPO next to the original MAML.
+
+    python scripts/halfcheetah_table.py runs/maml-trpo-dir-s0 runs/maml-ppo-dir-s0 [more run dirs]
+    python scripts/halfcheetah_table.py runs/* --out docs/halfcheetah_table.md
+
+Each argument is a run directory written by ``scripts/train.py`` (``metatest.json``, and
+``checkpoint.pt`` for the horizon). Runs are grouped by family; each row is a run's mean return on
+the meta-test tasks after 0, 1, 2 and 3 adaptation steps (+/- the 95% CI over tasks), its
+meta-iterations and its wall-clock meta-training time (``train_seconds``: the trainer's clock,
+summed over resumed sessions, meta-test excluded). An algorithm with several seeds also gets a
+mean row. A row whose meta-test differs from the original protocol (40 test tasks, horizon 200,
+3 adaptation steps) says how in its last column. How to produce the runs: ``docs/maml_ppo.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+#: the original MAML results (0, 1, 2, 3 adaptation steps), as given in metarl issue 4
+ORIGINAL_MAML = {
+    "metarl/HalfCheetahDir-v0": (-50.7, 293.2, 313.5, 315.7),
+    "metarl/HalfCheetahVel-v0": (-129.5, -78.6, -66.6, -60.8),
+}
+PROTOCOL = {"n_tasks": 40, "horizon": 200, "steps": 3}
+REGISTERED_HORIZON = 200  # of both HalfCheetah families (envs/__init__.py)
+
+
+class RunError(ValueError):
+    """A run directory cannot go in the table; the message says why."""
+
+
+def load_run(run_dir: str | Path) -> dict[str, Any]:
+    """The meta-test result of ``run_dir`` plus its horizon (from the checkpoint's settings, when there is one)."""
+    run_dir = Path(run_dir)
+    path = run_dir / "metatest.json"
+    if not run_dir.is_dir():
+        raise RunError(f"no run directory {run_dir}")
+    if not path.is_file():
+        raise RunError(f"{run_dir} has no metatest.json; finish the run (scripts/train.py --resume {run_dir}) first")
+    try:
+        result = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise RunError(f"{path} is not valid JSON ({exc})") from exc
+    missing = [k for k in ("env", "algo", "returns_by_step", "n_tasks") if k not in result]
+    if missing:
+        raise RunError(f"{path} lacks {missing}: it is not the meta-test of a MAML run")
+    horizon = None
+    if (run_dir / "checkpoint.pt").is_file():
+        from metarl.checkpoint import load_checkpoint
+
+        config = load_checkpoint(run_dir)["config"]
+        horizon = config.get("max_episode_steps") or REGISTERED_HORIZON
+    return {**result, "horizon": horizon, "dir": str(run_dir)}
+
+
+def _fmt_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "n/a"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes // 60}h {minutes % 60:02d}m" if minutes >= 60 else f"{minutes} min"
+
+
+def _deviations(run: dict[str, Any]) -> str:
+    notes = []
+    if run["n_tasks"] != PROTOCOL["n_tasks"]:
+        notes.append(f"{run['n_tasks']} test tasks")
+    if run["horizon"] is None:
+        notes.append("horizon unknown (no checkpoint)")
+    elif run["horizon"] != PROTOCOL["horizon"]:
+        notes.append(f"horizon {run['horizon']}")
+    steps = len(run["returns_by_step"]) - 1
+    if steps < PROTOCOL["steps"]:
+        notes.append(f"only {steps} adaptation step{'' if steps == 1 else 's'}")
+    return ", ".join(notes)
+
+
+def _cells(returns: Sequence[float], ci95: Sequence[float] | None) -> list[str]:
+    cells = []
+    for k in range(PROTOCOL["steps"] + 1):
+        if k >= len(returns):
+            cells.append("n/a")
+        elif ci95 is not None and k < len(ci95):
+            cells.append(f"{returns[k]:.1f} ± {ci95[k]:.1f}")
+        else:
+            cells.append(f"{returns[k]:.1f}")
+    return cells
+
+
+def halfcheetah_table(runs: Sequence[dict[str, Any]]) -> str:
+    """Markdown tables (one per family) of the runs from :func:`load_run`, under the original MAML row."""
+    by_env: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for run in runs:
+        by_env[run["env"]].append(run)
+    header = ("| method | seed | meta-iterations | 0 steps | 1 step | 2 steps | 3 steps | wall-clock | notes |\n"
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    blocks = []
+    for env in sorted(by_env):
+        lines = [f"### {env}", "",
+                 f"Mean return per episode on the meta-test tasks after k adaptation steps (± 95% CI over tasks); "
+                 f"protocol: {PROTOCOL['n_tasks']} test tasks, horizon {PROTOCOL['horizon']}.", "", header]
+        if env in ORIGINAL_MAML:
+            lines.append("| MAML-TRPO, original (Finn et al. 2017) | | | "
+                         + " | ".join(f"{v:.1f}" for v in ORIGINAL_MAML[env]) + " | | |")
+        by_algo: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for run in sorted(by_env[env], key=lambda r: (r["algo"], r.get("seed", 0))):
+            by_algo[run["algo"]].append(run)
+        for algo, algo_runs in by_algo.items():
+            for run in algo_runs:
+                cells = _cells(run["returns_by_step"], run.get("ci95_by_step"))
+                lines.append(f"| {algo} | {run.get('seed', '?')} | {run.get('iterations', '?')} | "
+                             + " | ".join(cells) + f" | {_fmt_seconds(run.get('train_seconds'))} | {_deviations(run)} |")
+            if len(algo_runs) > 1:
+                n_steps = min(len(r["returns_by_step"]) for r in algo_runs)
+                mean = [sum(r["returns_by_step"][k] for r in algo_runs) / len(algo_runs) for k in range(n_steps)]
+                seconds = [r.get("train_seconds") for r in algo_runs]
+                mean_seconds = sum(seconds) / len(seconds) if None not in seconds else None
+                lines.append(f"| **{algo}, mean of {len(algo_runs)} seeds** | | | " + " | ".join(_cells(mean, None))
+                             + f" | {_fmt_seconds(mean_seconds)} | |")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="run directories of scripts/train.py")
+    parser.add_argument("--out", type=Path, default=None, help="also write the Markdown to this file")
+    args = parser.parse_args(argv)
+    try:
+        table = halfcheetah_table([load_run(d) for d in args.runs])
+    except RunError as exc:
+        print(f"halfcheetah_table: {exc}", file=sys.stderr)
+        return 2
+    print(table, end="")
+    if args.out is not None:
+        args.out.write_text(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,250 @@
+"""MAML-PPO: the clipped outer step through the inner step, its settings, resume, the CLI and a short learning check."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from metarl.adaptation import detach_params
+from metarl.agents.maml import (MAMLConfig, MAMLPPO, MAMLPPOConfig, MAMLTRPO, default_iterations,
+                                family_defaults)
+from metarl.checkpoint import load_checkpoint
+from metarl.returns import masked_mean
+from metarl.training import run_meta_training
+from tests.test_save_load import scalars
+
+TINY = dict(meta_batch_size=3, episodes_per_task=4, max_episode_steps=12, hidden_sizes=(16,), metatest_tasks=4,
+            metatest_steps=2)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny networks: one thread avoids the (large) cost of thread contention on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _meta_batch(algo, seed=0, n_tasks=3, episodes=4):
+    """Pre-adaptation batch, post-adaptation batch and the sampling distribution, as in ``meta_train_step``."""
+    rng = np.random.default_rng(seed)
+    tasks = algo.sampler.sample_tasks(n_tasks, rng)
+    params = algo.meta_params()
+    train = algo.task_batch(algo.sampler.sample(algo.act_fn(params, False), tasks, episodes, rng))
+    with torch.no_grad():
+        adapted = algo.adapt(detach_params(params), train, steps=1, first_order=True)
+    valid = algo.task_batch(algo.sampler.sample(algo.act_fn(adapted, True), tasks, episodes, rng))
+    with torch.no_grad():
+        old = algo._dist(adapted, valid["observations"], batched=True).detach()
+    return params, train, valid, old
+
+
+def test_defaults_are_promps_outer_step_without_the_inner_kl_penalty():
+    cfg = MAMLPPOConfig()
+    assert (cfg.outer_lr, cfg.ppo_epochs, cfg.clip_eps, cfg.inner_kl_coef) == (1e-3, 5, 0.3, 0.0)
+    shared = {f.name for f in dataclasses.fields(MAMLConfig)} & {f.name for f in dataclasses.fields(MAMLPPOConfig)}
+    assert all(getattr(cfg, name) == getattr(MAMLConfig(), name) for name in shared), "same shared defaults"
+
+
+def test_meta_train_step_improves_the_clipped_objective():
+    torch.manual_seed(0)
+    algo = MAMLPPO(MAMLPPOConfig(**TINY))
+    before = {k: v.detach().clone() for k, v in algo.policy.state_dict().items()}
+    metrics = algo.meta_train_step(np.random.default_rng(0))
+    assert metrics["samples"] == 2 * 3 * 4 * 12
+    assert metrics["train/surrogate_loss_after"] < metrics["train/surrogate_loss_before"]
+    assert metrics["train/kl"] > 0 and metrics["train/inner_kl"] > 0 and 0 <= metrics["train/clip_fraction"] <= 1
+    after = algo.policy.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    adam = algo.outer_opt.state_dict()["state"]
+    assert adam and all(int(s["step"]) == 5 for s in adam.values()), "one Adam step per PPO epoch"
+
+
+def test_first_epoch_meta_gradient_is_maml_trpos():
+    """At the sampling parameters ratio = 1 and the importance weights are 1: same gradient as MAML-TRPO's surrogate."""
+    torch.manual_seed(0)
+    ppo = MAMLPPO(MAMLPPOConfig(**TINY))
+    torch.manual_seed(0)
+    trpo = MAMLTRPO(MAMLConfig(**TINY))
+    params, train, valid, old = _meta_batch(ppo)
+    with torch.no_grad():
+        sampling_log_probs = ppo._dist(params, train["observations"], False).log_prob(train["actions"])
+    support = ppo._importance_weighted(params, train, sampling_log_probs)
+    assert torch.equal(support["importance_weights"], train["mask"])
+    old_log_probs = old.log_prob(valid["actions"])
+    loss, ratio, _ = ppo.clipped_objective(params, support, valid, old_log_probs, first_order=False)
+    torch.testing.assert_close(ratio, torch.ones_like(ratio), atol=1e-5, rtol=0)
+    reference, _ = trpo._surrogate(trpo.meta_params(), train, valid, old_log_probs, old, first_order=False)
+    ours = torch.autograd.grad(loss, list(params.values()))
+    theirs = torch.autograd.grad(reference, list(trpo.meta_params().values()))
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, atol=1e-7, rtol=1e-5)
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_meta_gradient_flows_through_the_inner_step(first_order):
+    """The clipped objective's gradient equals a hand-built per-task autograd reference (after a move of theta)."""
+    torch.manual_seed(0)
+    algo = MAMLPPO(MAMLPPOConfig(**TINY, first_order=first_order))
+    params, train, valid, old = _meta_batch(algo)
+    with torch.no_grad():
+        sampling_log_probs = algo._dist(params, train["observations"], False).log_prob(train["actions"])
+        for p in params.values():  # move theta off the sampling parameters, as after a PPO epoch: ratios != 1
+            p.add_(0.3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+    support = algo._importance_weighted(params, train, sampling_log_probs)
+    old_log_probs = old.log_prob(valid["actions"])
+    loss, ratio, _ = algo.clipped_objective(params, support, valid, old_log_probs, first_order=first_order)
+    assert float((ratio.detach() - 1).abs().max()) > 0.3, "some ratios are clipped"
+    ours = torch.autograd.grad(loss, list(params.values()))
+
+    names, eps = list(params), algo.cfg.clip_eps
+    per_task = []
+    for k in range(3):
+        dist = algo.policy(train["observations"][k])
+        log_probs = dist.log_prob(train["actions"][k])
+        weights = torch.exp(log_probs - sampling_log_probs[k]).detach() * train["mask"][k]
+        inner = -masked_mean(log_probs * train["advantages"][k] * weights, train["mask"][k])
+        grads = torch.autograd.grad(inner, list(params.values()), create_graph=not first_order)
+        adapted = {n: p - 0.1 * (g.detach() if first_order else g) for (n, p), g in zip(params.items(), grads)}
+        new = torch.func.functional_call(algo.policy, adapted, (valid["observations"][k],))
+        r = torch.exp(new.log_prob(valid["actions"][k]) - old_log_probs[k])
+        adv = valid["advantages"][k]
+        per_task.append(-masked_mean(torch.minimum(r * adv, r.clamp(1 - eps, 1 + eps) * adv), valid["mask"][k]))
+    reference = torch.autograd.grad(torch.stack(per_task).mean(), list(params.values()))
+    for name, a, b in zip(names, ours, reference):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4, msg=f"meta-gradient of {name}")
+
+
+def test_second_order_term_changes_the_meta_gradient():
+    torch.manual_seed(0)
+    algo = MAMLPPO(MAMLPPOConfig(**TINY))
+    params, train, valid, old = _meta_batch(algo)
+    grads = {}
+    for first_order in (False, True):
+        loss, _, _ = algo.clipped_objective(params, train, valid, old.log_prob(valid["actions"]), first_order)
+        grads[first_order] = torch.autograd.grad(loss, list(params.values()))
+    assert sum(float((a - b).abs().sum()) for a, b in zip(grads[False], grads[True])) > 1e-6
+
+
+def test_inner_kl_penalty_option_keeps_the_pre_adaptation_policy_closer():
+    kls = {}
+    for coef in (0.0, 50.0):
+        torch.manual_seed(0)
+        algo = MAMLPPO(MAMLPPOConfig(**TINY, inner_kl_coef=coef, outer_lr=1e-2))
+        kls[coef] = algo.meta_train_step(np.random.default_rng(0))["train/inner_kl"]
+    assert 0 < kls[50.0] < kls[0.0]
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("outer_lr", 0.0, "outer_lr must be a positive number"),
+    ("outer_lr", -1e-3, "outer_lr must be a positive number"),
+    ("outer_lr", float("inf"), "outer_lr must be a positive number"),
+    ("clip_eps", 0.0, r"clip_eps must be a number in \(0, 1\)"),
+    ("clip_eps", -0.2, r"clip_eps must be a number in \(0, 1\)"),
+    ("clip_eps", 1.5, r"clip_eps must be a number in \(0, 1\)"),
+    ("ppo_epochs", 0, "ppo_epochs must be a positive integer"),
+    ("ppo_epochs", -3, "ppo_epochs must be a positive integer"),
+    ("ppo_epochs", 2.5, "ppo_epochs must be a positive integer"),
+    ("inner_kl_coef", -1.0, "inner_kl_coef must be a non-negative number"),
+    ("inner_lr", 0.0, "inner_lr must be a positive number"),
+])
+def test_invalid_hyperparameters_are_rejected(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        MAMLPPO(MAMLPPOConfig(**{**TINY, field: value}))
+
+
+def _run(logdir, iterations, resume=False):
+    torch.manual_seed(0)
+    return run_meta_training(MAMLPPO(MAMLPPOConfig(**TINY)), iterations=iterations, seed=3, logdir=logdir,
+                             resume=resume, checkpoint_every=1, progress=False, print_fn=None)
+
+
+def test_resume_gives_the_same_curve_weights_and_adam_state(tmp_path):
+    full = _run(tmp_path / "full", 3)
+    _run(tmp_path / "split", 2)
+    resumed = _run(tmp_path / "split", 3, resume=True)
+    for tag in ("rollout/return_after_adaptation", "train/surrogate_loss_after", "train/kl"):
+        assert scalars(tmp_path / "split", tag) == scalars(tmp_path / "full", tag)
+    assert len(scalars(tmp_path / "full")) == 3
+    assert resumed["returns_by_step"] == full["returns_by_step"] and resumed["algo"] == "maml-ppo"
+    assert resumed["train_seconds"] > 0
+    a, b = (load_checkpoint(tmp_path / run)["algorithm"] for run in ("full", "split"))
+    assert all(torch.equal(a["policy"][k], b["policy"][k]) for k in a["policy"])
+    for key, state in a["outer_opt"]["state"].items():
+        assert int(state["step"]) == 3 * 5
+        for moment in ("exp_avg", "exp_avg_sq"):
+            assert torch.equal(state[moment], b["outer_opt"]["state"][key][moment])
+
+
+def test_half_cheetah_defaults_are_the_original_codes():
+    for env in ("metarl/HalfCheetahDir-v0", "metarl/HalfCheetahVel-v0"):
+        defaults = family_defaults(env)
+        assert {k: defaults[k] for k in ("meta_batch_size", "episodes_per_task", "inner_lr", "hidden_sizes")} \
+            == {"meta_batch_size": 40, "episodes_per_task": 20, "inner_lr": 0.1, "hidden_sizes": (100, 100)}
+        assert default_iterations(MAMLPPOConfig(env=env)) == 1000
+    assert family_defaults("metarl/Navigation2D-v0") == {} and default_iterations(MAMLPPOConfig()) == 300
+
+
+def test_train_command_runs_maml_ppo_with_the_family_defaults(tmp_path):
+    from metarl.cli import train_main
+
+    logdir = tmp_path / "run"
+    result = train_main(["--algo", "maml-ppo", "--env", "metarl/HalfCheetahDir-v0", "--logdir", str(logdir),
+                         "--iterations", "1", "--meta-batch-size", "2", "--episodes-per-task", "2",
+                         "--max-episode-steps", "20", "--metatest-tasks", "2", "--metatest-steps", "1",
+                         "--ppo-epochs", "2", "--no-progress"])
+    assert result["algo"] == "maml-ppo" and len(result["returns_by_step"]) == 2 and result["train_seconds"] > 0
+    config = load_checkpoint(logdir)["config"]
+    assert config["hidden_sizes"] == [100, 100] and config["inner_lr"] == 0.1, "HalfCheetah defaults applied"
+    assert config["meta_batch_size"] == 2 and config["ppo_epochs"] == 2, "flags override the family defaults"
+    assert len(scalars(logdir, "time/elapsed_seconds")) == 1
+
+
+@pytest.mark.slow
+def test_maml_ppo_improves_post_adaptation_return_on_navigation():
+    torch.manual_seed(0)
+    algo = MAMLPPO(MAMLPPOConfig(meta_batch_size=10, episodes_per_task=10, max_episode_steps=50, hidden_sizes=(32, 32),
+                                 metatest_tasks=10, metatest_steps=1))
+    rng = np.random.default_rng(0)
+    after = [algo.meta_train_step(rng)["rollout/return_after_adaptation"] for _ in range(15)]
+    first, last = np.mean(after[:3]), np.mean(after[-3:])
+    # from about -28 (random initial policy, horizon 50) the default outer step reaches about -19 in 15 iterations
+    assert last > first + 5, f"post-adaptation return did not improve: {first:.1f} -> {last:.1f}"
+    result = algo.meta_test()
+    assert result["returns_by_step"][1] > result["returns_by_step"][0], "adaptation step does not help"
+
+
+def test_halfcheetah_table_lists_runs_under_the_original_maml_row(tmp_path):
+    import importlib.util
+
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("halfcheetah_table", REPO / "scripts" / "halfcheetah_table.py")
+    table_mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table_mod)
+    runs = []
+    for algo, seed, returns in (("maml-trpo", 0, [-40.0, 250.0, 270.0, 280.0]), ("maml-ppo", 0, [-30.0, 200.0]),
+                                ("maml-ppo", 1, [-50.0, 220.0])):
+        run_dir = tmp_path / f"{algo}-{seed}"
+        run_dir.mkdir()
+        (run_dir / "metatest.json").write_text(json.dumps({
+            "env": "metarl/HalfCheetahDir-v0", "algo": algo, "seed": seed, "iterations": 1000, "n_tasks": 40,
+            "returns_by_step": returns, "ci95_by_step": [1.0] * len(returns), "train_seconds": 7500.0}))
+        runs.append(run_dir)
+    out = tmp_path / "table.md"
+    assert table_mod.main([*map(str, runs), "--out", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    assert lines[0] == "### metarl/HalfCheetahDir-v0"
+    original = next(i for i, line in enumerate(lines) if line.startswith("| MAML-TRPO, original"))
+    assert "| -50.7 | 293.2 | 313.5 | 315.7 |" in lines[original]
+    rows = lines[original + 1:]
+    assert rows[0].startswith("| maml-ppo | 0 | 1000 | -30.0 ± 1.0 | 200.0 ± 1.0 | n/a | n/a | 2h 05m |")
+    assert "only 1 adaptation step |" in rows[0] and "horizon unknown" in rows[0]
+    assert rows[2].startswith("| **maml-ppo, mean of 2 seeds** | | | -40.0 | 210.0 | n/a | n/a | 2h 05m |")
+    assert rows[3].startswith("| maml-trpo | 0 | 1000 | -40.0 ± 1.0 | 250.0 ± 1.0 | 270.0 ± 1.0 | 280.0 ± 1.0 |")
+    assert table_mod.main([str(tmp_path / "missing")]) == 2
