@@ -187,7 +187,10 @@ def test_half_cheetah_defaults_are_the_original_codes():
         assert {k: defaults[k] for k in ("meta_batch_size", "episodes_per_task", "inner_lr", "hidden_sizes")} \
             == {"meta_batch_size": 40, "episodes_per_task": 20, "inner_lr": 0.1, "hidden_sizes": (100, 100)}
         assert default_iterations(MAMLPPOConfig(env=env)) == 1000
-    assert family_defaults("metarl/Navigation2D-v0") == {} and default_iterations(MAMLPPOConfig()) == 300
+    assert family_defaults("metarl/TabularMDP-v0") == {}
+    assert default_iterations(MAMLPPOConfig(env="metarl/TabularMDP-v0")) == 300
+    # Navigation2D keeps the original network/lr/batch settings and only adds run-length and speed settings
+    assert set(family_defaults("metarl/Navigation2D-v0")) == {"gae_lambda", "fisher_subsample", "iterations"}
 
 
 def test_train_command_runs_maml_ppo_with_the_family_defaults(tmp_path):
