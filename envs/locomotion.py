@@ -148,6 +148,39 @@ class _MujocoFamily(TaskFamily):
 
 
 # ---------------------------------------------------------------------- HalfCheetah
+class _TargetVelocityTasks:
+    """Tasks = a target forward velocity ~ U[velocity_low, velocity_high] (HalfCheetahVel, AntVel)."""
+
+    family_name: str
+    velocity_low: float
+    velocity_high: float
+
+    def task_space(self) -> dict[str, TaskParam]:
+        return {"velocity": TaskParam(self.velocity_low, self.velocity_high)}
+
+    def _draw_tasks(self, n: int, rng: np.random.Generator) -> list[Task]:
+        return [Task.create(self.family_name, velocity=v)
+                for v in rng.uniform(self.velocity_low, self.velocity_high, size=n)]
+
+    def _apply_task(self, task: Task) -> None:
+        self._target_velocity = float(task["velocity"])
+
+
+class _DirectionTasks:
+    """Tasks = a running direction, -1 or +1 with equal probability (HalfCheetahDir, AntDir)."""
+
+    family_name: str
+
+    def task_space(self) -> dict[str, TaskParam]:
+        return {"direction": TaskParam(choices=(-1.0, 1.0))}
+
+    def _draw_tasks(self, n: int, rng: np.random.Generator) -> list[Task]:
+        return [Task.create(self.family_name, direction=d) for d in rng.choice([-1.0, 1.0], size=n)]
+
+    def _apply_task(self, task: Task) -> None:
+        self._direction = float(task["direction"])
+
+
 class _HalfCheetahFamily(_MujocoFamily, HalfCheetahEnv):
     """HalfCheetah v5 with a task-dependent reward; never terminates."""
 
@@ -169,7 +202,7 @@ class _HalfCheetahFamily(_MujocoFamily, HalfCheetahEnv):
         return np.zeros(len(sims.qpos), dtype=bool)
 
 
-class HalfCheetahVelEnv(_HalfCheetahFamily):
+class HalfCheetahVelEnv(_TargetVelocityTasks, _HalfCheetahFamily):
     """HalfCheetah running at a target forward velocity (MAML's HalfCheetahEnvRand).
 
     Reward: ``-|v - velocity| - ctrl_cost_weight * |clip(a, -1, 1)|^2``; ``v`` is the torso's
@@ -195,16 +228,6 @@ class HalfCheetahVelEnv(_HalfCheetahFamily):
                                ctrl_cost_weight=ctrl_cost_weight, **kwargs),
                           Task.create(self.family_name, velocity=(self.velocity_low + self.velocity_high) / 2))
 
-    def task_space(self) -> dict[str, TaskParam]:
-        return {"velocity": TaskParam(self.velocity_low, self.velocity_high)}
-
-    def _draw_tasks(self, n: int, rng: np.random.Generator) -> list[Task]:
-        return [Task.create(self.family_name, velocity=v)
-                for v in rng.uniform(self.velocity_low, self.velocity_high, size=n)]
-
-    def _apply_task(self, task: Task) -> None:
-        self._target_velocity = float(task["velocity"])
-
     def _get_rew(self, x_velocity: float, action):
         forward_reward = -abs(x_velocity - self._target_velocity)
         ctrl_cost = self._ctrl_cost(action)
@@ -214,7 +237,7 @@ class HalfCheetahVelEnv(_HalfCheetahFamily):
         return -np.abs(x_velocity - task["velocity"]) - self._ctrl_cost(actions)
 
 
-class HalfCheetahDirEnv(_HalfCheetahFamily):
+class HalfCheetahDirEnv(_DirectionTasks, _HalfCheetahFamily):
     """HalfCheetah running forward (+1) or backward (-1) (MAML's HalfCheetahEnvRandDirec).
 
     Reward: ``direction * v - ctrl_cost_weight * |clip(a, -1, 1)|^2``.
@@ -232,15 +255,6 @@ class HalfCheetahDirEnv(_HalfCheetahFamily):
         HalfCheetahEnv.__init__(self, ctrl_cost_weight=ctrl_cost_weight, **kwargs)
         self._finish_init(dict(ctrl_cost_weight=ctrl_cost_weight, **kwargs),
                           Task.create(self.family_name, direction=1.0))
-
-    def task_space(self) -> dict[str, TaskParam]:
-        return {"direction": TaskParam(choices=(-1.0, 1.0))}
-
-    def _draw_tasks(self, n: int, rng: np.random.Generator) -> list[Task]:
-        return [Task.create(self.family_name, direction=d) for d in rng.choice([-1.0, 1.0], size=n)]
-
-    def _apply_task(self, task: Task) -> None:
-        self._direction = float(task["direction"])
 
     def _get_rew(self, x_velocity: float, action):
         forward_reward = self._direction * x_velocity
@@ -309,7 +323,7 @@ class _AntFamily(_MujocoFamily, AntEnv):
 _ANT_DEFAULTS = dict(ctrl_cost_weight=0.005, contact_cost_weight=5e-4, healthy_reward=0.05)
 
 
-class AntVelEnv(_AntFamily):
+class AntVelEnv(_TargetVelocityTasks, _AntFamily):
     """Ant running forward at a target velocity (MAML's AntEnvRand).
 
     Reward: ``-|v - velocity| + 1 - 0.005 |a|^2 - 0.0005 |clip(cfrc_ext, -1, 1)|^2 + 0.05``.
@@ -333,16 +347,6 @@ class AntVelEnv(_AntFamily):
         self._init_ant(dict(_ANT_DEFAULTS, velocity_low=velocity_low, velocity_high=velocity_high, **kwargs),
                        Task.create(self.family_name, velocity=(self.velocity_low + self.velocity_high) / 2))
 
-    def task_space(self) -> dict[str, TaskParam]:
-        return {"velocity": TaskParam(self.velocity_low, self.velocity_high)}
-
-    def _draw_tasks(self, n: int, rng: np.random.Generator) -> list[Task]:
-        return [Task.create(self.family_name, velocity=v)
-                for v in rng.uniform(self.velocity_low, self.velocity_high, size=n)]
-
-    def _apply_task(self, task: Task) -> None:
-        self._target_velocity = float(task["velocity"])
-
     def _get_rew(self, x_velocity: float, action):
         return self._ant_reward(-abs(x_velocity - self._target_velocity) + 1.0, action, "reward_forward")
 
@@ -351,7 +355,7 @@ class AntVelEnv(_AntFamily):
         return task_reward - self._batched_costs(sims, actions) + self._healthy_reward
 
 
-class AntDirEnv(_AntFamily):
+class AntDirEnv(_DirectionTasks, _AntFamily):
     """Ant running forward (+1) or backward (-1) along x (MAML's AntEnvRandDirec).
 
     Reward: ``direction * v - 0.005 |a|^2 - 0.0005 |clip(cfrc_ext, -1, 1)|^2 + 0.05``.
@@ -366,15 +370,6 @@ class AntDirEnv(_AntFamily):
 
     def __init__(self, **kwargs: Any):
         self._init_ant(dict(_ANT_DEFAULTS, **kwargs), Task.create(self.family_name, direction=1.0))
-
-    def task_space(self) -> dict[str, TaskParam]:
-        return {"direction": TaskParam(choices=(-1.0, 1.0))}
-
-    def _draw_tasks(self, n: int, rng: np.random.Generator) -> list[Task]:
-        return [Task.create(self.family_name, direction=d) for d in rng.choice([-1.0, 1.0], size=n)]
-
-    def _apply_task(self, task: Task) -> None:
-        self._direction = float(task["direction"])
 
     def _get_rew(self, x_velocity: float, action):
         return self._ant_reward(self._direction * x_velocity, action, "reward_forward")
