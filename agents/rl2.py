@@ -1,0 +1,516 @@
+"""RL^2 (Duan et al. 2016; Wang et al. 2016): a recurrent meta-policy trained with PPO over whole trials.
+
+The adaptation is the recurrent state: a GRU reads ``[s_t, a_{t-1}, r_{t-1}, d_{t-1}]`` (see
+:mod:`metarl.wrappers`) through a trial of ``episodes_per_trial`` episodes of one task, its state
+kept across the episode boundaries and reset only between trials, so what it does in later
+episodes depends on what it saw in earlier ones. Policy and value heads sit on the GRU state.
+
+Per meta-iteration: sample ``meta_batch_size`` tasks; roll out ``trials_per_task`` trials of each
+with :class:`~metarl.wrappers.RL2TrialSampler` (the act function carries the GRU state; it stays
+still on idle steps of a batched trial); compute GAE over each trial's steps *across* its episode
+boundaries (the trial is the meta-episode, nothing is bootstrapped past its end); then run
+``ppo_epochs`` epochs of clipped-surrogate PPO on minibatches of whole trials, backpropagating
+through each trial from its start (full backprop through time).
+
+The meta-test runs one trial on each of ``metatest_tasks`` held-out tasks and reports the mean
+return of every episode index within the trial and of the whole trial, next to the classic
+baselines of :mod:`metarl.agents.baselines` on the same tasks (bandits: random, greedy,
+epsilon-greedy, UCB1, Thompson, Gittins, Bayes-optimal for short trials; tabular MDPs: random,
+PSRL), or a uniformly random policy for families without baselines.
+
+Defaults for a family (:func:`family_defaults`) are the settings behind the numbers in ``docs/rl2.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import nn
+
+from metarl.config import field
+from metarl.networks import Categorical, DiagGaussian
+from metarl.returns import gae, masked_mean
+from metarl.sampler import Episodes
+from metarl.tasks import check_positive_int
+from metarl.training import MetaAlgorithm, check_finite
+from metarl.wrappers import RL2TrialBatchedEnv, RL2TrialSampler
+
+__all__ = ["RL2Config", "RL2PPO", "RecurrentActorCritic", "RecurrentActor", "TrialBatch", "compact_trials",
+           "family_defaults", "FAMILY_DEFAULTS", "default_iterations"]
+
+
+@dataclass
+class RL2Config:
+    """Settings of RL^2 with PPO.
+
+    These are generic defaults; :func:`family_defaults` holds each family's own (``metarl train``
+    applies them before the flags, so a flag still wins).
+    """
+
+    env: str = field("metarl/Navigation2D-v0", "task family id (or 'module:Id-v0' for your own family)")
+    env_kwargs: dict = field({}, "constructor kwargs of the family, e.g. {'k': 10, 'n': 100}")
+    max_episode_steps: int | None = field(None, "inner-episode horizon (default: the family's)")
+    episodes_per_trial: int = field(2, "episodes of the same task per trial (the recurrent state spans them)")
+    meta_batch_size: int = field(50, "tasks per meta-iteration")
+    trials_per_task: int = field(1, "trials of each task per meta-iteration")
+    hidden_size: int = field(128, "GRU state size")
+    lr: float = field(1e-3, "Adam learning rate")
+    lr_final_fraction: float = field(1.0, "learning rate at iteration `anneal_iterations` as a fraction of lr "
+                                          "(linear decay; 1.0 keeps it constant)")
+    anneal_iterations: int = field(0, "iterations over which lr and ent_coef decay (0: no decay)")
+    gamma: float = field(0.99, "discount over the whole trial")
+    gae_lambda: float = field(0.95, "GAE lambda over the whole trial")
+    clip_range: float = field(0.2, "PPO ratio clip")
+    ppo_epochs: int = field(4, "PPO epochs per meta-iteration")
+    num_minibatches: int = field(4, "minibatches of whole trials per epoch")
+    vf_coef: float = field(0.5, "value loss weight")
+    ent_coef: float = field(0.01, "entropy bonus weight")
+    ent_coef_final: float | None = field(None, "entropy weight at iteration `anneal_iterations` (default: ent_coef)")
+    max_grad_norm: float = field(0.5, "gradient norm clip")
+    reward_scale: float = field(1.0, "rewards are multiplied by this for the value and advantage targets only "
+                                     "(the policy's reward input is unscaled)")
+    init_std: float = field(1.0, "initial standard deviation of Gaussian policies (Box actions)")
+    metatest_tasks: int = field(200, "held-out tasks in the final meta-test (one trial each)")
+    metatest_seed: int = field(1234, "seed of the meta-test tasks and trials (fixed across runs)")
+    threads: int | None = field(1, "torch CPU threads set by the command line (1 avoids thrashing on a shared "
+                                   "machine and the small GRU gains nothing from more; None leaves torch's default)")
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` for settings that cannot train."""
+        if self.threads is not None:
+            check_positive_int("threads", self.threads)
+        for name in ("episodes_per_trial", "meta_batch_size", "trials_per_task", "hidden_size", "ppo_epochs",
+                     "num_minibatches", "metatest_tasks"):
+            check_positive_int(name, getattr(self, name))
+        if self.max_episode_steps is not None:
+            check_positive_int("max_episode_steps (horizon)", self.max_episode_steps)
+        if self.num_minibatches > self.meta_batch_size * self.trials_per_task:
+            raise ValueError(f"num_minibatches={self.num_minibatches} is more than the "
+                             f"{self.meta_batch_size * self.trials_per_task} trials per iteration; lower it or "
+                             "raise meta_batch_size / trials_per_task")
+        for name in ("lr", "clip_range", "max_grad_norm", "reward_scale", "init_std"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        for name in ("vf_coef", "ent_coef", "ent_coef_final"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+        if not 0 < self.lr_final_fraction <= 1:
+            raise ValueError(f"lr_final_fraction must be in (0, 1], got {self.lr_final_fraction}")
+        if isinstance(self.anneal_iterations, bool) or not isinstance(self.anneal_iterations, int) \
+                or self.anneal_iterations < 0:
+            raise ValueError(f"anneal_iterations must be a non-negative integer, got {self.anneal_iterations!r}")
+        if not 0 <= self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
+            raise ValueError(f"gamma and gae_lambda must be in [0, 1], got {self.gamma}, {self.gae_lambda}")
+
+
+def _bandit_defaults(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    n = int(kwargs.get("n", 10))
+    common = dict(episodes_per_trial=1, gamma=1.0, num_minibatches=8)
+    if n <= 20:  # short trials: big batches of cheap trials; the noisy 0/1 rewards want many of them
+        return dict(common, meta_batch_size=1024, gae_lambda=0.3, metatest_tasks=10000, iterations=400)
+    # long trials: the payoff of exploring comes late, so a longer GAE horizon; returns scaled to about 10;
+    # more, smaller minibatches learn faster per sample here
+    return dict(common, meta_batch_size=256, num_minibatches=16, gae_lambda=0.9, reward_scale=10.0 / n,
+                metatest_tasks=2000, iterations=220)
+
+
+# Per-family settings that reach the numbers of docs/rl2.md; "iterations" is the run length.
+FAMILY_DEFAULTS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
+    "metarl/BernoulliBandit-v0": _bandit_defaults,
+    "metarl/TabularMDP-v0": lambda kw: dict(episodes_per_trial=10, meta_batch_size=256, num_minibatches=8,
+                                            gamma=1.0, gae_lambda=0.3, reward_scale=0.1, metatest_tasks=1000,
+                                            iterations=400),
+    # actions are clipped to +-0.1, so the initial policy noise is of that size
+    "metarl/Navigation2D-v0": lambda kw: dict(episodes_per_trial=2, meta_batch_size=100, reward_scale=0.1,
+                                              init_std=0.1, iterations=250),
+}
+
+
+def family_defaults(env_id: str, env_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Default :class:`RL2Config` fields (plus ``"iterations"``) for a family and its kwargs; ``{}`` if none."""
+    make = FAMILY_DEFAULTS.get(env_id)
+    return dict(make(dict(env_kwargs or {}))) if make is not None else {}
+
+
+DEFAULT_ITERATIONS = 500
+"""Run length for families without an entry in :data:`FAMILY_DEFAULTS`."""
+
+
+def default_iterations(config: RL2Config) -> int:
+    """Meta-iterations of a run with ``config``'s family when ``--iterations`` is not given."""
+    return int(family_defaults(config.env, config.env_kwargs).get("iterations", DEFAULT_ITERATIONS))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Recurrent actor-critic
+# ---------------------------------------------------------------------------------------------------
+
+
+class RecurrentActorCritic(nn.Module):
+    """A GRU over RL^2 inputs with a policy head and a value head on its state.
+
+    Args:
+        input_dim: width of the RL^2 input.
+        action_space: ``Discrete`` (categorical policy) or flat ``Box`` (diagonal Gaussian with a
+            state-independent learned log standard deviation).
+        hidden_size: GRU state size.
+        init_std: initial standard deviation of a Gaussian policy.
+    """
+
+    def __init__(self, input_dim: int, action_space: spaces.Space, hidden_size: int = 128, init_std: float = 1.0):
+        super().__init__()
+        self.discrete = isinstance(action_space, spaces.Discrete)
+        if not self.discrete and not (isinstance(action_space, spaces.Box) and len(action_space.shape) == 1):
+            raise ValueError(f"unsupported action space {action_space}: need Discrete or a flat Box")
+        out_dim = int(action_space.n) if self.discrete else int(action_space.shape[0])
+        self.hidden_size = hidden_size
+        self.gru = nn.GRU(input_dim, hidden_size, batch_first=True)
+        self.policy_head = nn.Linear(hidden_size, out_dim)
+        self.value_head = nn.Linear(hidden_size, 1)
+        # small initial policy outputs: a near-uniform (or init_std-wide) first policy, as in CleanRL
+        nn.init.orthogonal_(self.policy_head.weight, gain=0.01)
+        nn.init.zeros_(self.policy_head.bias)
+        nn.init.orthogonal_(self.value_head.weight, gain=1.0)
+        nn.init.zeros_(self.value_head.bias)
+        if not self.discrete:
+            self.log_std = nn.Parameter(torch.full((out_dim,), math.log(init_std)))
+
+    def initial_state(self, batch_size: int) -> torch.Tensor:
+        """The state at the start of a trial: zeros ``(1, batch_size, hidden_size)``."""
+        return torch.zeros(1, batch_size, self.hidden_size)
+
+    def distribution(self, features: torch.Tensor) -> Categorical | DiagGaussian:
+        """Action distribution from GRU outputs ``(..., hidden_size)``."""
+        out = self.policy_head(features)
+        if self.discrete:
+            return Categorical(out)
+        return DiagGaussian(out, self.log_std.expand_as(out))
+
+    def forward(self, inputs: torch.Tensor, state: torch.Tensor | None = None
+                ) -> tuple[Categorical | DiagGaussian, torch.Tensor, torch.Tensor]:
+        """Run whole sequences ``(B, T, input_dim)`` from ``state`` (zeros: trial start).
+
+        Returns:
+            The action distribution and the values, each over ``(B, T)``, and the final state.
+        """
+        if state is None:
+            state = self.initial_state(inputs.shape[0])
+        features, last = self.gru(inputs, state)
+        return self.distribution(features), self.value_head(features).squeeze(-1), last
+
+    def step(self, inputs: torch.Tensor, state: torch.Tensor, active: torch.Tensor | None = None
+             ) -> tuple[Categorical | DiagGaussian, torch.Tensor]:
+        """One step ``(B, input_dim)``; the state of rows where ``active`` is false stays as it was."""
+        features, new_state = self.gru(inputs.unsqueeze(1), state)
+        if active is not None:
+            new_state = torch.where(active.view(1, -1, 1), new_state, state)
+        return self.distribution(features.squeeze(1)), new_state
+
+
+class RecurrentActor:
+    """The sampler's act function for a trial backend: it carries the GRU state through the trial.
+
+    A new actor (zero state) is made for every batch of trials, so the state is reset between
+    trials and only there.
+
+    Args:
+        net: the actor-critic.
+        backend: the trial backend the sampler steps (its ``active`` flags freeze idle simulations).
+        deterministic: take the most likely action instead of sampling one.
+    """
+
+    def __init__(self, net: RecurrentActorCritic, backend: RL2TrialBatchedEnv, deterministic: bool = False):
+        self.net, self.backend, self.deterministic = net, backend, deterministic
+        self.state: torch.Tensor | None = None
+
+    def __call__(self, obs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        lead = obs.shape[:2]
+        flat = obs.reshape(-1, obs.shape[-1])
+        if self.state is None:
+            self.state = self.net.initial_state(flat.shape[0])
+        active = torch.as_tensor(self.backend.active)
+        dist, self.state = self.net.step(flat, self.state, active)
+        action = dist.mode() if self.deterministic else dist.sample(generator)
+        return action.reshape(*lead, *action.shape[1:])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Trial batches
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrialBatch:
+    """Trials with their valid steps packed to the left, ``(N, L, ...)``; ``mask`` marks the real steps."""
+
+    inputs: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    mask: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.inputs.shape[0]
+
+
+def compact_trials(inputs: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor,
+                   mask: torch.Tensor) -> TrialBatch:
+    """Drop the idle steps of trials: ``(..., T, ...)`` tensors with a holed ``mask`` -> a :class:`TrialBatch`.
+
+    The leading axes (tasks, trials) are flattened; each trial's valid steps keep their order, so
+    the recurrent state computed over them is the one the policy had while acting.
+    """
+    lead = mask.shape[:-1]
+    T = mask.shape[-1]
+    m = mask.reshape(-1, T) > 0
+    n = m.shape[0]
+    lengths = m.sum(1)
+    length = max(int(lengths.max()), 1)
+    order = torch.argsort((~m).to(torch.int8), dim=1, stable=True)[:, :length]
+
+    def take(x: torch.Tensor) -> torch.Tensor:
+        x = x.reshape(n, T, *x.shape[len(lead) + 1:])
+        index = order.reshape(n, length, *([1] * (x.dim() - 2))).expand(n, length, *x.shape[2:])
+        return torch.gather(x, 1, index)
+
+    packed_mask = (torch.arange(length).unsqueeze(0) < lengths.unsqueeze(1)).float()
+    return TrialBatch(take(inputs), take(actions), take(rewards) * packed_mask, packed_mask)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The algorithm
+# ---------------------------------------------------------------------------------------------------
+
+
+class RL2PPO(MetaAlgorithm):
+    """RL^2 with a GRU actor-critic trained by PPO over whole trials.
+
+    Args:
+        config: the settings (:class:`RL2Config`).
+    """
+
+    name = "rl2-ppo"
+
+    def __init__(self, config: RL2Config):
+        config.validate()
+        self.cfg = config
+        self.sampler = RL2TrialSampler(config.env, config.env_kwargs, episodes_per_trial=config.episodes_per_trial,
+                                       max_episode_steps=config.max_episode_steps)
+        self.net = RecurrentActorCritic(self.sampler.inputs.size, self.sampler.action_space, config.hidden_size,
+                                        config.init_std)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr, eps=1e-5)
+        self.env_steps = 0
+        self.iteration = 0
+
+    # ----- schedules ---------------------------------------------------------------------------------
+    def _progress(self) -> float:
+        if self.cfg.anneal_iterations == 0:
+            return 0.0
+        return min(self.iteration / self.cfg.anneal_iterations, 1.0)
+
+    def current_lr(self) -> float:
+        """Learning rate of this iteration (linear decay to ``lr * lr_final_fraction``)."""
+        return self.cfg.lr * (1.0 - (1.0 - self.cfg.lr_final_fraction) * self._progress())
+
+    def current_ent_coef(self) -> float:
+        """Entropy weight of this iteration (linear decay to ``ent_coef_final``)."""
+        final = self.cfg.ent_coef if self.cfg.ent_coef_final is None else self.cfg.ent_coef_final
+        return self.cfg.ent_coef + (final - self.cfg.ent_coef) * self._progress()
+
+    # ----- rollouts ------------------------------------------------------------------------------------
+    def rollout(self, tasks: list[Any], trials_per_task: int, rng: np.random.Generator, *,
+                deterministic: bool = False) -> Episodes:
+        """``trials_per_task`` trials of every task with the current policy, ``(tasks, trials, T, ...)``."""
+        actor = RecurrentActor(self.net, self.sampler.backend(tasks, trials_per_task), deterministic)
+        return self.sampler.sample(actor, tasks, trials_per_task, rng)
+
+    def meta_train_step(self, rng: np.random.Generator) -> dict[str, float]:
+        cfg = self.cfg
+        t_start = time.perf_counter()
+        tasks = self.sampler.sample_tasks(cfg.meta_batch_size, rng)
+        t0 = time.perf_counter()
+        trials = self.rollout(tasks, cfg.trials_per_task, rng)
+        sample_time = time.perf_counter() - t0
+        batch = compact_trials(trials.observations, trials.actions, trials.rewards, trials.mask)
+        generator = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
+        train = self._ppo_update(batch, generator)
+        steps = trials.num_steps
+        self.env_steps += steps
+        self.iteration += 1
+        by_index = self.sampler.episode_returns_by_index(trials.rewards).reshape(-1, cfg.episodes_per_trial).mean(0)
+        metrics = {
+            "samples": steps,
+            "rollout/trial_return": float(trials.episode_returns.mean()),
+            "rollout/first_episode_return": float(by_index[0]),
+            "rollout/last_episode_return": float(by_index[-1]),
+            **train,
+            "time/fps": steps / sample_time if sample_time > 0 else float("nan"),
+            "time/iteration_seconds": time.perf_counter() - t_start,
+        }
+        return metrics
+
+    # ----- PPO -----------------------------------------------------------------------------------------
+    def _ppo_update(self, batch: TrialBatch, generator: torch.Generator) -> dict[str, float]:
+        cfg = self.cfg
+        with torch.no_grad():
+            dist, values, _ = self.net(batch.inputs)
+            old_log_probs = dist.log_prob(batch.actions)
+            rewards = batch.rewards * cfg.reward_scale
+            advantages = gae(rewards, values, batch.mask, cfg.gamma, cfg.gae_lambda)
+            returns = (advantages + values) * batch.mask
+        check_finite(advantages, "RL^2 advantages")
+        lr, ent_coef = self.current_lr(), self.current_ent_coef()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        n = len(batch)
+        stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "entropy", "approx_kl",
+                                                          "clip_fraction", "grad_norm")}
+        for _ in range(cfg.ppo_epochs):
+            perm = torch.randperm(n, generator=generator)
+            for idx in torch.tensor_split(perm, cfg.num_minibatches):
+                mask = batch.mask[idx]
+                adv = advantages[idx]
+                mean = masked_mean(adv, mask)
+                std = torch.sqrt(masked_mean((adv - mean) ** 2, mask))
+                adv = (adv - mean) / (std + 1e-8)
+                dist, new_values, _ = self.net(batch.inputs[idx])
+                log_probs = dist.log_prob(batch.actions[idx])
+                log_ratio = log_probs - old_log_probs[idx]
+                ratio = torch.exp(log_ratio)
+                surrogate = torch.minimum(ratio * adv, torch.clamp(ratio, 1 - cfg.clip_range, 1 + cfg.clip_range) * adv)
+                policy_loss = -masked_mean(surrogate, mask)
+                value_loss = 0.5 * masked_mean((new_values - returns[idx]) ** 2, mask)
+                entropy = masked_mean(dist.entropy(), mask)
+                loss = policy_loss + cfg.vf_coef * value_loss - ent_coef * entropy
+                check_finite(loss, "RL^2 PPO loss")
+                self.optimizer.zero_grad()
+                loss.backward()
+                grad_norm = nn.utils.clip_grad_norm_(self.net.parameters(), cfg.max_grad_norm)
+                check_finite(grad_norm, "RL^2 PPO gradient")
+                self.optimizer.step()
+                with torch.no_grad():
+                    stats["policy_loss"].append(float(policy_loss))
+                    stats["value_loss"].append(float(value_loss))
+                    stats["entropy"].append(float(entropy))
+                    stats["approx_kl"].append(float(masked_mean((ratio - 1) - log_ratio, mask)))
+                    clipped = ((ratio - 1).abs() > cfg.clip_range).float()
+                    stats["clip_fraction"].append(float(masked_mean(clipped, mask)))
+                    stats["grad_norm"].append(float(grad_norm))
+        flat_returns, flat_values = returns[batch.mask > 0], values[batch.mask > 0]
+        var = float(flat_returns.var()) if flat_returns.numel() > 1 else 0.0
+        explained = 1.0 - float((flat_returns - flat_values).var()) / var if var > 0 else float("nan")
+        out = {f"train/{k}": float(np.mean(v)) for k, v in stats.items()}
+        out.update({"train/explained_variance": explained, "train/learning_rate": lr, "train/ent_coef": ent_coef})
+        return out
+
+    # ----- meta-test -----------------------------------------------------------------------------------
+    def _baseline_returns(self, tasks: list[Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Per-task, per-episode returns ``(tasks, episodes_per_trial)`` of each baseline on ``tasks``."""
+        from metarl.agents.baselines import default_baselines, evaluate_baselines
+
+        cfg = self.cfg
+        env_kwargs = dict(cfg.env_kwargs)
+        if cfg.max_episode_steps is not None:
+            env_kwargs["max_episode_steps"] = cfg.max_episode_steps
+        probe = self.sampler.env_fn()
+        try:
+            default_baselines(probe)
+            has_baselines = True
+        except ValueError:
+            has_baselines = False
+        finally:
+            probe.close()
+        if has_baselines:
+            results = evaluate_baselines(cfg.env, env_kwargs, tasks, cfg.episodes_per_trial, rng)
+            out = {}
+            for name, result in results.items():
+                # evaluate_baselines keeps the totals per task and the episode means over tasks
+                out[name] = (result.total_returns, np.asarray(result.mean_episode_returns))
+            return out
+        # any other family: a uniformly random policy through the same trial sampler
+        space = self.sampler.action_space
+
+        def random_act(obs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+            lead = obs.shape[:2]
+            if isinstance(space, spaces.Discrete):
+                return torch.randint(int(space.n), lead, generator=generator) + int(space.start)
+            low, high = torch.as_tensor(space.low), torch.as_tensor(space.high)
+            if not (torch.isfinite(low).all() and torch.isfinite(high).all()):
+                return torch.randn((*lead, *space.shape), generator=generator)
+            u = torch.rand((*lead, *space.shape), generator=generator)
+            return (low + (high - low) * u).float()
+
+        trials = self.sampler.sample(random_act, tasks, 1, rng)
+        per_episode = self.sampler.episode_returns_by_index(trials.rewards)[:, 0].double().numpy()
+        return {"random": (per_episode.sum(1), per_episode.mean(0))}
+
+    def meta_test(self) -> dict[str, Any]:
+        """One trial on each of ``metatest_tasks`` held-out tasks: RL^2 and the baselines on the same tasks.
+
+        Tasks and trials come from ``metatest_seed``, so the test set is the same for every run.
+        """
+        cfg = self.cfg
+        task_rng, rl2_rng, baseline_rng = np.random.default_rng(cfg.metatest_seed).spawn(3)
+        tasks = self.sampler.sample_tasks(cfg.metatest_tasks, task_rng)
+        with torch.no_grad():
+            trials = self.rollout(tasks, 1, rl2_rng)
+        per_episode = self.sampler.episode_returns_by_index(trials.rewards)[:, 0].double().numpy()
+        results = {"rl2": (per_episode.sum(1), per_episode.mean(0))}
+        results.update(self._baseline_returns(tasks, baseline_rng))
+        n = len(tasks)
+
+        def stderr(x: np.ndarray) -> float:
+            return float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else float("nan")
+
+        return {
+            "env": cfg.env,
+            "env_kwargs": dict(cfg.env_kwargs),
+            "n_tasks": n,
+            "episodes_per_trial": cfg.episodes_per_trial,
+            "mean_total_return": {k: float(tot.mean()) for k, (tot, _) in results.items()},
+            "stderr_total_return": {k: stderr(tot) for k, (tot, _) in results.items()},
+            "mean_return_by_episode": {k: [float(x) for x in eps] for k, (_, eps) in results.items()},
+            "metatest_seed": cfg.metatest_seed,
+        }
+
+    def format_metatest(self, result: Mapping[str, Any]) -> str:
+        n_eps = result["episodes_per_trial"]
+        shown = list(range(n_eps)) if n_eps <= 4 else [0, 1, n_eps - 1]
+        header = " | ".join(f"episode {i + 1}" for i in shown)
+        lines = [f"meta-test: {result['n_tasks']} held-out tasks of {result['env']} {result['env_kwargs']}, "
+                 f"one trial of {n_eps} episode(s) each",
+                 f"policy         | total return (+/- stderr) | {header}",
+                 "-------------- | ------------------------- | " + " | ".join("-" * 9 for _ in shown)]
+        for name, total in result["mean_total_return"].items():
+            by_ep = result["mean_return_by_episode"][name]
+            cells = " | ".join(f"{by_ep[i]:9.3f}" for i in shown)
+            lines.append(f"{name:<14} | {total:12.3f} +/- {result['stderr_total_return'][name]:<8.3f} | {cells}")
+        return "\n".join(lines)
+
+    def metatest_scalars(self, result: Mapping[str, Any]) -> dict[str, float]:
+        out = {f"total_return/{k}": v for k, v in result["mean_total_return"].items()}
+        out.update({f"rl2_episode_return/{i + 1}": v for i, v in enumerate(result["mean_return_by_episode"]["rl2"])})
+        return out
+
+    # ----- state ---------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "env_steps": self.env_steps, "iteration": self.iteration}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.env_steps = int(state["env_steps"])
+        self.iteration = int(state["iteration"])
+
+    def config(self) -> dict[str, Any]:
+        return {"algo": self.name, **dataclasses.asdict(self.cfg)}
