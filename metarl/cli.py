@@ -69,7 +69,11 @@ def _rl2_ppo() -> AlgorithmSpec:
 
 
 #: algorithm name -> lazy spec factory (lazy so ``metarl envs`` does not import the agents)
-ALGORITHMS: dict[str, Callable[[], AlgorithmSpec]] = {"maml-trpo": _maml_trpo, "maml-ppo": _maml_ppo, "rl2-ppo": _rl2_ppo}
+ALGORITHMS: dict[str, Callable[[], AlgorithmSpec]] = {
+    "maml-trpo": _maml_trpo,
+    "maml-ppo": _maml_ppo,
+    "rl2-ppo": _rl2_ppo,
+}
 
 
 def register_algorithm(name: str, spec_factory: Callable[[], AlgorithmSpec]) -> None:
