@@ -1,0 +1,153 @@
+"""Using a trained few-shot learner on new data: load, adapt on a support set, predict.
+
+    learner = metarl.fewshot.load_learner("runs/proto")
+    adapted = learner.adapt(support_images, support_labels)   # images as read from the PNGs
+    labels = adapted.predict(query_images)
+
+Support labels may be any values (ints, strings, ...); predictions come back in the same values.
+Images go through :func:`metarl.fewshot.omniglot.preprocess_images` with the run's image size,
+the preprocessing the learner was meta-trained with. Sinusoid checkpoints load as a regressor
+with the same ``adapt``/``predict`` interface on ``(n, 1)`` float inputs and targets.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from metarl.checkpoint import CheckpointError, load_checkpoint
+from metarl.fewshot.learners import GradientLearner, PrototypicalNetwork, build_classifier, build_regressor
+from metarl.fewshot.omniglot import preprocess_images
+from metarl.fewshot.settings import FewShotSettings
+
+__all__ = ["load_learner", "FewShotClassifier", "AdaptedClassifier", "FewShotRegressor", "AdaptedRegressor"]
+
+
+class AdaptedClassifier:
+    """A learner adapted to one task's classes; :meth:`predict` labels new images of those classes."""
+
+    def __init__(self, owner: "FewShotClassifier", state: Any, classes: np.ndarray):
+        self._owner, self._state = owner, state
+        #: the task's classes, in the order of the logits' last axis
+        self.classes = classes
+
+    def logits(self, query_images: Iterable[Any] | np.ndarray) -> torch.Tensor:
+        """``(n, ways)`` class scores of the query images.
+
+        MAML-type learners use batch statistics in batch norm (as in meta-training), so pass the
+        query images of a task together rather than one at a time.
+        """
+        inputs = self._owner.preprocess(query_images)
+        with torch.no_grad():
+            return self._owner.query_logits(self._state, inputs)
+
+    def predict(self, query_images: Iterable[Any] | np.ndarray) -> np.ndarray:
+        """The predicted label (one of the support labels) of each query image."""
+        return self.classes[self.logits(query_images).argmax(-1).numpy()]
+
+
+class FewShotClassifier:
+    """A meta-trained classifier (MAML, first-order MAML, Meta-SGD or ProtoNets) ready to adapt."""
+
+    def __init__(self, settings: FewShotSettings, module: nn.Module):
+        self.settings, self.module = settings, module.eval()
+        self.method = settings.method
+
+    def preprocess(self, images: Iterable[Any] | np.ndarray) -> torch.Tensor:
+        """The meta-training preprocessing: greyscale, resize, ink = 1."""
+        return preprocess_images(images, self.settings.image_size)
+
+    def adapt(self, support_images: Iterable[Any] | np.ndarray, support_labels: Sequence[Any] | np.ndarray,
+              steps: int | None = None) -> AdaptedClassifier:
+        """Adapt to the classes of a support set.
+
+        Args:
+            support_images: raw images (see :func:`~metarl.fewshot.omniglot.preprocess_images`).
+            support_labels: one label per support image, any hashable values; each class needs at
+                least one image.
+            steps: inner gradient steps (MAML-type learners; default: the run's meta-test steps).
+        """
+        inputs = self.preprocess(support_images)
+        labels = np.asarray(support_labels)
+        if labels.ndim != 1 or len(labels) != len(inputs):
+            raise ValueError(f"need one label per support image: {len(inputs)} images, labels of shape {labels.shape}")
+        classes, targets = np.unique(labels, return_inverse=True)
+        if len(classes) < 2:
+            raise ValueError(f"a support set needs at least two classes, got {list(classes)}")
+        targets = torch.from_numpy(targets.astype(np.int64))
+        ways = len(classes)
+        if isinstance(self.module, PrototypicalNetwork):
+            with torch.no_grad():
+                state: Any = self.module.prototypes(self.module.embed(inputs), targets, ways)
+        else:
+            steps = self.settings.test_inner_steps if steps is None else steps
+            with torch.no_grad():
+                state = self.module.adapt_one(inputs, targets, steps=steps, ways=ways)
+        return AdaptedClassifier(self, state, classes)
+
+    def query_logits(self, state: Any, inputs: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.module, PrototypicalNetwork):
+            return self.module.logits_from(state, self.module.embed(inputs))
+        return self.module.predict(state, inputs)
+
+
+class AdaptedRegressor:
+    """A sinusoid regressor adapted to one task."""
+
+    def __init__(self, owner: "FewShotRegressor", params: dict[str, torch.Tensor]):
+        self._owner, self._params = owner, params
+
+    def predict(self, inputs: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Predicted targets ``(n, 1)`` for inputs ``(n, 1)``."""
+        x = torch.as_tensor(np.asarray(inputs, dtype=np.float32)).reshape(-1, 1)
+        with torch.no_grad():
+            return self._owner.module.predict(self._params, x).numpy()
+
+
+class FewShotRegressor:
+    """A meta-trained sinusoid regressor (MAML, first-order MAML or Meta-SGD)."""
+
+    def __init__(self, settings: FewShotSettings, module: GradientLearner):
+        self.settings, self.module, self.method = settings, module.eval(), settings.method
+
+    def adapt(self, inputs: np.ndarray | torch.Tensor, targets: np.ndarray | torch.Tensor,
+              steps: int | None = None) -> AdaptedRegressor:
+        """Adapt on support points (``inputs`` and ``targets`` of shape ``(n, 1)`` or ``(n,)``)."""
+        x = torch.as_tensor(np.asarray(inputs, dtype=np.float32)).reshape(-1, 1)
+        y = torch.as_tensor(np.asarray(targets, dtype=np.float32)).reshape(-1, 1)
+        if len(x) != len(y) or len(x) == 0:
+            raise ValueError(f"need matching, non-empty support inputs and targets, got {len(x)} and {len(y)}")
+        steps = self.settings.test_inner_steps if steps is None else steps
+        with torch.no_grad():
+            return AdaptedRegressor(self, self.module.adapt_one(x, y, steps=steps))
+
+
+def load_learner(logdir: str | os.PathLike) -> FewShotClassifier | FewShotRegressor:
+    """The meta-trained learner saved in ``logdir`` (a run directory or its ``checkpoint.pt``), in one call.
+
+    Raises:
+        CheckpointError: no readable checkpoint there, or it is not a few-shot run, or its method
+            (MANN) has no support-set/query interface.
+    """
+    state = load_checkpoint(logdir)
+    config = state.get("config", {})
+    if config.get("method") not in ("maml", "fomaml", "metasgd", "protonet", "mann") or "dataset" not in config:
+        raise CheckpointError(f"{logdir} is not a few-shot run (its config has no few-shot method/dataset)")
+    settings = FewShotSettings.from_dict(config).resolved()
+    if settings.method == "mann":
+        raise CheckpointError(
+            f"{logdir} holds a MANN, a sequence model that reads (image, previous label) streams; load_learner "
+            "supports maml, fomaml, metasgd and protonet checkpoints"
+        )
+    module = build_regressor(settings) if settings.dataset == "sinusoid" else build_classifier(settings)
+    saved = state["algorithm"]
+    # a run with model selection (sinusoid) meta-tested its selected iterate: load that one
+    module.load_state_dict(saved["best"]["model"] if saved.get("best") else saved["model"])
+    if settings.dataset == "sinusoid":
+        return FewShotRegressor(settings, module)
+    return FewShotClassifier(settings, module)
