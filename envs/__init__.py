@@ -34,6 +34,10 @@ _FAMILIES: dict[str, dict] = {
     "metarl/TabularMDP-v0": dict(entry_point="metarl.envs.tabular:TabularMDPEnv", max_episode_steps=10),
 }
 
+#: ids of the MuJoCo locomotion families (envs/locomotion.py)
+MUJOCO_FAMILY_IDS: tuple[str, ...] = tuple(
+    env_id for env_id, spec in _FAMILIES.items() if spec["entry_point"].startswith("metarl.envs.locomotion:"))
+
 
 def register_families() -> None:
     """Register every metarl family (idempotent)."""

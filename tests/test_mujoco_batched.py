@@ -7,17 +7,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
+from metarl.envs import MUJOCO_FAMILY_IDS
 from metarl.envs.mujoco_batched import MujocoBatchedEnv
 
-FAMILY_IDS = [
-    "metarl/HalfCheetahVel-v0",
-    "metarl/HalfCheetahDir-v0",
-    "metarl/AntVel-v0",
-    "metarl/AntDir-v0",
-    "metarl/AntGoal-v0",
-    "metarl/HopperRandParams-v0",
-    "metarl/Walker2dRandParams-v0",
-]
+FAMILY_IDS = list(MUJOCO_FAMILY_IDS)
 
 
 @pytest.fixture(autouse=True)

@@ -15,17 +15,10 @@ from gymnasium.utils.env_checker import check_env
 from metarl import Task
 from metarl.batched import GenericBatchedEnv, make_batched_env
 from metarl.envs.locomotion import RAND_PARAMS
+from metarl.envs import MUJOCO_FAMILY_IDS
 from metarl.envs.mujoco_batched import MujocoBatchedEnv
 
-FAMILY_IDS = [
-    "metarl/HalfCheetahVel-v0",
-    "metarl/HalfCheetahDir-v0",
-    "metarl/AntVel-v0",
-    "metarl/AntDir-v0",
-    "metarl/AntGoal-v0",
-    "metarl/HopperRandParams-v0",
-    "metarl/Walker2dRandParams-v0",
-]
+FAMILY_IDS = list(MUJOCO_FAMILY_IDS)
 RAND_PARAMS_IDS = ["metarl/HopperRandParams-v0", "metarl/Walker2dRandParams-v0"]
 
 
