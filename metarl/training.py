@@ -20,7 +20,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,8 @@ class MetaAlgorithm(abc.ABC):
 
     #: short name used in logs and ``metatest.json`` (e.g. ``"maml-trpo"``)
     name: str = ""
+    #: :meth:`config` keys that only affect :meth:`meta_test`: a resumed run may change them
+    metatest_only_settings: tuple[str, ...] = ()
 
     @abc.abstractmethod
     def meta_train_step(self, rng: np.random.Generator) -> dict[str, float]:
@@ -109,8 +111,9 @@ class MetaAlgorithm(abc.ABC):
         return {}
 
 
-def _config_mismatch(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    ignore = {"iterations", "logdir", "resume", "progress"}
+def _config_mismatch(saved: Mapping[str, Any], current: Mapping[str, Any], also_ignore: Sequence[str] = ()
+                     ) -> list[str]:
+    ignore = {"iterations", "logdir", "resume", "progress", *also_ignore}
     keys = (set(saved) | set(current)) - ignore
     return sorted(k for k in keys if saved.get(k) != current.get(k))
 
@@ -155,7 +158,7 @@ def run_meta_training(
     start, samples, seconds_before = 0, 0, 0.0
     if resume:
         state = load_checkpoint(ckpt_path)
-        mismatch = _config_mismatch(state.get("config", {}), config)
+        mismatch = _config_mismatch(state.get("config", {}), config, algorithm.metatest_only_settings)
         if mismatch:
             raise CheckpointError(
                 f"cannot resume {ckpt_path}: settings differ from the checkpoint's in {mismatch}; "

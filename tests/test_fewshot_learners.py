@@ -335,6 +335,14 @@ def test_resume_through_the_script_and_errors(png_tree, tmp_path):
         fewshot_main(_script_args(png_tree, logdir, "protonet", iterations=1))
     result = fewshot_main(["--resume", str(logdir), "--iterations", "2", "--no-progress"])
     assert result["iterations"] == 2
+    # a finished run is meta-tested again with new meta-test settings, without training further
+    retested = fewshot_main(["--resume", str(logdir), "--test-episodes", "4", "--no-progress"])
+    assert retested["iterations"] == 2 and retested["test_episodes"] == 4 and result["test_episodes"] == 6
+    with pytest.raises(CheckpointError, match="differ.*test_inner_steps"):  # sinusoid validation uses them
+        sin = tmp_path / "sin"
+        fewshot_main(["--method", "maml", "--dataset", "sinusoid", "--iterations", "1", "--test-episodes", "5",
+                      "--logdir", str(sin), "--no-progress"])
+        fewshot_main(["--resume", str(sin), "--test-inner-steps", "3", "--no-progress"])
     with pytest.raises(ValueError, match="does not apply"):
         fewshot_main(["--method", "protonet", "--dataset", "sinusoid", "--logdir", str(tmp_path / "x")])
     with pytest.raises(FileNotFoundError, match="--data"):

@@ -373,6 +373,8 @@ class FewShotClassification(_TrainedModule):
         seed: seeds the initial weights.
     """
 
+    metatest_only_settings = ("test_inner_steps", "test_episodes", "test_queries", "test_chunk")
+
     def __init__(self, settings: FewShotSettings, train: LabelledImages, test: LabelledImages, seed: int):
         super().__init__(settings)
         self.train_data, self.test_data = train, test
@@ -444,6 +446,8 @@ class MANNMetaLearning(_TrainedModule):
     step the network sees the image and the previous step's label and must predict the current
     label. The meta-test reports accuracy at the 1st, 2nd, 5th and 10th presentation of a class.
     """
+
+    metatest_only_settings = ("test_episodes", "test_chunk")
 
     def __init__(self, settings: FewShotSettings, train: LabelledImages, test: LabelledImages, seed: int):
         super().__init__(settings)

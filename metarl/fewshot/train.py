@@ -3,6 +3,7 @@
     python scripts/train_fewshot.py --method maml --dataset sinusoid --seed 0 --logdir runs/maml-sin
     python scripts/train_fewshot.py --method protonet --dataset omniglot --seed 0 --logdir runs/proto
     python scripts/train_fewshot.py --resume runs/proto          # continue a stopped run
+    python scripts/train_fewshot.py --resume runs/maml --test-inner-steps 5   # re-test a finished run
 
 The run shows a progress bar, writes TensorBoard curves, atomic checkpoints and
 ``LOGDIR/metatest.json`` through the shared outer loop (:func:`metarl.training.run_meta_training`).
@@ -26,7 +27,11 @@ from metarl.fewshot.omniglot import LabelledImages, default_omniglot_path, load_
 from metarl.fewshot.settings import COMMON_DEFAULTS, DEFAULTS, FewShotSettings
 from metarl.training import MetaAlgorithm, run_meta_training
 
-__all__ = ["main", "build_algorithm", "omniglot_splits", "parser"]
+__all__ = ["main", "build_algorithm", "omniglot_splits", "parser", "RETEST_FIELDS"]
+
+#: meta-test settings that ``--resume`` accepts anew (a finished run is then only meta-tested again); an
+#: algorithm whose training uses them (sinusoid: they define the validation tasks) refuses the change
+RETEST_FIELDS = ("test_inner_steps", "test_episodes", "test_queries")
 
 
 def omniglot_splits(settings: FewShotSettings) -> tuple[LabelledImages, LabelledImages]:
@@ -86,6 +91,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         settings = FewShotSettings.from_dict(saved)
         if args.iterations is not None:
             settings.iterations = args.iterations
+        for name in RETEST_FIELDS:  # meta-test settings given now re-test the run without changing its training
+            if getattr(args, name) is not None:
+                setattr(settings, name, getattr(args, name))
         seed, logdir = int(saved["seed"]), args.resume
     else:
         settings = dataclass_from_args(FewShotSettings, args)
