@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from torch.utils.tensorboard import SummaryWriter
@@ -23,11 +25,32 @@ def hparams_markdown(config: Mapping[str, Any]) -> str:
     return "|param|value|\n|-|-|\n" + rows
 
 
+def _wait_for_a_later_file_name(logdir: Path) -> None:
+    """Wait (at most a second) until a new event file's name sorts after every existing one's.
+
+    TensorBoard reads a directory's event files in name order, and the names are
+    ``events.out.tfevents.<unix second>.<host>.<pid>.<counter>``: a file started in the same second
+    as an earlier one in the same process can sort before it (counter "10" < "9"), and TensorBoard
+    would then drop the earlier file's points as orphaned. Starting a new file in a later second
+    than the newest existing one keeps a resumed run's curve whole.
+    """
+    seconds = []
+    for path in logdir.glob("events.out.tfevents.*"):
+        field = path.name.split(".")[3]
+        if field.isdigit():
+            seconds.append(int(field))
+    if seconds:
+        wait = max(seconds) + 1 - time.time()
+        if 0 < wait <= 1.0:
+            time.sleep(wait)
+
+
 class Logger:
     """Writes scalars and text to TensorBoard event files in ``logdir``."""
 
     def __init__(self, logdir: str | os.PathLike, purge_step: int | None = None):
         # purge_step drops events past a resumed run's checkpoint, so a resumed curve has no doubled points.
+        _wait_for_a_later_file_name(Path(logdir))
         self.writer = SummaryWriter(log_dir=str(logdir), purge_step=purge_step, flush_secs=10)
 
     def hparams(self, config: Mapping[str, Any]) -> None:
