@@ -36,15 +36,7 @@ from metarl.fewshot.sinusoid import SinusoidTasks
 from metarl.fewshot.train import main as fewshot_main
 from metarl.training import run_meta_training
 
-SHARED_OMNIGLOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "omniglot"
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+from tests.conftest import SHARED_OMNIGLOT
 
 
 def synthetic_characters(classes: int, per_class: int, size: int, seed: int) -> LabelledImages:

@@ -21,15 +21,6 @@ TINY = dict(meta_batch_size=3, episodes_per_task=4, max_episode_steps=12, hidden
             metatest_steps=2)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny networks: one thread avoids the (large) cost of thread contention on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _meta_batch(algo, seed=0, n_tasks=3, episodes=4):
     """Pre-adaptation batch, post-adaptation batch and the sampling distribution, as in ``meta_train_step``."""
     rng = np.random.default_rng(seed)

@@ -19,7 +19,7 @@ from metarl.fewshot.omniglot import (
     random_affine,
 )
 
-SHARED_OMNIGLOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "omniglot"
+from tests.conftest import SHARED_OMNIGLOT
 
 
 def character_png(seed: int) -> Image.Image:
