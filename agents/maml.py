@@ -129,6 +129,9 @@ class MAMLPPOConfig(MAMLBaseConfig):
     clip_eps: float = field(0.3, "clip range of the post-adaptation likelihood ratio (ProMP's clip_eps)")
     inner_kl_coef: float = field(0.0, "weight of ProMP's fixed penalty on the mean KL(sampling pre-adaptation policy "
                                       "|| current one) on the pre-adaptation episodes (0: MAML-PPO; ProMP uses 5e-4)")
+    target_kl: float = field(0.02, "stop the Adam epochs early once the mean KL(sampling adapted policy || current "
+                                   "adapted policy) on the post-adaptation episodes exceeds 1.5 x target_kl, as "
+                                   "Stable-Baselines3's PPO (0: never stop; ProMP has no such limit)")
 
     def validate(self) -> None:
         """Raise ``ValueError`` for settings that cannot train."""
@@ -140,6 +143,10 @@ class MAMLPPOConfig(MAMLBaseConfig):
         if not (isinstance(self.inner_kl_coef, (int, float)) and math.isfinite(self.inner_kl_coef)
                 and self.inner_kl_coef >= 0):
             raise ValueError(f"inner_kl_coef must be a non-negative number, got {self.inner_kl_coef!r}")
+        if isinstance(self.target_kl, bool) or not (isinstance(self.target_kl, (int, float))
+                                                    and math.isfinite(self.target_kl) and self.target_kl >= 0):
+            raise ValueError(f"target_kl must be a non-negative number (0 disables the early stop), "
+                             f"got {self.target_kl!r}")
 
 
 # The original MAML HalfCheetah runs (cbfinn/maml_rl maml_examples/cluster_maml_trpo_cheetah.py):
@@ -491,7 +498,10 @@ class MAMLPPO(MAMLBase):
     that sampled the pre-adaptation episodes, the inner step weights each step by
     ``pi_theta / pi_sampling`` (held constant), so the inner gradient stays an importance-sampled
     policy gradient; at the sampling parameters (the first epoch) the weights are 1 and the
-    meta-gradient is exactly MAML-TRPO's.
+    meta-gradient is exactly MAML-TRPO's. With ``target_kl > 0`` the epochs stop early (before the
+    step) once the mean KL between the sampling and the current adapted policies on the
+    post-adaptation episodes exceeds ``1.5 * target_kl``, Stable-Baselines3's rule: without it one
+    meta-batch could move the policy by a KL of 0.16 and destroy a HalfCheetahDir run (README).
 
     Args:
         config: the settings (:class:`MAMLPPOConfig`).
@@ -533,11 +543,18 @@ class MAMLPPO(MAMLBase):
             sampling_dist = self._dist(params, train["observations"], batched=False).detach()
             sampling_log_probs = sampling_dist.log_prob(train["actions"])
         loss_before = float("nan")
+        epochs = 0
         for epoch in range(cfg.ppo_epochs):
             support = self._importance_weighted(params, train, sampling_log_probs)
-            loss, _, _ = self.clipped_objective(params, support, valid, old_log_probs, cfg.first_order)
+            loss, _, dist = self.clipped_objective(params, support, valid, old_log_probs, cfg.first_order)
             if epoch == 0:
                 loss_before = float(loss.detach())
+            elif cfg.target_kl > 0:
+                # Stable-Baselines3's rule: stop before a step once the policy has moved too far already
+                with torch.no_grad():
+                    kl = masked_mean(old_dist.kl(dist.detach()), valid["mask"], dim=(1, 2)).mean()
+                if float(kl) > 1.5 * cfg.target_kl:
+                    break
             if cfg.inner_kl_coef > 0:
                 loss = loss + cfg.inner_kl_coef * self._inner_kl(params, train, sampling_dist)
             check_finite(loss, f"MAML-PPO clipped objective (epoch {epoch})")
@@ -546,6 +563,7 @@ class MAMLPPO(MAMLBase):
             for name, p in params.items():
                 check_finite(p.grad, f"MAML-PPO meta-gradient of {name} (epoch {epoch})")
             self.outer_opt.step()
+            epochs += 1
         with torch.no_grad():
             support = self._importance_weighted(params, train, sampling_log_probs)
             loss_after, ratio, dist = self.clipped_objective(params, support, valid, old_log_probs, True)
@@ -559,6 +577,7 @@ class MAMLPPO(MAMLBase):
             "train/kl": float(kl),
             "train/inner_kl": float(inner_kl),
             "train/clip_fraction": float(clip_fraction),
+            "train/ppo_epochs": float(epochs),
         }
 
     def state_dict(self) -> dict[str, Any]:

@@ -35,18 +35,19 @@ def _meta_batch(algo, seed=0, n_tasks=3, episodes=4):
     return params, train, valid, old
 
 
-def test_defaults_are_promps_outer_step_without_the_inner_kl_penalty():
+def test_defaults_are_promps_outer_step_without_the_inner_kl_penalty_plus_an_early_stop():
     cfg = MAMLPPOConfig()
-    assert (cfg.outer_lr, cfg.ppo_epochs, cfg.clip_eps, cfg.inner_kl_coef) == (1e-3, 5, 0.3, 0.0)
+    assert (cfg.outer_lr, cfg.ppo_epochs, cfg.clip_eps, cfg.inner_kl_coef, cfg.target_kl) == (1e-3, 5, 0.3, 0.0, 0.02)
     shared = {f.name for f in dataclasses.fields(MAMLConfig)} & {f.name for f in dataclasses.fields(MAMLPPOConfig)}
     assert all(getattr(cfg, name) == getattr(MAMLConfig(), name) for name in shared), "same shared defaults"
 
 
 def test_meta_train_step_improves_the_clipped_objective():
     torch.manual_seed(0)
-    algo = MAMLPPO(MAMLPPOConfig(**TINY))
+    algo = MAMLPPO(MAMLPPOConfig(**TINY, target_kl=0.0))
     before = {k: v.detach().clone() for k, v in algo.policy.state_dict().items()}
     metrics = algo.meta_train_step(np.random.default_rng(0))
+    assert metrics["train/ppo_epochs"] == 5
     assert metrics["samples"] == 2 * 3 * 4 * 12
     assert metrics["train/surrogate_loss_after"] < metrics["train/surrogate_loss_before"]
     assert metrics["train/kl"] > 0 and metrics["train/inner_kl"] > 0 and 0 <= metrics["train/clip_fraction"] <= 1
@@ -131,7 +132,22 @@ def test_inner_kl_penalty_option_keeps_the_pre_adaptation_policy_closer():
     assert 0 < kls[50.0] < kls[0.0]
 
 
+def test_target_kl_stops_the_epochs_once_the_adapted_policy_moved_too_far():
+    """SB3's rule: the KL is checked before each epoch after the first; a tiny target allows one Adam step only."""
+    steps = {}
+    for target_kl in (1e-12, 0.0):
+        torch.manual_seed(0)
+        algo = MAMLPPO(MAMLPPOConfig(**TINY, target_kl=target_kl, outer_lr=1e-2))
+        metrics = algo.meta_train_step(np.random.default_rng(0))
+        adam = algo.outer_opt.state_dict()["state"]
+        steps[target_kl] = {int(s["step"]) for s in adam.values()}
+        assert metrics["train/ppo_epochs"] == next(iter(steps[target_kl]))
+    assert steps == {1e-12: {1}, 0.0: {5}}
+
+
 @pytest.mark.parametrize("field,value,message", [
+    ("target_kl", -0.01, "target_kl must be a non-negative number"),
+    ("target_kl", float("nan"), "target_kl must be a non-negative number"),
     ("outer_lr", 0.0, "outer_lr must be a positive number"),
     ("outer_lr", -1e-3, "outer_lr must be a positive number"),
     ("outer_lr", float("inf"), "outer_lr must be a positive number"),
