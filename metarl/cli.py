@@ -24,6 +24,7 @@ import torch
 from metarl.checkpoint import CheckpointError, load_checkpoint
 from metarl.config import add_dataclass_arguments, dataclass_from_args
 from metarl.tasks import list_families
+from metarl.system import keep_freed_memory
 from metarl.training import MetaAlgorithm, NonFiniteError, run_meta_training
 
 __all__ = ["main", "train_main", "ALGORITHMS", "AlgorithmSpec", "parse_env_kwargs", "register_algorithm"]
@@ -156,6 +157,7 @@ def train_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     algorithm = spec.make(cfg)
     print(f"metarl: {known.algo} on {cfg.env}, seed {seed}, {iterations} meta-iterations, logdir {logdir}",
           file=sys.stderr)
+    keep_freed_memory()  # no page-fault churn from per-iteration arrays (metarl/system.py)
     return run_meta_training(algorithm, iterations=iterations, seed=seed, logdir=logdir,
                              resume=saved is not None, checkpoint_every=args.checkpoint_every,
                              progress=not args.no_progress)

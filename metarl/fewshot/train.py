@@ -25,6 +25,7 @@ from metarl.config import add_dataclass_arguments, dataclass_from_args
 from metarl.fewshot.learners import FewShotClassification, MANNMetaLearning, SinusoidMetaLearning
 from metarl.fewshot.omniglot import LabelledImages, default_omniglot_path, load_omniglot
 from metarl.fewshot.settings import COMMON_DEFAULTS, DEFAULTS, FewShotSettings
+from metarl.system import keep_freed_memory
 from metarl.training import MetaAlgorithm, run_meta_training
 
 __all__ = ["main", "build_algorithm", "omniglot_splits", "parser", "RETEST_FIELDS"]
@@ -104,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     algorithm = build_algorithm(settings, seed)
     print(f"metarl fewshot: {settings.method} on {settings.dataset}, seed {seed}, "
           f"{settings.iterations} meta-iterations, logdir {logdir}", file=sys.stderr)
+    keep_freed_memory()  # no page-fault churn from per-iteration arrays (metarl/system.py)
     return run_meta_training(algorithm, iterations=settings.iterations, seed=seed, logdir=logdir,
                              resume=args.resume is not None, checkpoint_every=settings.checkpoint_every,
                              progress=not args.no_progress)
