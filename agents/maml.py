@@ -36,7 +36,7 @@ from metarl.config import field
 from metarl.networks import LinearFeatureBaseline, ValueNetwork, make_policy
 from metarl.returns import discounted_returns, gae, masked_mean, masked_normalize
 from metarl.sampler import Episodes, EpisodeSampler
-from metarl.tasks import check_positive_int
+from metarl.tasks import check_positive_int, tasks_to_json
 from metarl.training import MetaAlgorithm, check_finite
 from metarl.trpo import backtracking_line_search, conjugate_gradient, flat, unflat_like
 
@@ -329,6 +329,8 @@ class MAMLBase(MetaAlgorithm):
     def meta_test(self) -> dict[str, Any]:
         """Mean return on ``metatest_tasks`` held-out tasks after 0..``metatest_steps`` adaptation steps.
 
+        The result also lists the tasks and each task's mean return per step (``returns_by_task[step][i]``).
+
         Each step adapts on fresh episodes of the current (adapted) policy, as in the MAML paper's
         figure 5; tasks and episodes come from ``metatest_seed``, so the test set is fixed.
         """
@@ -337,10 +339,11 @@ class MAMLBase(MetaAlgorithm):
         tasks = self.sampler.sample_tasks(cfg.metatest_tasks, rng)
         params: Params = detach_params(self.meta_params())
         batched = False
-        means, ci95 = [], []
+        means, ci95, by_task = [], [], []
         for step in range(cfg.metatest_steps + 1):
             eps = self.sampler.sample(self.act_fn(params, batched), tasks, cfg.episodes_per_task, rng)
             per_task = eps.episode_returns.mean(1).numpy()
+            by_task.append([float(r) for r in per_task])
             means.append(float(per_task.mean()))
             ci95.append(float(1.96 * per_task.std(ddof=1) / math.sqrt(len(per_task))) if len(per_task) > 1 else 0.0)
             if step < cfg.metatest_steps:
@@ -350,7 +353,7 @@ class MAMLBase(MetaAlgorithm):
                 batched = True
         return {"env": cfg.env, "n_tasks": cfg.metatest_tasks, "episodes_per_task": cfg.episodes_per_task,
                 "returns_by_step": means, "ci95_by_step": ci95, "inner_lr": cfg.inner_lr,
-                "metatest_seed": cfg.metatest_seed}
+                "metatest_seed": cfg.metatest_seed, "tasks": tasks_to_json(tasks), "returns_by_task": by_task}
 
     def format_metatest(self, result: dict[str, Any]) -> str:
         lines = [f"meta-test: {result['n_tasks']} held-out tasks of {result['env']}, "

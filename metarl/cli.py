@@ -127,8 +127,12 @@ def train_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     pre.add_argument("--resume", type=Path, default=None)
     known, _ = pre.parse_known_args(argv)
     saved: dict[str, Any] | None = None
+    saved_iterations: int | None = None
     if known.resume is not None:
-        saved = load_checkpoint(known.resume)["config"]
+        checkpoint = load_checkpoint(known.resume)
+        saved = checkpoint["config"]
+        # the run's own length; checkpoints of older versions lack it: stop where they stopped
+        saved_iterations = int(checkpoint.get("target_iterations", checkpoint["iteration"]))
         known.algo = saved.get("algo", known.algo)
     if known.algo not in ALGORITHMS:
         raise ValueError(f"unknown --algo {known.algo!r}; choose from {sorted(ALGORITHMS)}")
@@ -149,7 +153,12 @@ def train_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         seed = args.seed
         env_name = cfg.env.split(":")[-1].replace("/", "-")
         logdir = args.logdir or Path("runs") / f"{known.algo}-{env_name}-s{seed}"
-    iterations = args.iterations if args.iterations is not None else spec.default_iterations(cfg)
+    if args.iterations is not None:
+        iterations = args.iterations
+    elif saved_iterations is not None:  # resume: the length the run was started (or last resumed) with
+        iterations = saved_iterations
+    else:
+        iterations = spec.default_iterations(cfg)
     threads = getattr(cfg, "threads", None)
     if threads is not None:  # settings with a `threads` field choose torch's CPU threads
         torch.set_num_threads(threads)

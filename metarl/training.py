@@ -188,6 +188,7 @@ def run_meta_training(
         save_checkpoint(ckpt_path, {
             "algorithm": algorithm.state_dict(),
             "iteration": iteration,
+            "target_iterations": iterations,  # `--resume` without `--iterations` continues to this
             "samples": samples,
             "train_seconds": train_seconds(),
             "rng": rng_state(rng),

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from metarl.cli import main, parse_env_kwargs, train_main
 from tests.conftest import REPO
@@ -47,6 +48,20 @@ def test_console_command_resume_continues_to_more_iterations(tmp_path, capsys):
     assert main(["train", "--resume", str(logdir), "--iterations", "2", "--no-progress"]) == 0
     assert len(scalars(logdir)) == 2
     assert json.loads((logdir / "metatest.json").read_text())["iterations"] == 2
+
+
+def test_resume_of_a_finished_run_without_iterations_only_meta_tests_it(tmp_path):
+    """Without --iterations a resumed run keeps its own length (not the family default of 200)."""
+    logdir = tmp_path / "run"
+    first = train_main(["--logdir", str(logdir), "--iterations", "2", *TINY])
+    again = train_main(["--resume", str(logdir), "--no-progress"])
+    assert again["iterations"] == 2 and again["returns_by_step"] == first["returns_by_step"]
+    assert len(scalars(logdir)) == 2, "no further training"
+    checkpoint = torch.load(logdir / "checkpoint.pt", weights_only=False)
+    assert (checkpoint["iteration"], checkpoint["target_iterations"]) == (2, 2)
+    del checkpoint["target_iterations"]  # a checkpoint of an older version: stop where it stopped
+    torch.save(checkpoint, logdir / "checkpoint.pt")
+    assert train_main(["--resume", str(logdir), "--no-progress"])["iterations"] == 2
 
 
 def _readme_example() -> str:

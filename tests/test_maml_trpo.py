@@ -71,6 +71,8 @@ def test_meta_test_reports_each_adaptation_step(tiny_maml_config):
     algo = MAMLTRPO(tiny_maml_config)
     result = algo.meta_test()
     assert result["n_tasks"] == 4 and len(result["returns_by_step"]) == 3
+    assert len(result["tasks"]) == 4 and all(len(r) == 4 for r in result["returns_by_task"])
+    np.testing.assert_allclose(np.mean(result["returns_by_task"], axis=1), result["returns_by_step"], rtol=1e-6)
     assert result == algo.meta_test(), "the meta-test uses a fixed seed"
     table = algo.format_metatest(result)
     assert "adaptation steps" in table and table.count("\n") == 5
