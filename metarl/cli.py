@@ -119,6 +119,28 @@ def _config_from_checkpoint(spec: AlgorithmSpec, saved: dict[str, Any]) -> Any:
     return spec.config_cls(**values)
 
 
+def load_run(run_dir: str | Path, weights: bool = True) -> MetaAlgorithm:
+    """The algorithm of a ``metarl train`` run directory, rebuilt from its settings and checkpoint.
+
+    With ``weights=False`` it is the run's freshly initialised algorithm (same settings and seed).
+
+    Raises:
+        CheckpointError: no readable checkpoint in ``run_dir``.
+        ValueError: the checkpoint names an unknown algorithm.
+    """
+    checkpoint = load_checkpoint(run_dir)
+    saved = checkpoint["config"]
+    algo = saved.get("algo", "maml-trpo")
+    if algo not in ALGORITHMS:
+        raise ValueError(f"{run_dir}: unknown algorithm {algo!r} in the checkpoint; choose from {sorted(ALGORITHMS)}")
+    spec = ALGORITHMS[algo]()
+    torch.manual_seed(int(saved.get("seed", 0)))  # the initialisation `metarl train` used
+    algorithm = spec.make(_config_from_checkpoint(spec, saved))
+    if weights:
+        algorithm.load_state_dict(checkpoint["algorithm"])
+    return algorithm
+
+
 def train_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """``metarl train``: meta-train an algorithm; returns the meta-test result."""
     argv = list(sys.argv[1:] if argv is None else argv)

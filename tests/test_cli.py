@@ -103,3 +103,33 @@ def test_env_kwargs_parsing_and_listing(capsys):
         parse_env_kwargs(["k10"])
     assert main(["envs"]) == 0
     assert "metarl/Navigation2D-v0" in capsys.readouterr().out
+
+
+def test_load_run_rebuilds_the_trained_algorithm_and_its_initialisation(tmp_path):
+    from metarl.cli import load_run
+
+    logdir = tmp_path / "run"
+    train_main(["--logdir", str(logdir), "--iterations", "1", "--seed", "3", *TINY])
+    trained, fresh = load_run(logdir), load_run(logdir, weights=False)
+    saved = torch.load(logdir / "checkpoint.pt", weights_only=False)["algorithm"]["policy"]
+    for name, value in trained.policy.state_dict().items():
+        assert torch.equal(value, saved[name])
+    torch.manual_seed(3)
+    again = type(fresh)(fresh.cfg)
+    for a, b in zip(fresh.policy.parameters(), again.policy.parameters()):
+        assert torch.equal(a, b), "weights=False gives the run's own initialisation"
+    assert any(not torch.equal(a, b) for a, b in zip(fresh.policy.parameters(), trained.policy.parameters()))
+
+
+def test_maml_diagnostics_script_measures_the_inner_step(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("maml_diagnostics", REPO / "scripts" / "maml_diagnostics.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    logdir = tmp_path / "run"
+    train_main(["--logdir", str(logdir), "--iterations", "1", *TINY])
+    rows = module.main([str(logdir), "--tasks", "3", "--episodes", "2", "--at-init"])
+    assert [r["run"].endswith("(init)") for r in rows] == [True, False]
+    for r in rows:
+        assert r["inner_step_kl"] > 0 and r["adam_step_kl_pre"] > 0 and 0 <= r["saturated_means"] <= 1
