@@ -129,9 +129,10 @@ class MAMLPPOConfig(MAMLBaseConfig):
     clip_eps: float = field(0.3, "clip range of the post-adaptation likelihood ratio (ProMP's clip_eps)")
     inner_kl_coef: float = field(0.0, "weight of ProMP's fixed penalty on the mean KL(sampling pre-adaptation policy "
                                       "|| current one) on the pre-adaptation episodes (0: MAML-PPO; ProMP uses 5e-4)")
-    target_kl: float = field(0.02, "stop the Adam epochs early once the mean KL(sampling adapted policy || current "
+    target_kl: float = field(0.02, "stop the Adam epochs once the mean KL(sampling adapted policy || current "
                                    "adapted policy) on the post-adaptation episodes exceeds 1.5 x target_kl, as "
-                                   "Stable-Baselines3's PPO (0: never stop; ProMP has no such limit)")
+                                   "Stable-Baselines3's PPO, and undo the step that crossed it (0: neither; ProMP "
+                                   "has no such limit)")
 
     def validate(self) -> None:
         """Raise ``ValueError`` for settings that cannot train."""
@@ -501,10 +502,12 @@ class MAMLPPO(MAMLBase):
     that sampled the pre-adaptation episodes, the inner step weights each step by
     ``pi_theta / pi_sampling`` (held constant), so the inner gradient stays an importance-sampled
     policy gradient; at the sampling parameters (the first epoch) the weights are 1 and the
-    meta-gradient is exactly MAML-TRPO's. With ``target_kl > 0`` the epochs stop early (before the
-    step) once the mean KL between the sampling and the current adapted policies on the
-    post-adaptation episodes exceeds ``1.5 * target_kl``, Stable-Baselines3's rule: without it one
-    meta-batch could move the policy by a KL of 0.16 and destroy a HalfCheetahDir run (README).
+    meta-gradient is exactly MAML-TRPO's. With ``target_kl > 0`` the epochs stop once the mean KL
+    between the sampling and the current adapted policies on the post-adaptation episodes exceeds
+    ``1.5 * target_kl`` (Stable-Baselines3's rule), and the Adam step that crossed the limit is
+    undone (its parameters restored; with the first step undone the meta-batch changes nothing).
+    Without the stop one meta-batch moved a HalfCheetahDir policy by a KL of 0.16; with the stop but
+    no undo, single first steps of KL 38 still destroyed a run (README).
 
     Args:
         config: the settings (:class:`MAMLPPOConfig`).
@@ -546,18 +549,28 @@ class MAMLPPO(MAMLBase):
             sampling_dist = self._dist(params, train["observations"], batched=False).detach()
             sampling_log_probs = sampling_dist.log_prob(train["actions"])
         loss_before = float("nan")
-        epochs = 0
+        epochs, undone = 0, 0
+        limit = 1.5 * cfg.target_kl
+        before_step: dict[str, torch.Tensor] = {}
+
+        def adapted_kl(dist: Any) -> float:
+            return float(masked_mean(old_dist.kl(dist.detach()), valid["mask"], dim=(1, 2)).mean())
+
+        def undo_last_step() -> None:
+            with torch.no_grad():
+                for name, p in params.items():
+                    p.copy_(before_step[name])
+
         for epoch in range(cfg.ppo_epochs):
             support = self._importance_weighted(params, train, sampling_log_probs)
             loss, _, dist = self.clipped_objective(params, support, valid, old_log_probs, cfg.first_order)
             if epoch == 0:
                 loss_before = float(loss.detach())
-            elif cfg.target_kl > 0:
-                # Stable-Baselines3's rule: stop before a step once the policy has moved too far already
-                with torch.no_grad():
-                    kl = masked_mean(old_dist.kl(dist.detach()), valid["mask"], dim=(1, 2)).mean()
-                if float(kl) > 1.5 * cfg.target_kl:
-                    break
+            elif cfg.target_kl > 0 and adapted_kl(dist) > limit:
+                # Stable-Baselines3 stops here; a step that went past the limit on its own is also undone
+                undo_last_step()
+                epochs, undone = epochs - 1, 1
+                break
             if cfg.inner_kl_coef > 0:
                 loss = loss + cfg.inner_kl_coef * self._inner_kl(params, train, sampling_dist)
             check_finite(loss, f"MAML-PPO clipped objective (epoch {epoch})")
@@ -565,9 +578,17 @@ class MAMLPPO(MAMLBase):
             loss.backward()
             for name, p in params.items():
                 check_finite(p.grad, f"MAML-PPO meta-gradient of {name} (epoch {epoch})")
+            if cfg.target_kl > 0:
+                before_step = {name: p.detach().clone() for name, p in params.items()}
             self.outer_opt.step()
             epochs += 1
         with torch.no_grad():
+            if cfg.target_kl > 0 and not undone and epochs > 0:  # the last step is checked too
+                support = self._importance_weighted(params, train, sampling_log_probs)
+                _, _, dist = self.clipped_objective(params, support, valid, old_log_probs, True)
+                if adapted_kl(dist) > limit:
+                    undo_last_step()
+                    epochs, undone = epochs - 1, 1
             support = self._importance_weighted(params, train, sampling_log_probs)
             loss_after, ratio, dist = self.clipped_objective(params, support, valid, old_log_probs, True)
             mask = valid["mask"]
@@ -581,6 +602,7 @@ class MAMLPPO(MAMLBase):
             "train/inner_kl": float(inner_kl),
             "train/clip_fraction": float(clip_fraction),
             "train/ppo_epochs": float(epochs),
+            "train/undone_steps": float(undone),
         }
 
     def state_dict(self) -> dict[str, Any]:

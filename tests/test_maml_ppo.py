@@ -132,17 +132,29 @@ def test_inner_kl_penalty_option_keeps_the_pre_adaptation_policy_closer():
     assert 0 < kls[50.0] < kls[0.0]
 
 
-def test_target_kl_stops_the_epochs_once_the_adapted_policy_moved_too_far():
-    """SB3's rule: the KL is checked before each epoch after the first; a tiny target allows one Adam step only."""
-    steps = {}
-    for target_kl in (1e-12, 0.0):
+def test_target_kl_stops_the_epochs_and_undoes_the_step_that_crossed_it():
+    """SB3's early stop plus an undo: a tiny target undoes even the first step; a loose one keeps all five."""
+    for target_kl, epochs, undone in ((1e-12, 0, 1), (0.0, 5, 0), (1e6, 5, 0)):
         torch.manual_seed(0)
         algo = MAMLPPO(MAMLPPOConfig(**TINY, target_kl=target_kl, outer_lr=1e-2))
+        before = {k: v.detach().clone() for k, v in algo.policy.state_dict().items()}
         metrics = algo.meta_train_step(np.random.default_rng(0))
-        adam = algo.outer_opt.state_dict()["state"]
-        steps[target_kl] = {int(s["step"]) for s in adam.values()}
-        assert metrics["train/ppo_epochs"] == next(iter(steps[target_kl]))
-    assert steps == {1e-12: {1}, 0.0: {5}}
+        assert (metrics["train/ppo_epochs"], metrics["train/undone_steps"]) == (epochs, undone), target_kl
+        after = algo.policy.state_dict()
+        assert all(torch.equal(before[k], after[k]) for k in before) == (epochs == 0)
+        assert metrics["train/kl"] <= 1.5 * target_kl or target_kl == 0.0
+
+
+def test_target_kl_keeps_the_steps_inside_the_limit():
+    """A middle target: the steps kept end inside 1.5 x target_kl, and at least the first is kept."""
+    torch.manual_seed(0)
+    free = MAMLPPO(MAMLPPOConfig(**TINY, target_kl=0.0, outer_lr=1e-2))
+    kl_free = free.meta_train_step(np.random.default_rng(0))["train/kl"]
+    torch.manual_seed(0)
+    algo = MAMLPPO(MAMLPPOConfig(**TINY, target_kl=kl_free / 3, outer_lr=1e-2))
+    metrics = algo.meta_train_step(np.random.default_rng(0))
+    assert metrics["train/kl"] <= 1.5 * kl_free / 3 + 1e-9
+    assert 1 <= metrics["train/ppo_epochs"] < 5
 
 
 @pytest.mark.parametrize("field,value,message", [
