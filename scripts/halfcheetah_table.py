@@ -51,13 +51,46 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     missing = [k for k in ("env", "algo", "returns_by_step", "n_tasks") if k not in result]
     if missing:
         raise RunError(f"{path} lacks {missing}: it is not the meta-test of a MAML run")
-    horizon = None
+    horizon, variant = None, ""
     if (run_dir / "checkpoint.pt").is_file():
         from metarl.checkpoint import load_checkpoint
 
         config = load_checkpoint(run_dir)["config"]
         horizon = config.get("max_episode_steps") or REGISTERED_HORIZON
-    return {**result, "horizon": horizon, "dir": str(run_dir)}
+        variant = settings_changed(config)
+    return {**result, "horizon": horizon, "dir": str(run_dir), "variant": variant}
+
+
+#: settings that do not change what is trained (or that the table shows in other columns)
+_NOT_A_VARIANT = {"env", "algo", "seed", "max_episode_steps", "metatest_tasks", "metatest_steps", "metatest_seed"}
+
+
+def settings_changed(config: dict[str, Any]) -> str:
+    """``"name=value, ..."`` for a run's settings that differ from what ``metarl train`` uses by default
+    for its algorithm and family (``""`` if none or the algorithm is unknown)."""
+    import dataclasses
+
+    from metarl.cli import ALGORITHMS
+
+    algo = config.get("algo")
+    if algo not in ALGORITHMS:
+        return ""
+    spec = ALGORITHMS[algo]()
+    defaults = {f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default
+                for f in dataclasses.fields(spec.config_cls)}
+    if spec.defaults_for_env is not None:
+        defaults.update(spec.defaults_for_env(config.get("env", ""), config.get("env_kwargs") or {}))
+    changed = []
+    for name, value in config.items():
+        if name in _NOT_A_VARIANT or name not in defaults:
+            continue
+        default = defaults[name]
+        if isinstance(value, list):
+            value = tuple(value)
+        if value != default:
+            shown = "x".join(map(str, value)) if isinstance(value, tuple) else value
+            changed.append(f"{name}={shown}")
+    return ", ".join(changed)
 
 
 def _fmt_seconds(seconds: float | None) -> str:
@@ -110,9 +143,10 @@ def halfcheetah_table(runs: Sequence[dict[str, Any]]) -> str:
         if env in ORIGINAL_MAML:
             lines.append("| MAML-TRPO, original (Finn et al. 2017) | | | "
                          + " | ".join(f"{v:.1f}" for v in ORIGINAL_MAML[env]) + " | | |")
-        by_algo: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for run in sorted(by_env[env], key=lambda r: (r["algo"], r.get("seed", 0))):
-            by_algo[run["algo"]].append(run)
+        by_algo: dict[str, list[dict[str, Any]]] = defaultdict(list)  # one group per algorithm and settings
+        for run in sorted(by_env[env], key=lambda r: (r["algo"], r.get("variant", ""), r.get("seed", 0))):
+            variant = run.get("variant", "")
+            by_algo[f"{run['algo']} ({variant})" if variant else run["algo"]].append(run)
         for algo, algo_runs in by_algo.items():
             for run in algo_runs:
                 cells = _cells(run["returns_by_step"], run.get("ci95_by_step"))

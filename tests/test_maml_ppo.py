@@ -270,3 +270,20 @@ def test_halfcheetah_table_lists_runs_under_the_original_maml_row(tmp_path):
     assert rows[2].startswith("| **maml-ppo, mean of 2 seeds** | | | -40.0 | 210.0 | n/a | n/a | 2h 05m |")
     assert rows[3].startswith("| maml-trpo | 0 | 1000 | -40.0 ± 1.0 | 250.0 ± 1.0 | 270.0 ± 1.0 | 280.0 ± 1.0 |")
     assert table_mod.main([str(tmp_path / "missing")]) == 2
+
+
+def test_halfcheetah_table_labels_runs_by_the_settings_they_changed():
+    import importlib.util
+
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("halfcheetah_table", REPO / "scripts" / "halfcheetah_table.py")
+    table_mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table_mod)
+    base = {"algo": "maml-ppo", "env": "metarl/HalfCheetahDir-v0", "seed": 1, **family_defaults("metarl/HalfCheetahDir-v0")}
+    base.pop("iterations")
+    config = {**dataclasses.asdict(MAMLPPOConfig()), **base, "hidden_sizes": [100, 100]}
+    assert table_mod.settings_changed(config) == ""
+    assert table_mod.settings_changed({**config, "activation": "tanh", "hidden_sizes": [64, 64]}) == \
+        "hidden_sizes=64x64, activation=tanh"
+    assert table_mod.settings_changed({**config, "algo": "no-such-algo"}) == ""
