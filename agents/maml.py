@@ -131,8 +131,10 @@ class MAMLPPOConfig(MAMLBaseConfig):
                                       "|| current one) on the pre-adaptation episodes (0: MAML-PPO; ProMP uses 5e-4)")
     target_kl: float = field(0.02, "stop the Adam epochs once the mean KL(sampling adapted policy || current "
                                    "adapted policy) on the post-adaptation episodes exceeds 1.5 x target_kl, as "
-                                   "Stable-Baselines3's PPO, and undo the step that crossed it (0: neither; ProMP "
+                                   "Stable-Baselines3's PPO, and shrink the step that crossed it (0: neither; ProMP "
                                    "has no such limit)")
+    kl_backtracks: int = field(10, "halve the Adam step that crossed 1.5 x target_kl up to this many times until the "
+                                   "adapted policies are inside it, else undo it (0: always undo)")
 
     def validate(self) -> None:
         """Raise ``ValueError`` for settings that cannot train."""
@@ -148,6 +150,8 @@ class MAMLPPOConfig(MAMLBaseConfig):
                                                     and math.isfinite(self.target_kl) and self.target_kl >= 0):
             raise ValueError(f"target_kl must be a non-negative number (0 disables the early stop), "
                              f"got {self.target_kl!r}")
+        if isinstance(self.kl_backtracks, bool) or not isinstance(self.kl_backtracks, int) or self.kl_backtracks < 0:
+            raise ValueError(f"kl_backtracks must be a non-negative integer, got {self.kl_backtracks!r}")
 
 
 # The original MAML HalfCheetah runs (cbfinn/maml_rl maml_examples/cluster_maml_trpo_cheetah.py):
@@ -505,9 +509,10 @@ class MAMLPPO(MAMLBase):
     meta-gradient is exactly MAML-TRPO's. With ``target_kl > 0`` the epochs stop once the mean KL
     between the sampling and the current adapted policies on the post-adaptation episodes exceeds
     ``1.5 * target_kl`` (Stable-Baselines3's rule), and the Adam step that crossed the limit is
-    undone (its parameters restored; with the first step undone the meta-batch changes nothing).
-    Without the stop one meta-batch moved a HalfCheetahDir policy by a KL of 0.16; with the stop but
-    no undo, single first steps of KL 38 still destroyed a run (README).
+    halved up to ``kl_backtracks`` times until it is inside, else undone. Without the stop one
+    meta-batch moved a HalfCheetahDir policy by a KL of 0.16; with the stop alone single first steps
+    of KL 38 destroyed a run; with a plain undo every step from iteration ~50 was undone and the run
+    stalled (README).
 
     Args:
         config: the settings (:class:`MAMLPPOConfig`).
@@ -549,17 +554,29 @@ class MAMLPPO(MAMLBase):
             sampling_dist = self._dist(params, train["observations"], batched=False).detach()
             sampling_log_probs = sampling_dist.log_prob(train["actions"])
         loss_before = float("nan")
-        epochs, undone = 0, 0
+        epochs, kept = 0, 1.0
         limit = 1.5 * cfg.target_kl
         before_step: dict[str, torch.Tensor] = {}
 
         def adapted_kl(dist: Any) -> float:
             return float(masked_mean(old_dist.kl(dist.detach()), valid["mask"], dim=(1, 2)).mean())
 
-        def undo_last_step() -> None:
+        def shrink_last_step() -> float:
+            """Halve the last step until the adapted policies are inside the limit; the fraction kept (0: undone)."""
             with torch.no_grad():
+                after_step = {name: p.detach().clone() for name, p in params.items()}
+                fraction = 1.0
+                for _ in range(cfg.kl_backtracks):
+                    fraction *= 0.5
+                    for name, p in params.items():
+                        p.copy_(before_step[name] + fraction * (after_step[name] - before_step[name]))
+                    support = self._importance_weighted(params, train, sampling_log_probs)
+                    _, _, dist = self.clipped_objective(params, support, valid, old_log_probs, True)
+                    if adapted_kl(dist) <= limit:
+                        return fraction
                 for name, p in params.items():
                     p.copy_(before_step[name])
+            return 0.0
 
         for epoch in range(cfg.ppo_epochs):
             support = self._importance_weighted(params, train, sampling_log_probs)
@@ -567,9 +584,10 @@ class MAMLPPO(MAMLBase):
             if epoch == 0:
                 loss_before = float(loss.detach())
             elif cfg.target_kl > 0 and adapted_kl(dist) > limit:
-                # Stable-Baselines3 stops here; a step that went past the limit on its own is also undone
-                undo_last_step()
-                epochs, undone = epochs - 1, 1
+                # Stable-Baselines3 stops here; the step that went past the limit is also shrunk or undone
+                kept = shrink_last_step()
+                if kept == 0.0:
+                    epochs -= 1
                 break
             if cfg.inner_kl_coef > 0:
                 loss = loss + cfg.inner_kl_coef * self._inner_kl(params, train, sampling_dist)
@@ -583,12 +601,13 @@ class MAMLPPO(MAMLBase):
             self.outer_opt.step()
             epochs += 1
         with torch.no_grad():
-            if cfg.target_kl > 0 and not undone and epochs > 0:  # the last step is checked too
+            if cfg.target_kl > 0 and kept == 1.0 and epochs == cfg.ppo_epochs:  # the last epoch's step too
                 support = self._importance_weighted(params, train, sampling_log_probs)
                 _, _, dist = self.clipped_objective(params, support, valid, old_log_probs, True)
                 if adapted_kl(dist) > limit:
-                    undo_last_step()
-                    epochs, undone = epochs - 1, 1
+                    kept = shrink_last_step()
+                    if kept == 0.0:
+                        epochs -= 1
             support = self._importance_weighted(params, train, sampling_log_probs)
             loss_after, ratio, dist = self.clipped_objective(params, support, valid, old_log_probs, True)
             mask = valid["mask"]
@@ -602,7 +621,7 @@ class MAMLPPO(MAMLBase):
             "train/inner_kl": float(inner_kl),
             "train/clip_fraction": float(clip_fraction),
             "train/ppo_epochs": float(epochs),
-            "train/undone_steps": float(undone),
+            "train/last_step_kept": float(kept),
         }
 
     def state_dict(self) -> dict[str, Any]:

@@ -37,7 +37,8 @@ def _meta_batch(algo, seed=0, n_tasks=3, episodes=4):
 
 def test_defaults_are_promps_outer_step_without_the_inner_kl_penalty_plus_an_early_stop():
     cfg = MAMLPPOConfig()
-    assert (cfg.outer_lr, cfg.ppo_epochs, cfg.clip_eps, cfg.inner_kl_coef, cfg.target_kl) == (1e-3, 5, 0.3, 0.0, 0.02)
+    assert (cfg.outer_lr, cfg.ppo_epochs, cfg.clip_eps, cfg.inner_kl_coef, cfg.target_kl, cfg.kl_backtracks) == \
+        (1e-3, 5, 0.3, 0.0, 0.02, 10)
     shared = {f.name for f in dataclasses.fields(MAMLConfig)} & {f.name for f in dataclasses.fields(MAMLPPOConfig)}
     assert all(getattr(cfg, name) == getattr(MAMLConfig(), name) for name in shared), "same shared defaults"
 
@@ -132,17 +133,31 @@ def test_inner_kl_penalty_option_keeps_the_pre_adaptation_policy_closer():
     assert 0 < kls[50.0] < kls[0.0]
 
 
-def test_target_kl_stops_the_epochs_and_undoes_the_step_that_crossed_it():
-    """SB3's early stop plus an undo: a tiny target undoes even the first step; a loose one keeps all five."""
-    for target_kl, epochs, undone in ((1e-12, 0, 1), (0.0, 5, 0), (1e6, 5, 0)):
+def test_target_kl_stops_the_epochs_and_undoes_a_step_that_cannot_be_shrunk_inside_it():
+    """SB3's early stop plus an undo (no backtracks): a tiny target undoes even the first step; a loose one keeps all."""
+    for target_kl, epochs, kept in ((1e-12, 0, 0.0), (0.0, 5, 1.0), (1e6, 5, 1.0)):
         torch.manual_seed(0)
-        algo = MAMLPPO(MAMLPPOConfig(**TINY, target_kl=target_kl, outer_lr=1e-2))
+        algo = MAMLPPO(MAMLPPOConfig(**TINY, target_kl=target_kl, outer_lr=1e-2, kl_backtracks=0))
         before = {k: v.detach().clone() for k, v in algo.policy.state_dict().items()}
         metrics = algo.meta_train_step(np.random.default_rng(0))
-        assert (metrics["train/ppo_epochs"], metrics["train/undone_steps"]) == (epochs, undone), target_kl
+        assert (metrics["train/ppo_epochs"], metrics["train/last_step_kept"]) == (epochs, kept), target_kl
         after = algo.policy.state_dict()
         assert all(torch.equal(before[k], after[k]) for k in before) == (epochs == 0)
         assert metrics["train/kl"] <= 1.5 * target_kl or target_kl == 0.0
+
+
+def test_a_step_past_the_limit_is_halved_until_inside_or_undone_without_backtracks():
+    torch.manual_seed(0)
+    one = MAMLPPO(MAMLPPOConfig(**TINY, target_kl=0.0, outer_lr=1e-2, ppo_epochs=1))
+    full_kl = one.meta_train_step(np.random.default_rng(0))["train/kl"]
+    for backtracks, kept in ((10, 0.5), (0, 0.0)):
+        torch.manual_seed(0)
+        algo = MAMLPPO(MAMLPPOConfig(**TINY, target_kl=full_kl / 3, outer_lr=1e-2, ppo_epochs=1,
+                                     kl_backtracks=backtracks))
+        metrics = algo.meta_train_step(np.random.default_rng(0))
+        assert metrics["train/last_step_kept"] == kept, backtracks
+        assert metrics["train/kl"] <= full_kl / 2 + 1e-9
+        assert metrics["train/ppo_epochs"] == (1 if kept else 0)
 
 
 def test_target_kl_keeps_the_steps_inside_the_limit():
@@ -160,6 +175,7 @@ def test_target_kl_keeps_the_steps_inside_the_limit():
 @pytest.mark.parametrize("field,value,message", [
     ("target_kl", -0.01, "target_kl must be a non-negative number"),
     ("target_kl", float("nan"), "target_kl must be a non-negative number"),
+    ("kl_backtracks", -1, "kl_backtracks must be a non-negative integer"),
     ("outer_lr", 0.0, "outer_lr must be a positive number"),
     ("outer_lr", -1e-3, "outer_lr must be a positive number"),
     ("outer_lr", float("inf"), "outer_lr must be a positive number"),
