@@ -561,6 +561,11 @@ class MAMLPPO(MAMLBase):
         def adapted_kl(dist: Any) -> float:
             return float(masked_mean(old_dist.kl(dist.detach()), valid["mask"], dim=(1, 2)).mean())
 
+        def current_dist() -> Any:
+            """The adapted policies' distributions at the current parameters (no gradient)."""
+            support = self._importance_weighted(params, train, sampling_log_probs)
+            return self.clipped_objective(params, support, valid, old_log_probs, True)[2]
+
         def shrink_last_step() -> float:
             """Halve the last step until the adapted policies are inside the limit; the fraction kept (0: undone)."""
             with torch.no_grad():
@@ -570,9 +575,7 @@ class MAMLPPO(MAMLBase):
                     fraction *= 0.5
                     for name, p in params.items():
                         p.copy_(before_step[name] + fraction * (after_step[name] - before_step[name]))
-                    support = self._importance_weighted(params, train, sampling_log_probs)
-                    _, _, dist = self.clipped_objective(params, support, valid, old_log_probs, True)
-                    if adapted_kl(dist) <= limit:
+                    if adapted_kl(current_dist()) <= limit:
                         return fraction
                 for name, p in params.items():
                     p.copy_(before_step[name])
@@ -602,9 +605,7 @@ class MAMLPPO(MAMLBase):
             epochs += 1
         with torch.no_grad():
             if cfg.target_kl > 0 and kept == 1.0 and epochs == cfg.ppo_epochs:  # the last epoch's step too
-                support = self._importance_weighted(params, train, sampling_log_probs)
-                _, _, dist = self.clipped_objective(params, support, valid, old_log_probs, True)
-                if adapted_kl(dist) > limit:
+                if adapted_kl(current_dist()) > limit:
                     kept = shrink_last_step()
                     if kept == 0.0:
                         epochs -= 1
