@@ -261,6 +261,8 @@ class SinusoidMetaLearning(_TrainedModule):
     ``test_queries`` query points after 0-10 inner steps, with 95% intervals over tasks.
     """
 
+    metatest_only_settings = ("test_chunk",)  # unused here; a re-test may pass it like any learner
+
     def __init__(self, settings: FewShotSettings, seed: int):
         super().__init__(settings)
         self.tasks = SinusoidTasks()

@@ -32,7 +32,7 @@ __all__ = ["main", "build_algorithm", "omniglot_splits", "parser", "RETEST_FIELD
 
 #: meta-test settings that ``--resume`` accepts anew (a finished run is then only meta-tested again); an
 #: algorithm whose training uses them (sinusoid: they define the validation tasks) refuses the change
-RETEST_FIELDS = ("test_inner_steps", "test_episodes", "test_queries")
+RETEST_FIELDS = ("test_inner_steps", "test_episodes", "test_queries", "test_chunk")
 
 
 def omniglot_splits(settings: FewShotSettings) -> tuple[LabelledImages, LabelledImages]:
