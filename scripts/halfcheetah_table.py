@@ -3,6 +3,7 @@
 
     python scripts/halfcheetah_table.py runs/maml-trpo-dir-s0 runs/maml-ppo-dir-s0 [more run dirs]
     python scripts/halfcheetah_table.py runs/* --out docs/halfcheetah_table.md
+    python scripts/halfcheetah_table.py runs/* --curves 25     # plus the training curves per 25 iterations
 
 Each argument is a run directory written by ``scripts/train.py`` (``metatest.json``, and
 ``checkpoint.pt`` for the horizon). Runs are grouped by family; each row is a run's mean return on
@@ -163,13 +164,64 @@ def halfcheetah_table(runs: Sequence[dict[str, Any]]) -> str:
     return "\n\n".join(blocks) + "\n"
 
 
+def training_curve(run_dir: str | Path, block: int = 25) -> list[tuple[int, int, float, float]]:
+    """``(first, last iteration, mean return before, after the inner step)`` per ``block`` meta-iterations.
+
+    Read from the run's TensorBoard events (``rollout/return_before_adaptation`` and
+    ``rollout/return_after_adaptation``, one value per meta-iteration). A resumed run logs again from
+    its checkpoint's iteration on; the later value of a step replaces the earlier one.
+    """
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    if block < 1:
+        raise ValueError(f"block must be a positive number of iterations, got {block!r}")
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    series = []
+    for tag in ("rollout/return_before_adaptation", "rollout/return_after_adaptation"):
+        if tag not in events.Tags()["scalars"]:
+            raise RunError(f"{run_dir} has no {tag} curve in its TensorBoard events")
+        by_step = {}
+        for event in sorted(events.Scalars(tag), key=lambda e: e.wall_time):
+            by_step[event.step] = event.value
+        series.append([by_step[step] for step in sorted(by_step)])
+    before, after = series
+    rows = []
+    for start in range(0, min(len(before), len(after)), block):
+        b, a = before[start:start + block], after[start:start + block]
+        rows.append((start + 1, start + len(b), sum(b) / len(b), sum(a) / len(a)))
+    return rows
+
+
+def curves_table(runs: Sequence[dict[str, Any]], block: int = 25) -> str:
+    """Markdown table of :func:`training_curve` for runs from :func:`load_run`: a row per run, a column per block."""
+    curves = [(run, training_curve(run["dir"], block)) for run in runs]
+    width = max(len(curve) for _, curve in curves)
+    longest = max(curves, key=lambda rc: len(rc[1]))[1]
+    header = "| run | " + " | ".join(f"{first}-{last}" for first, last, _, _ in longest) + " |"
+    lines = [f"Mean training return before / after the inner step per {block} meta-iterations:", "",
+             header, "| --- |" + " --- |" * width]
+    for run, curve in curves:
+        family = run["env"].removeprefix("metarl/").removesuffix("-v0")
+        label = f"{family}, {run['algo']}" + (f" ({run['variant']})" if run.get("variant") else "")
+        cells = [f"{b:.1f} / {a:.1f}" for _, _, b, a in curve] + [""] * (width - len(curve))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run directories of scripts/train.py")
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown to this file")
+    parser.add_argument("--curves", type=int, default=0, metavar="N",
+                        help="also tabulate the training curves (mean return before / after the inner step) "
+                             "per N meta-iterations, from the runs' TensorBoard events")
     args = parser.parse_args(argv)
     try:
-        table = halfcheetah_table([load_run(d) for d in args.runs])
+        runs = [load_run(d) for d in args.runs]
+        table = halfcheetah_table(runs)
+        if args.curves:
+            table += "\n" + curves_table(runs, args.curves)
     except RunError as exc:
         print(f"halfcheetah_table: {exc}", file=sys.stderr)
         return 2

@@ -303,3 +303,41 @@ def test_halfcheetah_table_labels_runs_by_the_settings_they_changed():
     assert table_mod.settings_changed({**config, "activation": "tanh", "hidden_sizes": [64, 64]}) == \
         "hidden_sizes=64x64, activation=tanh"
     assert table_mod.settings_changed({**config, "algo": "no-such-algo"}) == ""
+
+
+def test_halfcheetah_table_curves_average_blocks_and_take_a_resumed_runs_later_values(tmp_path):
+    import importlib.util
+    import time
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("halfcheetah_table", REPO / "scripts" / "halfcheetah_table.py")
+    table_mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table_mod)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "metatest.json").write_text(json.dumps({
+        "env": "metarl/HalfCheetahDir-v0", "algo": "maml-trpo", "seed": 0, "iterations": 30, "n_tasks": 40,
+        "returns_by_step": [0.0, 1.0], "train_seconds": 60.0}))
+
+    def log(iterations, offset):
+        writer = SummaryWriter(str(run_dir))
+        for it in iterations:  # steps count env steps, as in a real run
+            writer.add_scalar("rollout/return_before_adaptation", -it - offset, it * 100)
+            writer.add_scalar("rollout/return_after_adaptation", it + offset, it * 100)
+        writer.close()
+        time.sleep(0.01)
+
+    log(range(1, 21), offset=1000.0)   # stopped after iteration 20, last checkpoint at 10
+    log(range(11, 31), offset=0.0)     # resumed from 10: iterations 11-20 logged again
+    curve = table_mod.training_curve(run_dir, block=10)
+    assert [(first, last) for first, last, _, _ in curve] == [(1, 10), (11, 20), (21, 30)]
+    assert curve[1][2:] == pytest.approx((-15.5, 15.5)) and curve[2][2:] == pytest.approx((-25.5, 25.5))
+    assert curve[0][2:] == pytest.approx((-1005.5, 1005.5))
+    text = table_mod.curves_table([table_mod.load_run(run_dir)], block=10)
+    assert "| HalfCheetahDir, maml-trpo | -1005.5 / 1005.5 | -15.5 / 15.5 | -25.5 / 25.5 |" in text
+    with pytest.raises(table_mod.RunError, match="no rollout/return_before_adaptation"):
+        (tmp_path / "empty").mkdir()
+        table_mod.training_curve(tmp_path / "empty")
