@@ -158,8 +158,12 @@ class MAMLPPOConfig(MAMLBaseConfig):
 # fast_lr 0.1, fast_batch_size 20 episodes, meta_batch_size 40 (the paper's locomotion setting;
 # the script also swept 80), ReLU (100, 100) policy, linear baseline, one inner step, horizon 200
 # (the registered one), meta_step_size (TRPO max_kl) 0.01, discount 0.99, n_itr 1000.
-_HALF_CHEETAH = dict(meta_batch_size=40, episodes_per_task=20, inner_lr=0.1, hidden_sizes=(100, 100),
-                     activation="relu", iterations=1000)
+# We keep all of them but the network: the 2x64 tanh policy of pytorch-maml-rl and ProMP reached
+# 228.7 after one step on HalfCheetahDir in 90 minutes (430 iterations) where the original 2x100 ReLU
+# reached 12.2 (its adaptation peaked near iteration 75 and decayed; README). Fisher-vector products
+# on every 4th episode (the KL is still checked on all) make a MAML-TRPO iteration fit 12 s on one core.
+_HALF_CHEETAH = dict(meta_batch_size=40, episodes_per_task=20, inner_lr=0.1, hidden_sizes=(64, 64),
+                     activation="tanh", fisher_subsample=4, iterations=1000)
 
 # Navigation2D keeps the original settings above (2x100 ReLU, inner lr 0.1, 20 tasks x 20 episodes,
 # max KL 0.01, gamma 0.99) and adds what makes the run fit ten minutes on a 2-core CPU: the

@@ -164,12 +164,13 @@ def halfcheetah_table(runs: Sequence[dict[str, Any]]) -> str:
     return "\n\n".join(blocks) + "\n"
 
 
-def training_curve(run_dir: str | Path, block: int = 25) -> list[tuple[int, int, float, float]]:
+def training_curve(run_dir: str | Path, block: int = 25, last: int | None = None) -> list[tuple[int, int, float, float]]:
     """``(first, last iteration, mean return before, after the inner step)`` per ``block`` meta-iterations.
 
     Read from the run's TensorBoard events (``rollout/return_before_adaptation`` and
     ``rollout/return_after_adaptation``, one value per meta-iteration). A resumed run logs again from
-    its checkpoint's iteration on; the later value of a step replaces the earlier one.
+    its checkpoint's iteration on; the later value of a step replaces the earlier one. ``last``: the
+    meta-iteration that was meta-tested (later ones, logged by a run stopped after its meta-test, are left out).
     """
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -185,7 +186,7 @@ def training_curve(run_dir: str | Path, block: int = 25) -> list[tuple[int, int,
         for event in sorted(events.Scalars(tag), key=lambda e: e.wall_time):
             by_step[event.step] = event.value
         series.append([by_step[step] for step in sorted(by_step)])
-    before, after = series
+    before, after = (values[:last] if last is not None else values for values in series)
     rows = []
     for start in range(0, min(len(before), len(after)), block):
         b, a = before[start:start + block], after[start:start + block]
@@ -195,11 +196,12 @@ def training_curve(run_dir: str | Path, block: int = 25) -> list[tuple[int, int,
 
 def curves_table(runs: Sequence[dict[str, Any]], block: int = 25) -> str:
     """Markdown table of :func:`training_curve` for runs from :func:`load_run`: a row per run, a column per block."""
-    curves = [(run, training_curve(run["dir"], block)) for run in runs]
+    curves = [(run, training_curve(run["dir"], block, run.get("iterations"))) for run in runs]
     width = max(len(curve) for _, curve in curves)
     longest = max(curves, key=lambda rc: len(rc[1]))[1]
     header = "| run | " + " | ".join(f"{first}-{last}" for first, last, _, _ in longest) + " |"
-    lines = [f"Mean training return before / after the inner step per {block} meta-iterations:", "",
+    lines = [f"Mean training return before / after the inner step per {block} meta-iterations (a run's last "
+             "block ends at its meta-tested iteration):", "",
              header, "| --- |" + " --- |" * width]
     for run, curve in curves:
         family = run["env"].removeprefix("metarl/").removesuffix("-v0")

@@ -216,11 +216,13 @@ def test_resume_gives_the_same_curve_weights_and_adam_state(tmp_path):
             assert torch.equal(state[moment], b["outer_opt"]["state"][key][moment])
 
 
-def test_half_cheetah_defaults_are_the_original_codes():
+def test_half_cheetah_defaults_are_the_original_codes_with_promps_network():
     for env in ("metarl/HalfCheetahDir-v0", "metarl/HalfCheetahVel-v0"):
         defaults = family_defaults(env)
-        assert {k: defaults[k] for k in ("meta_batch_size", "episodes_per_task", "inner_lr", "hidden_sizes")} \
-            == {"meta_batch_size": 40, "episodes_per_task": 20, "inner_lr": 0.1, "hidden_sizes": (100, 100)}
+        assert {k: defaults[k] for k in ("meta_batch_size", "episodes_per_task", "inner_lr", "hidden_sizes",
+                                         "activation")} \
+            == {"meta_batch_size": 40, "episodes_per_task": 20, "inner_lr": 0.1, "hidden_sizes": (64, 64),
+                "activation": "tanh"}
         assert default_iterations(MAMLPPOConfig(env=env)) == 1000
     assert family_defaults("metarl/TabularMDP-v0") == {}
     assert default_iterations(MAMLPPOConfig(env="metarl/TabularMDP-v0")) == 300
@@ -238,7 +240,7 @@ def test_train_command_runs_maml_ppo_with_the_family_defaults(tmp_path):
                          "--ppo-epochs", "2", "--no-progress"])
     assert result["algo"] == "maml-ppo" and len(result["returns_by_step"]) == 2 and result["train_seconds"] > 0
     config = load_checkpoint(logdir)["config"]
-    assert config["hidden_sizes"] == [100, 100] and config["inner_lr"] == 0.1, "HalfCheetah defaults applied"
+    assert config["hidden_sizes"] == [64, 64] and config["inner_lr"] == 0.1, "HalfCheetah defaults applied"
     assert config["meta_batch_size"] == 2 and config["ppo_epochs"] == 2, "flags override the family defaults"
     assert len(scalars(logdir, "time/elapsed_seconds")) == 1
 
@@ -298,10 +300,11 @@ def test_halfcheetah_table_labels_runs_by_the_settings_they_changed():
     spec.loader.exec_module(table_mod)
     base = {"algo": "maml-ppo", "env": "metarl/HalfCheetahDir-v0", "seed": 1, **family_defaults("metarl/HalfCheetahDir-v0")}
     base.pop("iterations")
-    config = {**dataclasses.asdict(MAMLPPOConfig()), **base, "hidden_sizes": [100, 100]}
+    config = {**dataclasses.asdict(MAMLPPOConfig()), **base, "hidden_sizes": [64, 64]}
+    config.pop("fisher_subsample", None)  # a MAML-TRPO setting: MAML-PPO runs do not store it
     assert table_mod.settings_changed(config) == ""
-    assert table_mod.settings_changed({**config, "activation": "tanh", "hidden_sizes": [64, 64]}) == \
-        "hidden_sizes=64x64, activation=tanh"
+    assert table_mod.settings_changed({**config, "activation": "relu", "hidden_sizes": [100, 100]}) == \
+        "hidden_sizes=100x100, activation=relu"
     assert table_mod.settings_changed({**config, "algo": "no-such-algo"}) == ""
 
 
@@ -336,6 +339,7 @@ def test_halfcheetah_table_curves_average_blocks_and_take_a_resumed_runs_later_v
     assert [(first, last) for first, last, _, _ in curve] == [(1, 10), (11, 20), (21, 30)]
     assert curve[1][2:] == pytest.approx((-15.5, 15.5)) and curve[2][2:] == pytest.approx((-25.5, 25.5))
     assert curve[0][2:] == pytest.approx((-1005.5, 1005.5))
+    assert table_mod.training_curve(run_dir, block=10, last=25)[-1][:2] == (21, 25)  # meta-tested at 25
     text = table_mod.curves_table([table_mod.load_run(run_dir)], block=10)
     assert "| HalfCheetahDir, maml-trpo | -1005.5 / 1005.5 | -15.5 / 15.5 | -25.5 / 25.5 |" in text
     with pytest.raises(table_mod.RunError, match="no rollout/return_before_adaptation"):
