@@ -144,11 +144,13 @@ def halfcheetah_table(runs: Sequence[dict[str, Any]]) -> str:
         if env in ORIGINAL_MAML:
             lines.append("| MAML-TRPO, original (Finn et al. 2017) | | | "
                          + " | ".join(f"{v:.1f}" for v in ORIGINAL_MAML[env]) + " | | |")
-        by_algo: dict[str, list[dict[str, Any]]] = defaultdict(list)  # one group per algorithm and settings
-        for run in sorted(by_env[env], key=lambda r: (r["algo"], r.get("variant", ""), r.get("seed", 0))):
+        # one group per algorithm, settings and run length: a mean row only over seeds of the same experiment
+        by_algo: dict[tuple[str, Any], list[dict[str, Any]]] = defaultdict(list)
+        for run in sorted(by_env[env], key=lambda r: (r["algo"], r.get("variant", ""), r.get("iterations") or 0,
+                                                      r.get("seed", 0))):
             variant = run.get("variant", "")
-            by_algo[f"{run['algo']} ({variant})" if variant else run["algo"]].append(run)
-        for algo, algo_runs in by_algo.items():
+            by_algo[(f"{run['algo']} ({variant})" if variant else run["algo"], run.get("iterations"))].append(run)
+        for (algo, _), algo_runs in by_algo.items():
             for run in algo_runs:
                 cells = _cells(run["returns_by_step"], run.get("ci95_by_step"))
                 lines.append(f"| {algo} | {run.get('seed', '?')} | {run.get('iterations', '?')} | "
@@ -206,6 +208,8 @@ def curves_table(runs: Sequence[dict[str, Any]], block: int = 25) -> str:
     for run, curve in curves:
         family = run["env"].removeprefix("metarl/").removesuffix("-v0")
         label = f"{family}, {run['algo']}" + (f" ({run['variant']})" if run.get("variant") else "")
+        if run.get("iterations") is not None:
+            label += f", {run['iterations']} iterations"
         cells = [f"{b:.1f} / {a:.1f}" for _, _, b, a in curve] + [""] * (width - len(curve))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -268,12 +268,13 @@ def test_halfcheetah_table_lists_runs_under_the_original_maml_row(tmp_path):
     table_mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(table_mod)
     runs = []
-    for algo, seed, returns in (("maml-trpo", 0, [-40.0, 250.0, 270.0, 280.0]), ("maml-ppo", 0, [-30.0, 200.0]),
-                                ("maml-ppo", 1, [-50.0, 220.0])):
-        run_dir = tmp_path / f"{algo}-{seed}"
+    for algo, seed, returns, iterations in (("maml-trpo", 0, [-40.0, 250.0, 270.0, 280.0], 1000),
+                                            ("maml-ppo", 0, [-30.0, 200.0], 1000), ("maml-ppo", 1, [-50.0, 220.0], 1000),
+                                            ("maml-trpo", 0, [-45.0, 300.0, 310.0, 320.0], 1500)):
+        run_dir = tmp_path / f"{algo}-{seed}-{iterations}"
         run_dir.mkdir()
         (run_dir / "metatest.json").write_text(json.dumps({
-            "env": "metarl/HalfCheetahDir-v0", "algo": algo, "seed": seed, "iterations": 1000, "n_tasks": 40,
+            "env": "metarl/HalfCheetahDir-v0", "algo": algo, "seed": seed, "iterations": iterations, "n_tasks": 40,
             "returns_by_step": returns, "ci95_by_step": [1.0] * len(returns), "train_seconds": 7500.0}))
         runs.append(run_dir)
     out = tmp_path / "table.md"
@@ -287,6 +288,8 @@ def test_halfcheetah_table_lists_runs_under_the_original_maml_row(tmp_path):
     assert "only 1 adaptation step |" in rows[0] and "horizon unknown" in rows[0]
     assert rows[2].startswith("| **maml-ppo, mean of 2 seeds** | | | -40.0 | 210.0 | n/a | n/a | 2h 05m |")
     assert rows[3].startswith("| maml-trpo | 0 | 1000 | -40.0 ± 1.0 | 250.0 ± 1.0 | 270.0 ± 1.0 | 280.0 ± 1.0 |")
+    # the same seed continued to more iterations is another row, not a second seed to average
+    assert rows[4].startswith("| maml-trpo | 0 | 1500 | -45.0 ± 1.0 | 300.0 ± 1.0 |") and len(rows) == 5
     assert table_mod.main([str(tmp_path / "missing")]) == 2
 
 
@@ -341,7 +344,7 @@ def test_halfcheetah_table_curves_average_blocks_and_take_a_resumed_runs_later_v
     assert curve[0][2:] == pytest.approx((-1005.5, 1005.5))
     assert table_mod.training_curve(run_dir, block=10, last=25)[-1][:2] == (21, 25)  # meta-tested at 25
     text = table_mod.curves_table([table_mod.load_run(run_dir)], block=10)
-    assert "| HalfCheetahDir, maml-trpo | -1005.5 / 1005.5 | -15.5 / 15.5 | -25.5 / 25.5 |" in text
+    assert "| HalfCheetahDir, maml-trpo, 30 iterations | -1005.5 / 1005.5 | -15.5 / 15.5 | -25.5 / 25.5 |" in text
     with pytest.raises(table_mod.RunError, match="no rollout/return_before_adaptation"):
         (tmp_path / "empty").mkdir()
         table_mod.training_curve(tmp_path / "empty")
