@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from metarl.cli import main, parse_env_kwargs, train_main
-from tests.conftest import REPO
+from tests.conftest import REPO, load_script
 from tests.test_save_load import scalars
 
 TINY = ["--meta-batch-size", "2", "--episodes-per-task", "3", "--max-episode-steps", "10", "--hidden-sizes", "16",
@@ -122,11 +122,7 @@ def test_load_run_rebuilds_the_trained_algorithm_and_its_initialisation(tmp_path
 
 
 def test_maml_diagnostics_script_measures_the_inner_step(tmp_path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("maml_diagnostics", REPO / "scripts" / "maml_diagnostics.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("maml_diagnostics")
     logdir = tmp_path / "run"
     train_main(["--logdir", str(logdir), "--iterations", "1", *TINY])
     rows = module.main([str(logdir), "--tasks", "3", "--episodes", "2", "--at-init"])

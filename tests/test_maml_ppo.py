@@ -15,6 +15,7 @@ from metarl.agents.maml import (MAMLConfig, MAMLPPO, MAMLPPOConfig, MAMLTRPO, de
 from metarl.checkpoint import load_checkpoint
 from metarl.returns import masked_mean
 from metarl.training import run_meta_training
+from tests.conftest import load_script
 from tests.test_save_load import scalars
 
 TINY = dict(meta_batch_size=3, episodes_per_task=4, max_episode_steps=12, hidden_sizes=(16,), metatest_tasks=4,
@@ -260,13 +261,7 @@ def test_maml_ppo_improves_post_adaptation_return_on_navigation():
 
 
 def test_halfcheetah_table_lists_runs_under_the_original_maml_row(tmp_path):
-    import importlib.util
-
-    from tests.conftest import REPO
-
-    spec = importlib.util.spec_from_file_location("halfcheetah_table", REPO / "scripts" / "halfcheetah_table.py")
-    table_mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(table_mod)
+    table_mod = load_script("halfcheetah_table")
     runs = []
     for algo, seed, returns, iterations in (("maml-trpo", 0, [-40.0, 250.0, 270.0, 280.0], 1000),
                                             ("maml-ppo", 0, [-30.0, 200.0], 1000), ("maml-ppo", 1, [-50.0, 220.0], 1000),
@@ -294,13 +289,7 @@ def test_halfcheetah_table_lists_runs_under_the_original_maml_row(tmp_path):
 
 
 def test_halfcheetah_table_labels_runs_by_the_settings_they_changed():
-    import importlib.util
-
-    from tests.conftest import REPO
-
-    spec = importlib.util.spec_from_file_location("halfcheetah_table", REPO / "scripts" / "halfcheetah_table.py")
-    table_mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(table_mod)
+    table_mod = load_script("halfcheetah_table")
     base = {"algo": "maml-ppo", "env": "metarl/HalfCheetahDir-v0", "seed": 1, **family_defaults("metarl/HalfCheetahDir-v0")}
     base.pop("iterations")
     config = {**dataclasses.asdict(MAMLPPOConfig()), **base, "hidden_sizes": [64, 64]}
@@ -312,16 +301,11 @@ def test_halfcheetah_table_labels_runs_by_the_settings_they_changed():
 
 
 def test_halfcheetah_table_curves_average_blocks_and_take_a_resumed_runs_later_values(tmp_path):
-    import importlib.util
     import time
 
     from torch.utils.tensorboard import SummaryWriter
 
-    from tests.conftest import REPO
-
-    spec = importlib.util.spec_from_file_location("halfcheetah_table", REPO / "scripts" / "halfcheetah_table.py")
-    table_mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(table_mod)
+    table_mod = load_script("halfcheetah_table")
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "metatest.json").write_text(json.dumps({
@@ -345,6 +329,6 @@ def test_halfcheetah_table_curves_average_blocks_and_take_a_resumed_runs_later_v
     assert table_mod.training_curve(run_dir, block=10, last=25)[-1][:2] == (21, 25)  # meta-tested at 25
     text = table_mod.curves_table([table_mod.load_run(run_dir)], block=10)
     assert "| HalfCheetahDir, maml-trpo, 30 iterations | -1005.5 / 1005.5 | -15.5 / 15.5 | -25.5 / 25.5 |" in text
+    (tmp_path / "empty").mkdir()
     with pytest.raises(table_mod.RunError, match="no rollout/return_before_adaptation"):
-        (tmp_path / "empty").mkdir()
         table_mod.training_curve(tmp_path / "empty")
