@@ -78,6 +78,8 @@ class MAMLBaseConfig:
     hidden_sizes: tuple[int, ...] = field((100, 100), "policy hidden layer sizes")
     activation: Literal["relu", "tanh"] = field("relu", "policy activation")
     init_std: float = field(1.0, "initial policy standard deviation (Gaussian policies)")
+    weight_init: Literal["torch", "glorot"] = field(
+        "torch", "policy weight init: PyTorch's nn.Linear default, or Glorot-uniform with zero biases (original MAML-RL)")
     metatest_tasks: int = field(40, "held-out tasks in the final meta-test")
     metatest_steps: int = field(3, "adaptation steps evaluated in the meta-test (each on fresh episodes)")
     metatest_seed: int = field(1234, "seed of the meta-test tasks and episodes (fixed across runs)")
@@ -208,7 +210,7 @@ class MAMLBase(MetaAlgorithm):
         self.cfg = config
         self.sampler = EpisodeSampler(config.env, config.env_kwargs, max_episode_steps=config.max_episode_steps)
         self.policy = make_policy(self.sampler.observation_space, self.sampler.action_space,
-                                  config.hidden_sizes, config.activation, config.init_std)
+                                  config.hidden_sizes, config.activation, config.init_std, config.weight_init)
         self.linear_baseline = LinearFeatureBaseline()
         self.value_net: ValueNetwork | None = None
         if config.baseline == "value":

@@ -31,15 +31,33 @@ __all__ = [
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
 
-def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: str = "relu") -> nn.Sequential:
-    """A fully connected network ``in -> hidden... -> out`` with ``activation`` between layers."""
+WEIGHT_INITS = ("torch", "glorot")
+"""Weight initialisations of :func:`mlp`: PyTorch's ``nn.Linear`` default, or Glorot-uniform weights with
+zero biases (rllab's ``GlorotUniform`` / pytorch-maml-rl's ``xavier_uniform_``, the original MAML-RL policy)."""
+
+
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: str = "relu",
+        init: str = "torch") -> nn.Sequential:
+    """A fully connected network ``in -> hidden... -> out`` with ``activation`` between layers.
+
+    ``init`` is one of :data:`WEIGHT_INITS`: ``"torch"`` keeps ``nn.Linear``'s default
+    (uniform with bound ``1/sqrt(fan_in)``), ``"glorot"`` draws every weight matrix Glorot-uniform
+    (bound ``sqrt(6/(fan_in+fan_out))``) and zeroes the biases.
+    """
     if activation not in _ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; choose from {sorted(_ACTIVATIONS)}")
+    if init not in WEIGHT_INITS:
+        raise ValueError(f"unknown weight init {init!r}; choose from {list(WEIGHT_INITS)}")
     layers: list[nn.Module] = []
     sizes = [in_dim, *hidden]
     for a, b in zip(sizes[:-1], sizes[1:]):
         layers += [nn.Linear(a, b), _ACTIVATIONS[activation]()]
     layers.append(nn.Linear(sizes[-1], out_dim))
+    if init == "glorot":
+        for layer in layers:
+            if isinstance(layer, nn.Linear):
+                nn.init.xavier_uniform_(layer.weight)
+                nn.init.zeros_(layer.bias)
     return nn.Sequential(*layers)
 
 
@@ -118,15 +136,16 @@ class GaussianMLPPolicy(nn.Module):
         init_std: initial standard deviation, in normalised action units.
         min_log_std: lower clamp on the (normalised) log standard deviation.
         action_low, action_high: the env's action bounds (default ``-1``/``1``: no rescaling).
+        init: weight initialisation of the mean network (see :data:`WEIGHT_INITS`).
     """
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (100, 100), activation: str = "relu",
                  init_std: float = 1.0, min_log_std: float = -6.0, action_low: Sequence[float] | None = None,
-                 action_high: Sequence[float] | None = None):
+                 action_high: Sequence[float] | None = None, init: str = "torch"):
         super().__init__()
         if not init_std > 0:
             raise ValueError(f"init_std must be positive, got {init_std}")
-        self.mean_net = mlp(obs_dim, hidden, act_dim, activation)
+        self.mean_net = mlp(obs_dim, hidden, act_dim, activation, init)
         self.log_std = nn.Parameter(torch.full((act_dim,), math.log(init_std)))
         self.min_log_std = min_log_std
         self.obs_dim, self.act_dim = obs_dim, act_dim
@@ -146,9 +165,10 @@ class GaussianMLPPolicy(nn.Module):
 class CategoricalMLPPolicy(nn.Module):
     """MLP logits over a discrete action set."""
 
-    def __init__(self, obs_dim: int, n_actions: int, hidden: Sequence[int] = (100, 100), activation: str = "relu"):
+    def __init__(self, obs_dim: int, n_actions: int, hidden: Sequence[int] = (100, 100), activation: str = "relu",
+                 init: str = "torch"):
         super().__init__()
-        self.logits_net = mlp(obs_dim, hidden, n_actions, activation)
+        self.logits_net = mlp(obs_dim, hidden, n_actions, activation, init)
         self.obs_dim, self.n_actions = obs_dim, n_actions
 
     def forward(self, obs: torch.Tensor) -> Categorical:
@@ -167,8 +187,8 @@ class ValueNetwork(nn.Module):
 
 
 def make_policy(observation_space: spaces.Space, action_space: spaces.Space, hidden: Sequence[int] = (100, 100),
-                activation: str = "relu", init_std: float = 1.0) -> nn.Module:
-    """Gaussian policy for Box actions, categorical for Discrete ones."""
+                activation: str = "relu", init_std: float = 1.0, init: str = "torch") -> nn.Module:
+    """Gaussian policy for Box actions, categorical for Discrete ones (``init``: see :data:`WEIGHT_INITS`)."""
     if not isinstance(observation_space, spaces.Box) or len(observation_space.shape) != 1:
         raise ValueError(f"policies take flat Box observations, got {observation_space}; flatten it with "
                          "gymnasium.wrappers.FlattenObservation")
@@ -177,9 +197,9 @@ def make_policy(observation_space: spaces.Space, action_space: spaces.Space, hid
         bounded = bool(np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high)))
         return GaussianMLPPolicy(obs_dim, action_space.shape[0], hidden, activation, init_std,
                                  action_low=action_space.low if bounded else None,
-                                 action_high=action_space.high if bounded else None)
+                                 action_high=action_space.high if bounded else None, init=init)
     if isinstance(action_space, spaces.Discrete):
-        return CategoricalMLPPolicy(obs_dim, int(action_space.n), hidden, activation)
+        return CategoricalMLPPolicy(obs_dim, int(action_space.n), hidden, activation, init)
     raise ValueError(f"unsupported action space {action_space}: need a flat Box or Discrete")
 
 

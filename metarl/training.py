@@ -113,8 +113,10 @@ class MetaAlgorithm(abc.ABC):
 
 def _config_mismatch(saved: Mapping[str, Any], current: Mapping[str, Any], also_ignore: Sequence[str] = ()
                      ) -> list[str]:
+    """Settings whose values differ. A setting absent from ``saved`` was added to the library after the
+    checkpoint was written; new settings default to the earlier behaviour, so it is not a mismatch."""
     ignore = {"iterations", "logdir", "resume", "progress", *also_ignore}
-    keys = (set(saved) | set(current)) - ignore
+    keys = set(saved) - ignore
     return sorted(k for k in keys if saved.get(k) != current.get(k))
 
 

@@ -16,6 +16,7 @@ from metarl.networks import (
     LinearFeatureBaseline,
     ValueNetwork,
     make_policy,
+    mlp,
 )
 
 
@@ -57,6 +58,29 @@ def test_policies_from_spaces():
         make_policy(spaces.Discrete(3), spaces.Discrete(2))
     with pytest.raises(ValueError, match="unknown activation"):
         GaussianMLPPolicy(3, 2, activation="gelu-ish")
+
+
+def test_glorot_init_is_the_original_maml_policy_init():
+    """rllab's GlorotUniform weights and zero biases: bound sqrt(6/(fan_in+fan_out)), wider than nn.Linear's."""
+    torch.manual_seed(0)
+    net = mlp(17, (64, 64), 6, "tanh", init="glorot")
+    linears = [m for m in net if isinstance(m, torch.nn.Linear)]
+    for layer in linears:
+        fan_out, fan_in = layer.weight.shape
+        bound = (6 / (fan_in + fan_out)) ** 0.5
+        assert torch.count_nonzero(layer.bias) == 0
+        assert layer.weight.abs().max() <= bound
+        assert layer.weight.abs().max() > 0.9 * bound  # the whole range is used, not a narrower one
+        # uniform on [-bound, bound]: standard deviation bound / sqrt(3)
+        assert abs(layer.weight.std().item() - bound / 3 ** 0.5) < 0.15 * bound
+    torch.manual_seed(0)
+    default = [m for m in mlp(17, (64, 64), 6, "tanh") if isinstance(m, torch.nn.Linear)]
+    assert default[-1].weight.abs().max() <= 1 / 64 ** 0.5 < (6 / 70) ** 0.5 / 2
+    policy = make_policy(spaces.Box(-1, 1, shape=(17,)), spaces.Box(-1, 1, shape=(6,)), (64, 64), "tanh",
+                         init="glorot")
+    assert torch.count_nonzero(policy.mean_net[0].bias) == 0
+    with pytest.raises(ValueError, match="unknown weight init 'he'"):
+        mlp(3, (4,), 2, init="he")
 
 
 def test_gaussian_policy_acts_in_normalised_action_units():

@@ -77,6 +77,25 @@ def test_resume_refuses_changed_settings_and_fresh_runs_refuse_old_dirs(tmp_path
         _run(tiny_maml_config, tmp_path / "empty", 2, resume=True)
 
 
+def test_resume_accepts_checkpoints_written_before_a_setting_existed(tmp_path, tiny_maml_config):
+    """A checkpoint from an older version lacks settings added since (e.g. ``weight_init``); their
+    defaults are the old behaviour, so it resumes, while a setting it does hold must still match."""
+    import dataclasses
+
+    _run(tiny_maml_config, tmp_path, 1)
+    state = load_checkpoint(tmp_path)
+    del state["config"]["weight_init"]
+    save_checkpoint(tmp_path / "checkpoint.pt", state)
+    assert _run(tiny_maml_config, tmp_path, 2, resume=True)["train_seconds"] > 0
+    assert load_checkpoint(tmp_path)["iteration"] == 2
+    glorot = dataclasses.replace(tiny_maml_config, weight_init="glorot")
+    with pytest.raises(CheckpointError, match="settings differ.*weight_init"):
+        _run(glorot, tmp_path, 3, resume=True)
+    torch.manual_seed(0)
+    first = MAMLTRPO(glorot).policy.mean_net[0]
+    assert torch.count_nonzero(first.bias) == 0, "the config's weight_init reaches the policy"
+
+
 def test_checkpoint_holds_model_rng_iteration_and_config(tmp_path, tiny_maml_config):
     _run(tiny_maml_config, tmp_path, 2)
     state = load_checkpoint(tmp_path)
