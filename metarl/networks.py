@@ -19,6 +19,7 @@ from torch import nn
 
 __all__ = [
     "mlp",
+    "WEIGHT_INITS",
     "DiagGaussian",
     "Categorical",
     "GaussianMLPPolicy",
