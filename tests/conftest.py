@@ -15,6 +15,8 @@ import metarl  # noqa: F401  (registers the families)
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+SHARED_OMNIGLOT = SHARED / "data" / "omniglot"
 
 
 def load_script(name: str) -> ModuleType:
@@ -23,8 +25,6 @@ def load_script(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-SHARED = REPO.parent / "shared"
-SHARED_OMNIGLOT = SHARED / "data" / "omniglot"
 
 
 @pytest.fixture(autouse=True)
