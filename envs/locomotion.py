@@ -79,6 +79,14 @@ class _MujocoFamily(TaskFamily):
     _tracks_main_body: ClassVar[bool] = False  # measures velocity with data.body(main_body).xpos
     _reward_params: ClassVar[tuple[str, ...]] = ()  # task parameters the batched reward reads
 
+    def _init_v5(self, env_class: type, **kwargs: Any) -> None:
+        """Run the Gymnasium v5 ``__init__`` of ``env_class`` after checking the arguments it does not."""
+        frame_skip = kwargs.get("frame_skip", 1)
+        if isinstance(frame_skip, bool) or not isinstance(frame_skip, (int, np.integer)) or frame_skip < 1:
+            raise ValueError(f"{self.family_name}: frame_skip must be a positive integer (physics steps per env "
+                             f"step), got {frame_skip!r}; e.g. frame_skip=1 for the original MAML-RL cheetah's dt")
+        env_class.__init__(self, **kwargs)
+
     def _finish_init(self, init_kwargs: dict[str, Any], default_task: Task) -> None:
         # The v5 __init__ recorded its own positional arguments for pickling; record ours instead.
         utils.EzPickle.__init__(self, **init_kwargs)
@@ -223,7 +231,7 @@ class HalfCheetahVelEnv(_TargetVelocityTasks, _HalfCheetahFamily):
                  **kwargs: Any):
         _reject_kwargs(self.family_name, kwargs, ["forward_reward_weight"], "the reward is -|v - target|")
         self.velocity_low, self.velocity_high = _check_range("velocity", velocity_low, velocity_high)
-        HalfCheetahEnv.__init__(self, ctrl_cost_weight=ctrl_cost_weight, **kwargs)
+        self._init_v5(HalfCheetahEnv, ctrl_cost_weight=ctrl_cost_weight, **kwargs)
         self._finish_init(dict(velocity_low=velocity_low, velocity_high=velocity_high,
                                ctrl_cost_weight=ctrl_cost_weight, **kwargs),
                           Task.create(self.family_name, velocity=(self.velocity_low + self.velocity_high) / 2))
@@ -252,7 +260,7 @@ class HalfCheetahDirEnv(_DirectionTasks, _HalfCheetahFamily):
 
     def __init__(self, ctrl_cost_weight: float = 0.05, **kwargs: Any):
         _reject_kwargs(self.family_name, kwargs, ["forward_reward_weight"], "the reward is direction * v")
-        HalfCheetahEnv.__init__(self, ctrl_cost_weight=ctrl_cost_weight, **kwargs)
+        self._init_v5(HalfCheetahEnv, ctrl_cost_weight=ctrl_cost_weight, **kwargs)
         self._finish_init(dict(ctrl_cost_weight=ctrl_cost_weight, **kwargs),
                           Task.create(self.family_name, direction=1.0))
 
@@ -285,7 +293,7 @@ class _AntFamily(_MujocoFamily, AntEnv):
             kwargs.pop(name)
         _reject_kwargs(self.family_name, kwargs, ["forward_reward_weight"],
                        "the task reward replaces v5's forward reward")
-        AntEnv.__init__(self, **kwargs)
+        self._init_v5(AntEnv, **kwargs)
         self._finish_init(init_kwargs, default_task)
 
     def _ant_reward(self, task_reward: float, action, task_reward_name: str):
@@ -515,7 +523,7 @@ class HopperRandParamsEnv(_RandParamsFamily, HopperEnv):
 
     def __init__(self, log_scale_limit: float = 3.0, mass_scale_base: float = 1.5, inertia_scale_base: float = 1.5,
                  damping_scale_base: float = 1.3, friction_scale_base: float = 1.5, **kwargs: Any):
-        HopperEnv.__init__(self, **kwargs)
+        self._init_v5(HopperEnv, **kwargs)
         own = _rand_params_kwargs(log_scale_limit, mass_scale_base, inertia_scale_base, damping_scale_base,
                                   friction_scale_base)
         self._init_rand_params(log_scale_limit, dict(body_mass=mass_scale_base, body_inertia=inertia_scale_base,
@@ -549,7 +557,7 @@ class Walker2dRandParamsEnv(_RandParamsFamily, Walker2dEnv):
     def __init__(self, log_scale_limit: float = 3.0, mass_scale_base: float = 1.5, inertia_scale_base: float = 1.5,
                  damping_scale_base: float = 1.3, friction_scale_base: float = 1.5, frame_skip: int = 5,
                  **kwargs: Any):
-        Walker2dEnv.__init__(self, frame_skip=frame_skip, **kwargs)
+        self._init_v5(Walker2dEnv, frame_skip=frame_skip, **kwargs)
         own = _rand_params_kwargs(log_scale_limit, mass_scale_base, inertia_scale_base, damping_scale_base,
                                   friction_scale_base)
         self._init_rand_params(log_scale_limit, dict(body_mass=mass_scale_base, body_inertia=inertia_scale_base,

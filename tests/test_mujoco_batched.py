@@ -72,6 +72,7 @@ CASES = [(env_id, {}) for env_id in FAMILY_IDS] + [
     # Ant rarely falls under 60 random steps; a narrower healthy range exercises its termination.
     ("metarl/AntDir-v0", dict(healthy_z_range=(0.45, 1.0))),
     ("metarl/HopperRandParams-v0", dict(exclude_current_positions_from_observation=False)),
+    ("metarl/HalfCheetahDir-v0", dict(frame_skip=1)),  # the original MAML-RL time step
 ]
 
 

@@ -238,6 +238,24 @@ def test_walker_uses_rand_param_envs_frame_skip():
     assert make("metarl/HopperRandParams-v0").unwrapped.dt == pytest.approx(4 * 0.002)
 
 
+def test_cheetah_takes_the_original_time_step_as_a_kwarg():
+    # v5's cheetah steps 5 physics steps (dt 0.05); MAML-RL's rllab env had no frame skip (dt 0.01).
+    assert make("metarl/HalfCheetahDir-v0").unwrapped.dt == pytest.approx(0.05)
+    env = make("metarl/HalfCheetahVel-v0", frame_skip=1)
+    assert env.unwrapped.dt == pytest.approx(0.01)
+    env.reset(seed=0)
+    x0 = env.unwrapped.data.qpos[0]
+    _, _, _, _, info = env.step(np.zeros(6, dtype=np.float32))
+    assert info["x_velocity"] == pytest.approx((env.unwrapped.data.qpos[0] - x0) / 0.01)
+
+
+@pytest.mark.parametrize("env_id", FAMILY_IDS)
+@pytest.mark.parametrize("frame_skip", [0, -1, 1.5, True])
+def test_bad_frame_skip_raises_naming_it(env_id, frame_skip):
+    with pytest.raises(ValueError, match="frame_skip must be a positive integer"):
+        make(env_id, frame_skip=frame_skip)
+
+
 @pytest.mark.parametrize("env_id", ["metarl/HalfCheetahVel-v0", "metarl/AntGoal-v0", "metarl/HopperRandParams-v0"])
 def test_numerical_blow_up_is_truncated_and_reported(env_id):
     env = make(env_id)
