@@ -88,6 +88,9 @@ def settings_changed(config: dict[str, Any]) -> str:
         default = defaults[name]
         if isinstance(value, list):
             value = tuple(value)
+        if isinstance(value, dict):  # env_kwargs: shown as the family's own settings
+            changed.extend(f"{k}={v}" for k, v in value.items() if (default or {}).get(k) != v)
+            continue
         if value != default:
             shown = "x".join(map(str, value)) if isinstance(value, tuple) else value
             changed.append(f"{name}={shown}")

@@ -297,6 +297,7 @@ def test_halfcheetah_table_labels_runs_by_the_settings_they_changed():
     assert table_mod.settings_changed(config) == ""
     assert table_mod.settings_changed({**config, "activation": "relu", "hidden_sizes": [100, 100]}) == \
         "hidden_sizes=100x100, activation=relu"
+    assert table_mod.settings_changed({**config, "env_kwargs": {"frame_skip": 1}}) == "frame_skip=1"
     assert table_mod.settings_changed({**config, "algo": "no-such-algo"}) == ""
 
 
