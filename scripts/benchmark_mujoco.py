@@ -3,6 +3,7 @@
 
     python scripts/benchmark_mujoco.py                      # 20 simulations of HalfCheetahVel
     python scripts/benchmark_mujoco.py --json runs/bench_mujoco.json
+    python scripts/benchmark_mujoco.py --env-kwargs frame_skip=1   # MAML-RL's cheetah time step
 
 All three run the same simulations (20 tasks x 1 episode, the same reset seeds, the same random
 actions, ``--steps`` env steps each):
@@ -32,6 +33,7 @@ import mujoco
 import numpy as np
 
 import metarl  # noqa: F401  (registers the families)
+from metarl.cli import parse_env_kwargs
 from metarl.envs.mujoco_batched import usable_cpu_count
 
 
@@ -41,6 +43,8 @@ class Args:
 
     env_id: str = "metarl/HalfCheetahVel-v0"
     """The task family to step."""
+    env_kwargs: dict = field(default_factory=dict)
+    """Family constructor kwargs (``--env-kwargs frame_skip=1``), for all three methods."""
     num_sims: int = 20
     """Simulations (one episode of each of this many tasks)."""
     steps: int = 200
@@ -60,6 +64,7 @@ class Result:
     """Env steps per second of each method (best and median run) and the ratios of the best runs."""
 
     env_id: str
+    env_kwargs: dict
     num_sims: int
     steps: int
     nthread: int
@@ -76,19 +81,22 @@ def parse_args() -> Args:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     defaults = Args()
     parser.add_argument("--env-id", default=defaults.env_id)
+    parser.add_argument("--env-kwargs", nargs="*", type=str, default=[], metavar="KEY=VALUE")
     parser.add_argument("--num-sims", type=int, default=defaults.num_sims)
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--repeats", type=int, default=defaults.repeats)
     parser.add_argument("--nthread", type=int, default=defaults.nthread)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--json", default=defaults.json, metavar="PATH")
-    return Args(**vars(parser.parse_args()))
+    ns = vars(parser.parse_args())
+    ns["env_kwargs"] = parse_env_kwargs(ns["env_kwargs"])
+    return Args(**ns)
 
 
 def main() -> Result:
     args = parse_args()
     rng = np.random.default_rng(args.seed)
-    probe = gym.make(args.env_id)
+    probe = gym.make(args.env_id, **args.env_kwargs)
     family = probe.unwrapped
     tasks = family.sample_tasks(args.num_sims, rng)
     seeds = rng.integers(0, 2**31 - 1, size=args.num_sims)
@@ -100,7 +108,7 @@ def main() -> Result:
 
     def make_fn(task):
         def make():
-            env = gym.make(args.env_id)
+            env = gym.make(args.env_id, **args.env_kwargs)
             env.unwrapped.set_task(task)
             return env
         return make
@@ -134,7 +142,7 @@ def main() -> Result:
                 mujoco.mj_step(model, data, nstep=frame_skip)
 
     methods = {"batched": run_batched, "sync_vector": run_vector, "bare_mj_step": run_bare}
-    result = Result(env_id=args.env_id, num_sims=args.num_sims, steps=args.steps, nthread=batched.nthread,
+    result = Result(env_id=args.env_id, env_kwargs=args.env_kwargs, num_sims=args.num_sims, steps=args.steps, nthread=batched.nthread,
                     cpus=usable_cpu_count(), loadavg_before=[round(x, 2) for x in os.getloadavg()],
                     platform=platform.platform(), mujoco_version=mujoco.__version__)
     rates: dict[str, list[float]] = {name: [] for name in methods}
@@ -153,7 +161,7 @@ def main() -> Result:
         "sync_vector / bare_mj_step": best["sync_vector"] / best["bare_mj_step"],
     }
 
-    print(f"{args.env_id}: {args.num_sims} simulations x {args.steps} steps, best of {args.repeats}; "
+    print(f"{args.env_id} {args.env_kwargs or ''}: {args.num_sims} simulations x {args.steps} steps, best of {args.repeats}; "
           f"batched backend on {batched.nthread} thread(s), {result.cpus} usable core(s), "
           f"load average before {result.loadavg_before}")
     print(f"{'method':<14} {'env steps/s':>12} {'median':>12}")
