@@ -211,6 +211,8 @@ def curves_table(runs: Sequence[dict[str, Any]], block: int = 25) -> str:
     for run, curve in curves:
         family = run["env"].removeprefix("metarl/").removesuffix("-v0")
         label = f"{family}, {run['algo']}" + (f" ({run['variant']})" if run.get("variant") else "")
+        if run.get("seed") is not None:
+            label += f", seed {run['seed']}"
         if run.get("iterations") is not None:
             label += f", {run['iterations']} iterations"
         cells = [f"{b:.1f} / {a:.1f}" for _, _, b, a in curve] + [""] * (width - len(curve))

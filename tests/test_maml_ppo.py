@@ -329,7 +329,7 @@ def test_halfcheetah_table_curves_average_blocks_and_take_a_resumed_runs_later_v
     assert curve[0][2:] == pytest.approx((-1005.5, 1005.5))
     assert table_mod.training_curve(run_dir, block=10, last=25)[-1][:2] == (21, 25)  # meta-tested at 25
     text = table_mod.curves_table([table_mod.load_run(run_dir)], block=10)
-    assert "| HalfCheetahDir, maml-trpo, 30 iterations | -1005.5 / 1005.5 | -15.5 / 15.5 | -25.5 / 25.5 |" in text
+    assert "| HalfCheetahDir, maml-trpo, seed 0, 30 iterations | -1005.5 / 1005.5 | -15.5 / 15.5 | -25.5 / 25.5 |" in text
     (tmp_path / "empty").mkdir()
     with pytest.raises(table_mod.RunError, match="no rollout/return_before_adaptation"):
         table_mod.training_curve(tmp_path / "empty")
