@@ -162,7 +162,8 @@ class MAMLPPOConfig(MAMLBaseConfig):
 # (the registered one), meta_step_size (TRPO max_kl) 0.01, discount 0.99, n_itr 1000.
 # We keep all of them but the network: the 2x64 tanh policy of pytorch-maml-rl and ProMP reached
 # 228.7 and 104.9 after one step on HalfCheetahDir in two ~90-minute runs (430 and 540 iterations)
-# where the original 2x100 ReLU reached 12.2 (its adaptation peaked near iteration 75 and decayed; README). Fisher-vector products
+# where the original 2x100 ReLU reached 12.2 (its adaptation peaked near iteration 75 and decayed;
+# README, which also has runs at MAML-RL's time step, frame_skip=1). Fisher-vector products
 # on every 4th episode (the KL is still checked on all) make a MAML-TRPO iteration fit 12 s on one core.
 _HALF_CHEETAH = dict(meta_batch_size=40, episodes_per_task=20, inner_lr=0.1, hidden_sizes=(64, 64),
                      activation="tanh", fisher_subsample=4, iterations=1000)

@@ -81,8 +81,9 @@ class _MujocoFamily(TaskFamily):
 
     def _init_v5(self, env_class: type, **kwargs: Any) -> None:
         """Run the Gymnasium v5 ``__init__`` of ``env_class`` after checking the arguments it does not."""
-        frame_skip = kwargs.get("frame_skip", 1)
-        if isinstance(frame_skip, bool) or not isinstance(frame_skip, (int, np.integer)) or frame_skip < 1:
+        frame_skip = kwargs.get("frame_skip")
+        if "frame_skip" in kwargs and (isinstance(frame_skip, bool) or not isinstance(frame_skip, (int, np.integer))
+                                       or frame_skip < 1):
             raise ValueError(f"{self.family_name}: frame_skip must be a positive integer (physics steps per env "
                              f"step), got {frame_skip!r}; e.g. frame_skip=1 for the original MAML-RL cheetah's dt")
         env_class.__init__(self, **kwargs)

@@ -142,8 +142,8 @@ def main() -> Result:
                 mujoco.mj_step(model, data, nstep=frame_skip)
 
     methods = {"batched": run_batched, "sync_vector": run_vector, "bare_mj_step": run_bare}
-    result = Result(env_id=args.env_id, env_kwargs=args.env_kwargs, num_sims=args.num_sims, steps=args.steps, nthread=batched.nthread,
-                    cpus=usable_cpu_count(), loadavg_before=[round(x, 2) for x in os.getloadavg()],
+    result = Result(env_id=args.env_id, env_kwargs=args.env_kwargs, num_sims=args.num_sims, steps=args.steps,
+                    nthread=batched.nthread, cpus=usable_cpu_count(), loadavg_before=[round(x, 2) for x in os.getloadavg()],
                     platform=platform.platform(), mujoco_version=mujoco.__version__)
     rates: dict[str, list[float]] = {name: [] for name in methods}
     env_steps = args.num_sims * args.steps
@@ -161,7 +161,8 @@ def main() -> Result:
         "sync_vector / bare_mj_step": best["sync_vector"] / best["bare_mj_step"],
     }
 
-    print(f"{args.env_id} {args.env_kwargs or ''}: {args.num_sims} simulations x {args.steps} steps, best of {args.repeats}; "
+    print(f"{args.env_id} {args.env_kwargs or ''}: {args.num_sims} simulations x {args.steps} steps, "
+          f"best of {args.repeats}; "
           f"batched backend on {batched.nthread} thread(s), {result.cpus} usable core(s), "
           f"load average before {result.loadavg_before}")
     print(f"{'method':<14} {'env steps/s':>12} {'median':>12}")

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from metarl.envs import MUJOCO_FAMILY_IDS
-from tests.conftest import load_script
 from metarl.envs.mujoco_batched import MujocoBatchedEnv
+from tests.conftest import load_script
 
 FAMILY_IDS = list(MUJOCO_FAMILY_IDS)
 
