@@ -20,6 +20,7 @@ original code's HalfCheetah settings, applied by the command line.
 from __future__ import annotations
 
 import abc
+import copy
 import dataclasses
 import math
 import time
@@ -347,25 +348,55 @@ class MAMLBase(MetaAlgorithm):
         figure 5; tasks and episodes come from ``metatest_seed``, so the test set is fixed.
         """
         cfg = self.cfg
-        rng = np.random.default_rng(cfg.metatest_seed)
-        tasks = self.sampler.sample_tasks(cfg.metatest_tasks, rng)
-        params: Params = detach_params(self.meta_params())
-        batched = False
-        means, ci95, by_task = [], [], []
-        for step in range(cfg.metatest_steps + 1):
-            eps = self.sampler.sample(self.act_fn(params, batched), tasks, cfg.episodes_per_task, rng)
-            per_task = eps.episode_returns.mean(1).numpy()
-            by_task.append([float(r) for r in per_task])
+        tasks, by_task = self._adaptation_returns(cfg.metatest_tasks, cfg.metatest_steps, cfg.metatest_seed)
+        means, ci95 = [], []
+        for per_task in by_task:
             means.append(float(per_task.mean()))
             ci95.append(float(1.96 * per_task.std(ddof=1) / math.sqrt(len(per_task))) if len(per_task) > 1 else 0.0)
-            if step < cfg.metatest_steps:
+        return {"env": cfg.env, "n_tasks": cfg.metatest_tasks, "episodes_per_task": cfg.episodes_per_task,
+                "returns_by_step": means, "ci95_by_step": ci95, "inner_lr": cfg.inner_lr,
+                "metatest_seed": cfg.metatest_seed, "tasks": tasks_to_json(tasks),
+                "returns_by_task": [[float(r) for r in per_task] for per_task in by_task]}
+
+    def _adaptation_returns(self, n_tasks: int, steps: int, seed: int) -> tuple[list[Any], list[np.ndarray]]:
+        """``n_tasks`` tasks from ``seed`` and each task's mean return after 0..``steps`` inner steps."""
+        cfg = self.cfg
+        rng = np.random.default_rng(seed)
+        tasks = self.sampler.sample_tasks(n_tasks, rng)
+        params: Params = detach_params(self.meta_params())
+        batched = False
+        by_task = []
+        for step in range(steps + 1):
+            eps = self.sampler.sample(self.act_fn(params, batched), tasks, cfg.episodes_per_task, rng)
+            by_task.append(eps.episode_returns.mean(1).numpy())
+            if step < steps:
                 batch = self.task_batch(eps)
                 with torch.no_grad():
                     params = self.adapt(params, batch, steps=1, first_order=True, batched_params=batched)
                 batched = True
-        return {"env": cfg.env, "n_tasks": cfg.metatest_tasks, "episodes_per_task": cfg.episodes_per_task,
-                "returns_by_step": means, "ci95_by_step": ci95, "inner_lr": cfg.inner_lr,
-                "metatest_seed": cfg.metatest_seed, "tasks": tasks_to_json(tasks), "returns_by_task": by_task}
+        return tasks, by_task
+
+    def validation_scores(self, n_tasks: int, seed: int) -> dict[str, float]:
+        """Mean return on ``n_tasks`` validation tasks before and after ``num_inner_steps`` inner steps.
+
+        ``score`` is the return after the inner steps, the quantity meta-training maximises. Tasks and
+        episodes come from ``seed``, which must differ from ``metatest_seed``.
+        """
+        if seed == self.cfg.metatest_seed:
+            raise ValueError(f"the validation seed {seed} equals metatest_seed: choose another --eval-seed, "
+                             "so the best checkpoint is not chosen on the test tasks")
+        steps = self.cfg.num_inner_steps
+        # a value-network baseline is fitted on the episodes it sees: restore it, so validating leaves training as is
+        saved = None if self.value_net is None else copy.deepcopy(
+            (self.value_net.state_dict(), self.value_opt.state_dict()))
+        try:
+            _, by_task = self._adaptation_returns(n_tasks, steps, seed)
+        finally:
+            if saved is not None:
+                self.value_net.load_state_dict(saved[0])
+                self.value_opt.load_state_dict(saved[1])
+        out = {f"return_after_{k}_steps": float(r.mean()) for k, r in enumerate(by_task)}
+        return {"score": out[f"return_after_{steps}_steps"], **out}
 
     def format_metatest(self, result: dict[str, Any]) -> str:
         lines = [f"meta-test: {result['n_tasks']} held-out tasks of {result['env']}, "

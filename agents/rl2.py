@@ -482,6 +482,20 @@ class RL2PPO(MetaAlgorithm):
             "metatest_seed": cfg.metatest_seed,
         }
 
+    def validation_scores(self, n_tasks: int, seed: int) -> dict[str, float]:
+        """Mean total return of one trial on each of ``n_tasks`` validation tasks (``score``), and of its
+        first and last episode. Tasks and trials come from ``seed``, which must differ from ``metatest_seed``."""
+        if seed == self.cfg.metatest_seed:
+            raise ValueError(f"the validation seed {seed} equals metatest_seed: choose another --eval-seed, "
+                             "so the best checkpoint is not chosen on the test tasks")
+        task_rng, trial_rng = np.random.default_rng(seed).spawn(2)
+        tasks = self.sampler.sample_tasks(n_tasks, task_rng)
+        with torch.no_grad():
+            trials = self.rollout(tasks, 1, trial_rng)
+        by_index = self.sampler.episode_returns_by_index(trials.rewards)[:, 0].double().mean(0)
+        return {"score": float(trials.episode_returns.mean()), "first_episode_return": float(by_index[0]),
+                "last_episode_return": float(by_index[-1])}
+
     def format_metatest(self, result: Mapping[str, Any]) -> str:
         n_eps = result["episodes_per_trial"]
         shown = list(range(n_eps)) if n_eps <= 4 else [0, 1, n_eps - 1]

@@ -109,6 +109,14 @@ def _train_parser(algo: str, spec: AlgorithmSpec) -> argparse.ArgumentParser:
                         help="family constructor kwargs, e.g. --env-kwargs k=10 n=100")
     parser.add_argument("--checkpoint-every", type=int, default=10, help="meta-iterations between checkpoints")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--eval-every", type=int, default=None, metavar="N",
+                        help="score the meta-policy on validation tasks every N meta-iterations, keep the best "
+                             "in DIR/best.pt and meta-test it too (DIR/metatest_best.json); 0: off (default; "
+                             "a resumed run keeps its own)")
+    parser.add_argument("--eval-tasks", type=int, default=None,
+                        help="validation tasks per score (default 20; a resumed run keeps its own)")
+    parser.add_argument("--eval-seed", type=int, default=None,
+                        help="seed of the validation tasks, not the meta-test's (default 4321; a resumed run keeps its own)")
     add_dataclass_arguments(parser, spec.config_cls, skip=("env_kwargs",))
     return parser
 
@@ -167,6 +175,12 @@ def train_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         env_args, _ = env_pre.parse_known_args(argv)
         parser.set_defaults(**spec.defaults_for_env(env_args.env, parse_env_kwargs(env_args.env_kwargs)))
     args = parser.parse_args(argv)
+    evaluation = {"every": 0, "tasks": 20, "seed": 4321}
+    if saved is not None:
+        evaluation.update({k: v for k, v in (checkpoint.get("evaluation") or {}).items() if k in evaluation})
+    for key in evaluation:
+        if getattr(args, f"eval_{key}") is not None:
+            evaluation[key] = getattr(args, f"eval_{key}")
     if saved is not None:
         cfg = _config_from_checkpoint(spec, saved)
         seed, logdir = int(saved["seed"]), args.resume
@@ -191,7 +205,8 @@ def train_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     keep_freed_memory()  # no page-fault churn from per-iteration arrays (metarl/system.py)
     return run_meta_training(algorithm, iterations=iterations, seed=seed, logdir=logdir,
                              resume=saved is not None, checkpoint_every=args.checkpoint_every,
-                             progress=not args.no_progress)
+                             progress=not args.no_progress, eval_every=evaluation["every"],
+                             eval_tasks=evaluation["tasks"], eval_seed=evaluation["seed"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

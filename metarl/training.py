@@ -6,6 +6,13 @@ meta-parameters on the query data. :func:`run_meta_training` does everything aro
 progress bar, TensorBoard scalars, non-finite checks, atomic checkpoints, ``--resume``, and the
 final meta-test written to ``DIR/metatest.json``.
 
+Model selection (``eval_every``): every ``eval_every`` meta-iterations the loop scores the current
+meta-parameters on held-out *validation* tasks (their own seed, never the meta-test's), logs the
+scores under ``eval/`` and keeps the best-scoring state in ``DIR/best.pt``, as Stable-Baselines3's
+``EvalCallback`` keeps ``best_model``. At the end the best state is meta-tested too
+(``DIR/metatest_best.json``), next to the last state's ``metatest.json``. Long meta-RL runs can
+peak and then decay; the validation tasks choose the checkpoint without looking at the test tasks.
+
 Determinism contract: an algorithm draws all its randomness (tasks, episodes, action noise,
 minibatch order) from the ``numpy.random.Generator`` handed to ``meta_train_step``. The loop
 checkpoints that generator's state with the algorithm's own state, so a resumed run continues
@@ -15,6 +22,7 @@ the exact curve of an uninterrupted one.
 from __future__ import annotations
 
 import abc
+import copy
 import json
 import math
 import os
@@ -38,9 +46,13 @@ __all__ = [
     "run_meta_training",
     "write_json_atomic",
     "METATEST_NAME",
+    "METATEST_BEST_NAME",
+    "BEST_CHECKPOINT_NAME",
 ]
 
 METATEST_NAME = "metatest.json"
+METATEST_BEST_NAME = "metatest_best.json"
+BEST_CHECKPOINT_NAME = "best.pt"
 
 
 class NonFiniteError(FloatingPointError):
@@ -102,6 +114,16 @@ class MetaAlgorithm(abc.ABC):
     def config(self) -> dict[str, Any]:
         """The run's settings (JSON-serialisable); stored in checkpoints and logged as text."""
 
+    def validation_scores(self, n_tasks: int, seed: int) -> dict[str, float]:
+        """Scores of the current meta-parameters on ``n_tasks`` validation tasks drawn from ``seed``.
+
+        Used by :func:`run_meta_training`'s ``eval_every`` to keep the best checkpoint. The key
+        ``"score"`` is the one maximised; other keys are logged under ``eval/``. Must not draw from the
+        training generator or torch's global RNG (the training curve stays the same with or without
+        validation), and must refuse the meta-test's seed. Algorithms without it cannot use ``eval_every``.
+        """
+        raise NotImplementedError(f"{self.name or type(self).__name__} has no validation score")
+
     def format_metatest(self, result: Mapping[str, Any]) -> str:
         """Human-readable meta-test table printed at the end of training."""
         return json.dumps(result, indent=2)
@@ -130,6 +152,9 @@ def run_meta_training(
     checkpoint_every: int = 10,
     progress: bool = True,
     print_fn: Any = print,
+    eval_every: int = 0,
+    eval_tasks: int = 20,
+    eval_seed: int = 4321,
 ) -> dict[str, Any]:
     """Meta-train ``algorithm`` for ``iterations`` meta-iterations, then meta-test it.
 
@@ -142,22 +167,38 @@ def run_meta_training(
         checkpoint_every: iterations between checkpoints (one is always written at the end).
         progress: show a tqdm progress bar.
         print_fn: where the final meta-test table goes (``None`` to stay quiet).
+        eval_every: meta-iterations between validation scores (0: none). The best-scoring state goes
+            to ``logdir/best.pt`` (with a checkpoint, so the two never disagree on resume) and is
+            meta-tested at the end into ``logdir/metatest_best.json``.
+        eval_tasks: validation tasks per score.
+        eval_seed: seed of the validation tasks and episodes (must differ from the meta-test's).
 
     Returns:
-        The meta-test result, also written to ``logdir/metatest.json``, with ``train_seconds``: the
-        wall-clock seconds of meta-training, summed over resumed sessions (also logged as
-        ``time/elapsed_seconds``).
+        The meta-test result of the last state, also written to ``logdir/metatest.json``, with
+        ``train_seconds``: the wall-clock seconds of meta-training (validation included), summed
+        over resumed sessions (also logged as ``time/elapsed_seconds``); with ``eval_every``, ``best``
+        summarises the best state's meta-test.
     """
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
         raise ValueError(f"iterations must be a non-negative integer, got {iterations!r}")
     if not isinstance(checkpoint_every, int) or checkpoint_every <= 0:
         raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
+    for name, value, low in (("eval_every", eval_every, 0), ("eval_tasks", eval_tasks, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    if eval_every and type(algorithm).validation_scores is MetaAlgorithm.validation_scores:
+        raise ValueError(f"{algorithm.name or type(algorithm).__name__} has no validation score; "
+                         "run it without eval_every (--eval-every 0)")
     logdir = Path(logdir)
     logdir.mkdir(parents=True, exist_ok=True)
     ckpt_path = logdir / CHECKPOINT_NAME
+    best_path = logdir / BEST_CHECKPOINT_NAME
     rng = np.random.default_rng(seed)
     config = {**algorithm.config(), "seed": seed}
     start, samples, seconds_before = 0, 0, 0.0
+    # validation: the settings and the best score so far (saved in every checkpoint)
+    evaluation: dict[str, Any] = {"every": eval_every, "tasks": eval_tasks, "seed": eval_seed,
+                                  "best_score": None, "best_iteration": None}
     if resume:
         state = load_checkpoint(ckpt_path)
         mismatch = _config_mismatch(state.get("config", {}), config, algorithm.metatest_only_settings)
@@ -171,6 +212,14 @@ def run_meta_training(
         torch.set_rng_state(state["torch_rng"])
         start, samples = int(state["iteration"]), int(state["samples"])
         seconds_before = float(state.get("train_seconds", 0.0))  # absent in checkpoints of older versions
+        saved_eval = state.get("evaluation")
+        if saved_eval is not None and saved_eval["best_iteration"] is not None:
+            if (saved_eval["tasks"], saved_eval["seed"]) != (eval_tasks, eval_seed):
+                raise CheckpointError(
+                    f"cannot resume {ckpt_path}: its best checkpoint was chosen on {saved_eval['tasks']} validation "
+                    f"tasks of seed {saved_eval['seed']}, not {eval_tasks} of seed {eval_seed}; "
+                    "resume with the run's validation settings")
+            evaluation = {**saved_eval, "every": eval_every}
     elif ckpt_path.exists():
         raise CheckpointError(
             f"{logdir} already holds a checkpoint; pass --resume to continue it or choose a new --logdir"
@@ -186,8 +235,8 @@ def run_meta_training(
         """Wall-clock seconds of meta-training so far, summed over resumed sessions (meta-test excluded)."""
         return seconds_before + time.perf_counter() - clock
 
-    def checkpoint(iteration: int) -> None:
-        save_checkpoint(ckpt_path, {
+    def checkpoint(iteration: int, path: Path = ckpt_path) -> None:
+        save_checkpoint(path, {
             "algorithm": algorithm.state_dict(),
             "iteration": iteration,
             "target_iterations": iterations,  # `--resume` without `--iterations` continues to this
@@ -196,7 +245,39 @@ def run_meta_training(
             "rng": rng_state(rng),
             "torch_rng": torch.get_rng_state(),
             "config": config,
+            "evaluation": dict(evaluation),
         })
+
+    def validate(iteration: int) -> bool:
+        """Score on the validation tasks; keep a new best in best.pt. True if it was a new best."""
+        scores = algorithm.validation_scores(eval_tasks, eval_seed)
+        for key, value in scores.items():
+            if not math.isfinite(float(value)):
+                raise NonFiniteError(f"non-finite validation score {key}={value} at meta-iteration {iteration}")
+        logger.scalars({f"eval/{k}": v for k, v in scores.items()}, step=samples)
+        best = evaluation["best_score"]
+        if best is not None and scores["score"] <= best:
+            return False
+        evaluation.update(best_score=float(scores["score"]), best_iteration=iteration)
+        checkpoint(iteration, best_path)
+        return True
+
+    def best_metatest() -> dict[str, Any]:
+        """Meta-test the state in best.pt; the algorithm is left in its last state."""
+        best_state = load_checkpoint(best_path)
+        if best_state["iteration"] != evaluation["best_iteration"]:
+            raise CheckpointError(f"{best_path} holds iteration {best_state['iteration']}, the run's checkpoint "
+                                  f"names {evaluation['best_iteration']}; delete {best_path} and rerun the evaluation")
+        last_state = copy.deepcopy(algorithm.state_dict())
+        algorithm.load_state_dict(best_state["algorithm"])
+        try:
+            out = {**algorithm.meta_test(), "algo": algorithm.name, "iteration": best_state["iteration"],
+                   "seed": seed, "train_seconds": best_state["train_seconds"],
+                   "validation": {"score": evaluation["best_score"], "tasks": eval_tasks, "seed": eval_seed}}
+        finally:
+            algorithm.load_state_dict(last_state)
+        write_json_atomic(logdir / METATEST_BEST_NAME, out)
+        return out
 
     bar = tqdm(range(start, iterations), initial=start, total=iterations, disable=not progress,
                desc=algorithm.name, dynamic_ncols=True)
@@ -212,18 +293,31 @@ def run_meta_training(
             shown = {k.split("/")[-1]: f"{v:.3g}" for k, v in metrics.items() if k.startswith("rollout/")}
             if shown:
                 bar.set_postfix(shown, refresh=False)
-            if (iteration + 1) % checkpoint_every == 0 or iteration + 1 == iterations:
+            new_best = bool(eval_every) and (iteration + 1) % eval_every == 0 and validate(iteration + 1)
+            if new_best or (iteration + 1) % checkpoint_every == 0 or iteration + 1 == iterations:
                 checkpoint(iteration + 1)
         if start == iterations and not ckpt_path.exists():
             checkpoint(iterations)
         seconds = train_seconds()
         result = {**algorithm.meta_test(), "algo": algorithm.name, "iterations": iterations, "seed": seed,
                   "train_seconds": seconds}
+        best_result = best_metatest() if evaluation["best_iteration"] is not None else None
+        if best_result is not None:
+            result["best"] = {"iteration": best_result["iteration"], "validation_score": evaluation["best_score"],
+                              "metatest": algorithm.metatest_scalars(best_result), "file": METATEST_BEST_NAME}
         write_json_atomic(logdir / METATEST_NAME, result)
         logger.scalars({f"metatest/{k}": v for k, v in algorithm.metatest_scalars(result).items()}, step=samples)
         logger.text("metatest", "```\n" + algorithm.format_metatest(result) + "\n```")
         if print_fn is not None:
             print_fn(algorithm.format_metatest(result))
+        if best_result is not None:
+            logger.scalars({f"metatest_best/{k}": v for k, v in algorithm.metatest_scalars(best_result).items()},
+                           step=samples)
+            heading = (f"best validation checkpoint (iteration {best_result['iteration']}, "
+                       f"validation score {evaluation['best_score']:.2f}):")
+            logger.text("metatest_best", heading + "\n```\n" + algorithm.format_metatest(best_result) + "\n```")
+            if print_fn is not None:
+                print_fn(heading + "\n" + algorithm.format_metatest(best_result))
         return result
     finally:
         bar.close()

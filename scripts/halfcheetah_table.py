@@ -11,7 +11,9 @@ the meta-test tasks after 0, 1, 2 and 3 adaptation steps (+/- the 95% CI over ta
 meta-iterations and its wall-clock meta-training time (``train_seconds``: the trainer's clock,
 summed over resumed sessions, meta-test excluded). An algorithm with several seeds also gets a
 mean row. A row whose meta-test differs from the original protocol (40 test tasks, horizon 200,
-3 adaptation steps) says how in its last column. How to produce the runs: ``docs/maml_ppo.md``.
+3 adaptation steps) says how in its last column. A run trained with ``--eval-every`` gets a second row:
+its best validation checkpoint (``metatest_best.json``), with the iteration and training time at which
+it was saved. How to produce the runs: ``docs/maml_ppo.md``.
 """
 
 from __future__ import annotations
@@ -59,7 +61,10 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
         config = load_checkpoint(run_dir)["config"]
         horizon = config.get("max_episode_steps") or REGISTERED_HORIZON
         variant = settings_changed(config)
-    return {**result, "horizon": horizon, "dir": str(run_dir), "variant": variant}
+    best = None
+    if (run_dir / "metatest_best.json").is_file():  # a run with --eval-every: its best validation checkpoint
+        best = json.loads((run_dir / "metatest_best.json").read_text())
+    return {**result, "horizon": horizon, "dir": str(run_dir), "variant": variant, "best_checkpoint": best}
 
 
 #: settings that do not change what is trained (or that the table shows in other columns)
@@ -158,6 +163,15 @@ def halfcheetah_table(runs: Sequence[dict[str, Any]]) -> str:
                 cells = _cells(run["returns_by_step"], run.get("ci95_by_step"))
                 lines.append(f"| {algo} | {run.get('seed', '?')} | {run.get('iterations', '?')} | "
                              + " | ".join(cells) + f" | {_fmt_seconds(run.get('train_seconds'))} | {_deviations(run)} |")
+                best = run.get("best_checkpoint")
+                if best is not None:
+                    val = best["validation"]
+                    note = f"best of the run's validation scores ({val['tasks']} tasks, seed {val['seed']})"
+                    deviations = _deviations({**run, **best})
+                    lines.append(f"| {algo}, best validation checkpoint | {best.get('seed', '?')} | {best['iteration']} | "
+                                 + " | ".join(_cells(best["returns_by_step"], best.get("ci95_by_step")))
+                                 + f" | {_fmt_seconds(best.get('train_seconds'))} | "
+                                 + ", ".join(filter(None, [note, deviations])) + " |")
             if len(algo_runs) > 1:
                 n_steps = min(len(r["returns_by_step"]) for r in algo_runs)
                 mean = [sum(r["returns_by_step"][k] for r in algo_runs) / len(algo_runs) for k in range(n_steps)]

@@ -288,6 +288,23 @@ def test_halfcheetah_table_lists_runs_under_the_original_maml_row(tmp_path):
     assert table_mod.main([str(tmp_path / "missing")]) == 2
 
 
+def test_halfcheetah_table_adds_the_best_validation_checkpoint_of_a_run(tmp_path):
+    table_mod = load_script("halfcheetah_table")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    common = {"env": "metarl/HalfCheetahDir-v0", "algo": "maml-trpo", "seed": 0, "n_tasks": 40}
+    (run_dir / "metatest.json").write_text(json.dumps({
+        **common, "iterations": 700, "returns_by_step": [-20.0, 190.0, 210.0, 230.0], "train_seconds": 5300.0}))
+    (run_dir / "metatest_best.json").write_text(json.dumps({
+        **common, "iteration": 180, "returns_by_step": [-15.0, 290.0, 300.0, 310.0], "train_seconds": 1300.0,
+        "validation": {"score": 280.0, "tasks": 20, "seed": 4321}}))
+    rows = [line for line in table_mod.halfcheetah_table([table_mod.load_run(run_dir)]).splitlines()
+            if line.startswith("| maml-trpo")]
+    assert rows[0].startswith("| maml-trpo | 0 | 700 | -20.0 | 190.0 |")
+    assert rows[1].startswith("| maml-trpo, best validation checkpoint | 0 | 180 | -15.0 | 290.0 | 300.0 | 310.0 | 22 min |")
+    assert "best of the run's validation scores (20 tasks, seed 4321), horizon unknown" in rows[1]
+
+
 def test_halfcheetah_table_labels_runs_by_the_settings_they_changed():
     table_mod = load_script("halfcheetah_table")
     base = {"algo": "maml-ppo", "env": "metarl/HalfCheetahDir-v0", "seed": 1, **family_defaults("metarl/HalfCheetahDir-v0")}
