@@ -81,6 +81,10 @@ class MAMLBaseConfig:
     init_std: float = field(1.0, "initial policy standard deviation (Gaussian policies)")
     weight_init: Literal["torch", "glorot"] = field(
         "torch", "policy weight init: PyTorch's nn.Linear default, or Glorot-uniform with zero biases (original MAML-RL)")
+    inner_estimator: Literal["vpg", "lvc"] = field(
+        "vpg", "inner-step loss: 'vpg', the original MAML's REINFORCE loss log pi * A, or 'lvc', ProMP's "
+               "low-variance curvature loss pi / stop_grad(pi) * A: the same inner gradient, but the meta-gradient "
+               "keeps the curvature term of the pre-adaptation episodes' dependence on the meta-parameters")
     metatest_tasks: int = field(40, "held-out tasks in the final meta-test")
     metatest_steps: int = field(3, "adaptation steps evaluated in the meta-test (each on fresh episodes)")
     metatest_seed: int = field(1234, "seed of the meta-test tasks and episodes (fixed across runs)")
@@ -98,6 +102,8 @@ class MAMLBaseConfig:
             raise ValueError(f"gamma and gae_lambda must be in [0, 1], got {self.gamma}, {self.gae_lambda}")
         if not self.hidden_sizes or any(h <= 0 for h in self.hidden_sizes):
             raise ValueError(f"hidden_sizes must be positive integers, got {self.hidden_sizes}")
+        if self.inner_estimator not in ("vpg", "lvc"):
+            raise ValueError(f"inner_estimator must be 'vpg' or 'lvc', got {self.inner_estimator!r}")
 
 
 @dataclass
@@ -239,7 +245,13 @@ class MAMLBase(MetaAlgorithm):
         return act
 
     def inner_loss(self, params: Params, batch: Batch) -> torch.Tensor:
-        """REINFORCE loss of one task's episodes (the inner step's objective).
+        """Policy-gradient loss of one task's episodes (the inner step's objective).
+
+        ``inner_estimator="vpg"``: REINFORCE, ``-mean(log pi(a|s) A)``, as the original MAML.
+        ``"lvc"``: ProMP's low-variance curvature estimator (Rothfuss et al. 2019),
+        ``-mean(pi(a|s) / stop_grad(pi(a|s)) A)``: the same value of the gradient, but its derivative
+        adds ``-mean(grad log pi grad log pi^T A)``, the curvature term of the pre-adaptation episodes'
+        own dependence on the parameters, which the REINFORCE loss leaves out of the meta-gradient.
 
         With ``batch["importance_weights"]`` (constants) each step's term is weighted, for
         episodes sampled by other parameters than ``params`` (see :meth:`MAMLPPO.outer_step`).
@@ -249,6 +261,8 @@ class MAMLBase(MetaAlgorithm):
         advantages = batch["advantages"]
         if "importance_weights" in batch:
             advantages = advantages * batch["importance_weights"]
+        if self.cfg.inner_estimator == "lvc":
+            return -masked_mean(torch.exp(log_probs - log_probs.detach()) * advantages, batch["mask"])
         return -masked_mean(log_probs * advantages, batch["mask"])
 
     # ----- advantages ------------------------------------------------------------------------------

@@ -66,6 +66,65 @@ def test_first_order_switch_changes_the_meta_gradient(tiny_maml_config):
     assert diff > 1e-6
 
 
+@pytest.mark.parametrize("estimator", ["vpg", "lvc"])
+def test_inner_estimators_meta_gradient_matches_its_explicit_hessian(tiny_maml_config, estimator):
+    """Both inner losses give the same inner step; the meta-gradient of a loss L(theta') is
+    (I - alpha H) grad L, with H the REINFORCE Hessian for 'vpg' and the REINFORCE Hessian minus
+    mean_t(grad log pi_t grad log pi_t^T A_t) for ProMP's LVC (computed here step by step)."""
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(tiny_maml_config, inner_estimator=estimator)
+    algo = MAMLTRPO(cfg)
+    rng = np.random.default_rng(0)
+    params = algo.meta_params()
+    batch = algo.task_batch(algo.sampler.sample(algo.act_fn(params, False), algo.sampler.sample_tasks(1, rng), 3, rng))
+    one = {name: v[0] for name, v in batch.items()}
+    batch["mask"][0, 1, -4:] = 0.0  # an episode that ended early
+    names = list(params)
+    weights = {name: torch.randn_like(p) for name, p in params.items()}  # L(theta') = sum(weights * theta')
+    adapted = adapt_batch(algo.inner_loss, params, batch, step_size=cfg.inner_lr)
+    meta_grad = torch.autograd.grad(sum((adapted[n][0] * weights[n]).sum() for n in names), [params[n] for n in names])
+
+    def reinforce(p):
+        dist = algo._dist(p, one["observations"], batched=False)
+        return dist.log_prob(one["actions"])
+
+    log_probs = reinforce(params)
+    loss = -(log_probs * one["advantages"] * one["mask"]).sum() / one["mask"].sum()
+    grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=True)
+    hvp = torch.autograd.grad(sum((g * weights[n]).sum() for g, n in zip(grads, names)), [params[n] for n in names],
+                              retain_graph=True)
+    hvp = [h.clone() for h in hvp]
+    if estimator == "lvc":
+        for e, t in zip(*torch.nonzero(one["mask"], as_tuple=True)):
+            g_t = torch.autograd.grad(log_probs[e, t], [params[n] for n in names], retain_graph=True)
+            dot = sum((g * weights[n]).sum() for g, n in zip(g_t, names))
+            for i, g in enumerate(g_t):
+                hvp[i] -= dot * g * one["advantages"][e, t] / one["mask"].sum()
+    for i, n in enumerate(names):
+        torch.testing.assert_close(meta_grad[i], weights[n] - cfg.inner_lr * hvp[i], atol=1e-5, rtol=1e-4)
+
+
+def test_lvc_keeps_the_inner_step_and_changes_the_meta_gradient(tiny_maml_config):
+    torch.manual_seed(0)
+    algos = {e: MAMLTRPO(dataclasses.replace(tiny_maml_config, inner_estimator=e)) for e in ("vpg", "lvc")}
+    algos["lvc"].policy.load_state_dict(algos["vpg"].policy.state_dict())
+    rng = np.random.default_rng(0)
+    params = algos["vpg"].meta_params()
+    batch = algos["vpg"].task_batch(algos["vpg"].sampler.sample(algos["vpg"].act_fn(params, False),
+                                                                 algos["vpg"].sampler.sample_tasks(2, rng), 4, rng))
+    steps, meta_grads = {}, {}
+    for e, algo in algos.items():
+        p = algo.meta_params()
+        adapted = algo.adapt(p, batch, steps=1, first_order=False)
+        steps[e] = [v.detach() for v in adapted.values()]
+        meta_grads[e] = torch.autograd.grad(sum(v.square().sum() for v in adapted.values()), list(p.values()))
+    for a, b in zip(steps["vpg"], steps["lvc"]):
+        torch.testing.assert_close(a, b)
+    assert sum(float((a - b).abs().sum()) for a, b in zip(meta_grads["vpg"], meta_grads["lvc"])) > 1e-4
+    with pytest.raises(ValueError, match="inner_estimator must be 'vpg' or 'lvc'"):
+        MAMLTRPO(dataclasses.replace(tiny_maml_config, inner_estimator="dice"))
+
+
 def test_meta_test_reports_each_adaptation_step(tiny_maml_config):
     torch.manual_seed(0)
     algo = MAMLTRPO(tiny_maml_config)
