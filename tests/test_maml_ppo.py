@@ -80,11 +80,12 @@ def test_first_epoch_meta_gradient_is_maml_trpos():
         torch.testing.assert_close(a, b, atol=1e-7, rtol=1e-5)
 
 
-@pytest.mark.parametrize("first_order", [False, True])
-def test_meta_gradient_flows_through_the_inner_step(first_order):
-    """The clipped objective's gradient equals a hand-built per-task autograd reference (after a move of theta)."""
+@pytest.mark.parametrize("first_order,estimator", [(False, "vpg"), (True, "vpg"), (False, "lvc")])
+def test_meta_gradient_flows_through_the_inner_step(first_order, estimator):
+    """The clipped objective's gradient equals a hand-built per-task autograd reference (after a move of theta);
+    with LVC the reference inner loss is ProMP's, -mean(pi_theta / pi_sampling * A) differentiated through pi_theta."""
     torch.manual_seed(0)
-    algo = MAMLPPO(MAMLPPOConfig(**TINY, first_order=first_order))
+    algo = MAMLPPO(MAMLPPOConfig(**TINY, first_order=first_order, inner_estimator=estimator))
     params, train, valid, old = _meta_batch(algo)
     with torch.no_grad():
         sampling_log_probs = algo._dist(params, train["observations"], False).log_prob(train["actions"])
@@ -102,7 +103,11 @@ def test_meta_gradient_flows_through_the_inner_step(first_order):
         dist = algo.policy(train["observations"][k])
         log_probs = dist.log_prob(train["actions"][k])
         weights = torch.exp(log_probs - sampling_log_probs[k]).detach() * train["mask"][k]
-        inner = -masked_mean(log_probs * train["advantages"][k] * weights, train["mask"][k])
+        if estimator == "lvc":
+            ratio_s = torch.exp(log_probs - sampling_log_probs[k]) * train["mask"][k]
+            inner = -masked_mean(ratio_s * train["advantages"][k], train["mask"][k])
+        else:
+            inner = -masked_mean(log_probs * train["advantages"][k] * weights, train["mask"][k])
         grads = torch.autograd.grad(inner, list(params.values()), create_graph=not first_order)
         adapted = {n: p - 0.1 * (g.detach() if first_order else g) for (n, p), g in zip(params.items(), grads)}
         new = torch.func.functional_call(algo.policy, adapted, (valid["observations"][k],))
