@@ -25,7 +25,7 @@ from metarl.checkpoint import CheckpointError, load_checkpoint
 from metarl.config import add_dataclass_arguments, dataclass_from_args
 from metarl.tasks import list_families
 from metarl.system import keep_freed_memory
-from metarl.training import MetaAlgorithm, NonFiniteError, run_meta_training
+from metarl.training import BEST_CHECKPOINT_NAME, MetaAlgorithm, NonFiniteError, run_meta_training
 
 __all__ = ["main", "train_main", "ALGORITHMS", "AlgorithmSpec", "parse_env_kwargs", "register_algorithm"]
 
@@ -127,16 +127,20 @@ def _config_from_checkpoint(spec: AlgorithmSpec, saved: dict[str, Any]) -> Any:
     return spec.config_cls(**values)
 
 
-def load_run(run_dir: str | Path, weights: bool = True) -> MetaAlgorithm:
+def load_run(run_dir: str | Path, weights: bool = True, best: bool = False) -> MetaAlgorithm:
     """The algorithm of a ``metarl train`` run directory, rebuilt from its settings and checkpoint.
 
-    With ``weights=False`` it is the run's freshly initialised algorithm (same settings and seed).
+    With ``weights=False`` it is the run's freshly initialised algorithm (same settings and seed);
+    with ``best=True`` it holds the best validation state (``best.pt`` of a run with ``--eval-every``).
 
     Raises:
-        CheckpointError: no readable checkpoint in ``run_dir``.
+        CheckpointError: no readable checkpoint in ``run_dir`` (or no ``best.pt`` with ``best=True``).
         ValueError: the checkpoint names an unknown algorithm.
     """
-    checkpoint = load_checkpoint(run_dir)
+    if best and not (Path(run_dir) / BEST_CHECKPOINT_NAME).is_file():
+        raise CheckpointError(f"no {BEST_CHECKPOINT_NAME} in {run_dir}: only runs trained with --eval-every keep "
+                              "a best validation checkpoint")
+    checkpoint = load_checkpoint(Path(run_dir) / BEST_CHECKPOINT_NAME if best else run_dir)
     saved = checkpoint["config"]
     algo = saved.get("algo", "maml-trpo")
     if algo not in ALGORITHMS:

@@ -12,7 +12,7 @@ import torch
 
 from metarl.agents.maml import MAMLTRPO
 from metarl.checkpoint import CheckpointError, load_checkpoint
-from metarl.cli import train_main
+from metarl.cli import load_run, train_main
 from metarl.training import MetaAlgorithm, run_meta_training
 from tests.test_save_load import scalars
 
@@ -148,3 +148,9 @@ def test_cli_eval_flags_and_resume_keeps_the_runs_validation_settings(tmp_path):
     train_main(["--resume", str(logdir), "--iterations", "3", "--no-progress"])
     assert len(scalars(logdir, "eval/score")) == 3, "the resumed run validates with its own settings"
     assert load_checkpoint(logdir)["evaluation"]["seed"] == 99
+    best = load_run(logdir, best=True)
+    saved = load_checkpoint(logdir / "best.pt")["algorithm"]["policy"]
+    assert all(torch.equal(v, saved[k]) for k, v in best.policy.state_dict().items())
+    (logdir / "best.pt").unlink()
+    with pytest.raises(CheckpointError, match="only runs trained with --eval-every keep a best"):
+        load_run(logdir, best=True)
