@@ -38,7 +38,7 @@ from metarl.networks import LinearFeatureBaseline, ValueNetwork, make_policy
 from metarl.returns import discounted_returns, gae, masked_mean, masked_normalize
 from metarl.sampler import Episodes, EpisodeSampler
 from metarl.tasks import check_positive_int, tasks_to_json
-from metarl.training import MetaAlgorithm, check_finite
+from metarl.training import MetaAlgorithm, check_finite, check_validation_seed
 from metarl.trpo import backtracking_line_search, conjugate_gradient, flat, unflat_like
 
 __all__ = [
@@ -396,9 +396,7 @@ class MAMLBase(MetaAlgorithm):
         ``score`` is the return after the inner steps, the quantity meta-training maximises. Tasks and
         episodes come from ``seed``, which must differ from ``metatest_seed``.
         """
-        if seed == self.cfg.metatest_seed:
-            raise ValueError(f"the validation seed {seed} equals metatest_seed: choose another --eval-seed, "
-                             "so the best checkpoint is not chosen on the test tasks")
+        check_validation_seed(seed, self.cfg.metatest_seed)
         steps = self.cfg.num_inner_steps
         # a value-network baseline is fitted on the episodes it sees: restore it, so validating leaves training as is
         saved = None if self.value_net is None else copy.deepcopy(

@@ -40,7 +40,7 @@ from metarl.networks import Categorical, DiagGaussian
 from metarl.returns import gae, masked_mean
 from metarl.sampler import Episodes
 from metarl.tasks import check_positive_int
-from metarl.training import MetaAlgorithm, check_finite
+from metarl.training import MetaAlgorithm, check_finite, check_validation_seed
 from metarl.wrappers import RL2TrialBatchedEnv, RL2TrialSampler
 
 __all__ = ["RL2Config", "RL2PPO", "RecurrentActorCritic", "RecurrentActor", "TrialBatch", "compact_trials",
@@ -485,9 +485,7 @@ class RL2PPO(MetaAlgorithm):
     def validation_scores(self, n_tasks: int, seed: int) -> dict[str, float]:
         """Mean total return of one trial on each of ``n_tasks`` validation tasks (``score``), and of its
         first and last episode. Tasks and trials come from ``seed``, which must differ from ``metatest_seed``."""
-        if seed == self.cfg.metatest_seed:
-            raise ValueError(f"the validation seed {seed} equals metatest_seed: choose another --eval-seed, "
-                             "so the best checkpoint is not chosen on the test tasks")
+        check_validation_seed(seed, self.cfg.metatest_seed)
         task_rng, trial_rng = np.random.default_rng(seed).spawn(2)
         tasks = self.sampler.sample_tasks(n_tasks, task_rng)
         with torch.no_grad():

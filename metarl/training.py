@@ -43,6 +43,7 @@ __all__ = [
     "MetaAlgorithm",
     "NonFiniteError",
     "check_finite",
+    "check_validation_seed",
     "run_meta_training",
     "write_json_atomic",
     "METATEST_NAME",
@@ -70,6 +71,14 @@ def check_finite(value: Any, where: str) -> None:
             f"non-finite value in {where}; the run was stopped before it was applied "
             "(the last checkpoint is intact). Lower the learning rate / step size or check the task's rewards"
         )
+
+
+def check_validation_seed(seed: int, metatest_seed: int | None) -> None:
+    """Raise ``ValueError`` if the validation seed is the meta-test's (the best checkpoint would be chosen on
+    the test tasks)."""
+    if metatest_seed is not None and seed == metatest_seed:
+        raise ValueError(f"the validation seed {seed} equals metatest_seed: choose another --eval-seed, "
+                         "so the best checkpoint is not chosen on the test tasks")
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
@@ -189,6 +198,8 @@ def run_meta_training(
     if eval_every and type(algorithm).validation_scores is MetaAlgorithm.validation_scores:
         raise ValueError(f"{algorithm.name or type(algorithm).__name__} has no validation score; "
                          "run it without eval_every (--eval-every 0)")
+    if eval_every:  # before training, not at the first score
+        check_validation_seed(eval_seed, algorithm.config().get("metatest_seed"))
     logdir = Path(logdir)
     logdir.mkdir(parents=True, exist_ok=True)
     ckpt_path = logdir / CHECKPOINT_NAME

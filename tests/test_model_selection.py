@@ -102,6 +102,10 @@ def test_validation_settings_are_checked(tmp_path, tiny_maml_config):
                           progress=False, print_fn=None)
     with pytest.raises(ValueError, match="equals metatest_seed: choose another --eval-seed"):
         MAMLTRPO(tiny_maml_config).validation_scores(3, tiny_maml_config.metatest_seed)
+    with pytest.raises(ValueError, match="equals metatest_seed: choose another --eval-seed"):
+        run_meta_training(MAMLTRPO(tiny_maml_config), iterations=2, seed=0, logdir=tmp_path / "c", eval_every=1,
+                          eval_seed=tiny_maml_config.metatest_seed, progress=False, print_fn=None)
+    assert not (tmp_path / "c" / "checkpoint.pt").exists(), "refused before training"
 
 
 @pytest.mark.parametrize("baseline", ["linear", "value"])
@@ -119,6 +123,21 @@ def test_validation_leaves_the_training_curve_unchanged(tmp_path, tiny_maml_conf
     scores = scalars(tmp_path / "validated", "eval/score")
     assert len(scores) == 3 and all(np.isfinite(v) for _, v in scores)
     assert scores == scalars(tmp_path / "validated", "eval/return_after_1_steps")
+
+
+def test_rl2_validation_leaves_the_training_curve_unchanged(tmp_path):
+    from metarl.agents.rl2 import RL2Config, RL2PPO
+
+    cfg = RL2Config(env="metarl/BernoulliBandit-v0", env_kwargs={"k": 3, "n": 5}, episodes_per_trial=1,
+                    meta_batch_size=4, hidden_size=8, ppo_epochs=1, num_minibatches=2, metatest_tasks=4)
+    for name, every in (("plain", 0), ("validated", 1)):
+        torch.manual_seed(0)
+        run_meta_training(RL2PPO(cfg), iterations=3, seed=1, logdir=tmp_path / name, eval_every=every,
+                          eval_tasks=4, progress=False, print_fn=None)
+    tag = "rollout/trial_return"
+    assert len(scalars(tmp_path / "plain", tag)) == 3
+    assert scalars(tmp_path / "plain", tag) == scalars(tmp_path / "validated", tag)
+    assert len(scalars(tmp_path / "validated", "eval/score")) == 3
 
 
 def test_rl2_validation_score_is_a_trial_return_on_its_own_tasks():
