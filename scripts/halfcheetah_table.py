@@ -4,6 +4,7 @@
     python scripts/halfcheetah_table.py runs/maml-trpo-dir-s0 runs/maml-ppo-dir-s0 [more run dirs]
     python scripts/halfcheetah_table.py runs/* --out docs/halfcheetah_table.md
     python scripts/halfcheetah_table.py runs/* --curves 25     # plus the training curves per 25 iterations
+    python scripts/halfcheetah_table.py runs/vel-* --by-param velocity --edges 0 0.5 1 1.5 2   # return by target
 
 Each argument is a run directory written by ``scripts/train.py`` (``metatest.json``, and
 ``checkpoint.pt`` for the horizon). Runs are grouped by family; each row is a run's mean return on
@@ -183,6 +184,44 @@ def halfcheetah_table(runs: Sequence[dict[str, Any]]) -> str:
     return "\n\n".join(blocks) + "\n"
 
 
+def param_breakdown(runs: Sequence[dict[str, Any]], param: str, edges: Sequence[float]) -> str:
+    """Mean meta-test return after 0..3 steps per bin ``[edges[i], edges[i+1])`` of a scalar task parameter.
+
+    Read from each run's ``tasks`` and ``returns_by_task`` (``metatest.json``; the best validation
+    checkpoint's too), e.g. ``velocity`` for HalfCheetahVel: it shows which tasks a mean return loses on.
+    The last bin includes its upper edge.
+    """
+    if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:])):
+        raise RunError(f"--edges must be at least two increasing numbers, got {list(edges)}")
+    header = ("| run | " + param + " | tasks | 0 steps | 1 step | 2 steps | 3 steps |\n"
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    lines = [f"Mean meta-test return by the tasks' `{param}`", "", header]
+    for run in runs:
+        entries = [(run, f"{run['dir']}")]
+        if run.get("best_checkpoint") is not None:
+            entries.append(({**run["best_checkpoint"], "dir": run["dir"]},
+                            f"{run['dir']} (best validation checkpoint)"))
+        for result, label in entries:
+            if "tasks" not in result or "returns_by_task" not in result:
+                raise RunError(f"{run['dir']}: its meta-test has no per-task returns; rerun the meta-test "
+                               f"(metarl train --resume {run['dir']} --iterations N)")
+            try:
+                values = [float(task["params"][param]) for task in result["tasks"]]
+            except (KeyError, TypeError, ValueError) as exc:
+                raise RunError(f"{run['dir']}: its tasks have no scalar parameter {param!r} ({exc!r})") from exc
+            by_step = result["returns_by_task"]
+            for i, (lo, hi) in enumerate(zip(edges, edges[1:])):
+                last = i == len(edges) - 2
+                idx = [j for j, v in enumerate(values) if lo <= v < hi or (last and v == hi)]
+                if not idx:
+                    continue
+                means = [sum(step[j] for j in idx) / len(idx) for step in by_step]
+                closing = "]" if last else ")"
+                lines.append(f"| {label} | [{lo:g}, {hi:g}{closing} | {len(idx)} | "
+                             + " | ".join(_cells(means, None)) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def training_curve(run_dir: str | Path, block: int = 25, last: int | None = None) -> list[tuple[int, int, float, float]]:
     """``(first, last iteration, mean return before, after the inner step)`` per ``block`` meta-iterations.
 
@@ -241,12 +280,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--curves", type=int, default=0, metavar="N",
                         help="also tabulate the training curves (mean return before / after the inner step) "
                              "per N meta-iterations, from the runs' TensorBoard events")
+    parser.add_argument("--by-param", default=None, metavar="NAME",
+                        help="also tabulate the meta-test return by bins of this scalar task parameter "
+                             "(e.g. velocity), from the runs' per-task returns")
+    parser.add_argument("--edges", type=float, nargs="+", default=[0.0, 0.5, 1.0, 1.5, 2.0],
+                        help="bin edges for --by-param (default: 0 0.5 1 1.5 2, HalfCheetahVel's U[0, 2])")
     args = parser.parse_args(argv)
     try:
         runs = [load_run(d) for d in args.runs]
         table = halfcheetah_table(runs)
         if args.curves:
             table += "\n" + curves_table(runs, args.curves)
+        if args.by_param:
+            table += "\n" + param_breakdown(runs, args.by_param, args.edges)
     except RunError as exc:
         print(f"halfcheetah_table: {exc}", file=sys.stderr)
         return 2

@@ -310,6 +310,51 @@ def test_halfcheetah_table_adds_the_best_validation_checkpoint_of_a_run(tmp_path
     assert "best of the run's validation scores (20 tasks, seed 4321), horizon unknown" in rows[1]
 
 
+def test_halfcheetah_table_breaks_the_return_down_by_a_task_parameter(tmp_path):
+    table_mod = load_script("halfcheetah_table")
+    run_dir = tmp_path / "vel"
+    run_dir.mkdir()
+    tasks = [{"family": "HalfCheetahVel", "params": {"velocity": v}} for v in (0.1, 0.4, 1.2, 2.0)]
+    (run_dir / "metatest.json").write_text(json.dumps({
+        "env": "metarl/HalfCheetahVel-v0", "algo": "maml-trpo", "seed": 0, "n_tasks": 4, "tasks": tasks,
+        "returns_by_step": [-100.0, -80.0], "returns_by_task": [[-50.0, -70.0, -110.0, -170.0],
+                                                                [-30.0, -40.0, -90.0, -160.0]]}))
+    out = tmp_path / "by.md"
+    assert table_mod.main([str(run_dir), "--by-param", "velocity", "--edges", "0", "1", "2", "--out", str(out)]) == 0
+    rows = [line for line in out.read_text().splitlines() if line.startswith(f"| {run_dir} |")]
+    # the last bin closes at its upper edge (v* = 2.0 counts); only 1 adaptation step was meta-tested
+    assert rows == [f"| {run_dir} | [0, 1) | 2 | -60.0 | -35.0 | n/a | n/a |",
+                    f"| {run_dir} | [1, 2] | 2 | -140.0 | -125.0 | n/a | n/a |"]
+    assert table_mod.main([str(run_dir), "--by-param", "direction"]) == 2
+    assert table_mod.main([str(run_dir), "--by-param", "velocity", "--edges", "1", "0"]) == 2
+
+
+def test_velocity_definitions_scores_the_same_episodes_both_ways(tmp_path):
+    from metarl.cli import train_main
+
+    logdir = tmp_path / "vel"
+    train_main(["--env", "metarl/HalfCheetahVel-v0", "--env-kwargs", "frame_skip=1", "--logdir", str(logdir),
+                "--iterations", "1", "--meta-batch-size", "2", "--episodes-per-task", "2", "--max-episode-steps", "8",
+                "--hidden-sizes", "8", "--metatest-tasks", "2", "--metatest-steps", "1", "--cg-iters", "2",
+                "--no-progress"])
+    script = load_script("velocity_definitions")
+    out = script.score_both(str(logdir), tasks=3, episodes=2, seed=5)
+    assert out["v5"].shape == out["whole_body"].shape == out["targets"].shape == (6,)
+    assert np.all((out["targets"] >= 0) & (out["targets"] <= 2))
+    # the same episodes scored twice: the returns differ (the velocity term), and every step costs (<= 0)
+    assert not np.allclose(out["v5"], out["whole_body"])
+    assert np.all(out["v5"] <= 0) and np.all(out["whole_body"] <= 0)
+    again = script.score_both(str(logdir), tasks=3, episodes=2, seed=5)
+    np.testing.assert_array_equal(again["v5"], out["v5"])
+    with pytest.raises(ValueError, match="HalfCheetahVel"):
+        dir_log = tmp_path / "dir"
+        train_main(["--env", "metarl/HalfCheetahDir-v0", "--logdir", str(dir_log), "--iterations", "1",
+                    "--meta-batch-size", "2", "--episodes-per-task", "2", "--max-episode-steps", "4",
+                    "--hidden-sizes", "8", "--metatest-tasks", "2", "--metatest-steps", "1", "--cg-iters", "2",
+                    "--no-progress"])
+        script.score_both(str(dir_log), tasks=1, episodes=1)
+
+
 def test_halfcheetah_table_labels_runs_by_the_settings_they_changed():
     table_mod = load_script("halfcheetah_table")
     base = {"algo": "maml-ppo", "env": "metarl/HalfCheetahDir-v0", "seed": 1, **family_defaults("metarl/HalfCheetahDir-v0")}

@@ -145,6 +145,37 @@ def test_half_cheetah_vel_reward_definition(velocity):
 
 
 @pytest.mark.parametrize("direction", [-1.0, 1.0])
+def _rllab_body_comvels(model: mujoco.MjModel, data: mujoco.MjData) -> np.ndarray:
+    """rllab's ``MjModel._compute_subtree``: each body's velocity times its mass, summed up the tree."""
+    vel = np.zeros((model.nbody, 6))
+    for i in range(model.nbody):
+        mujoco.mj_objectVelocity(model, data, mujoco.mjtObj.mjOBJ_BODY, i, vel[i], 0)
+    mass = model.body_mass.copy()
+    momenta = vel[:, 3:] * mass[:, None]
+    for i in range(model.nbody - 1, 0, -1):
+        momenta[model.body_parentid[i]] += momenta[i]
+        mass[model.body_parentid[i]] += mass[i]
+    return momenta / mass[:, None]
+
+
+def test_original_cheetah_velocity_is_the_whole_body_center_of_mass_velocity():
+    # docs/mujoco_families.md and scripts/velocity_definitions.py: rllab's get_body_comvel("torso") is
+    # MuJoCo's subtree_linvel of the torso, and it differs from v5's x_velocity while the legs swing
+    env = make("metarl/HalfCheetahVel-v0", frame_skip=1)
+    env.reset(seed=0)
+    model, data = env.unwrapped.model, env.unwrapped.data
+    torso = model.body("torso").id
+    rng = np.random.default_rng(0)
+    gaps = []
+    for _ in range(30):
+        _, _, _, _, info = env.step(rng.uniform(-1, 1, 6))
+        mujoco.mj_forward(model, data)
+        mujoco.mj_subtreeVel(model, data)
+        np.testing.assert_allclose(data.subtree_linvel[torso], _rllab_body_comvels(model, data)[torso], atol=1e-10)
+        gaps.append(abs(data.subtree_linvel[torso, 0] - info["x_velocity"]))
+    assert max(gaps) > 1e-3
+
+
 def test_half_cheetah_dir_reward_definition(direction):
     action = np.array([0.5, -0.3, 0.2, -0.7, 0.9, 0.1])
     reward, _, before, after, dt = _step_and_reference(
