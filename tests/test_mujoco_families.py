@@ -144,7 +144,6 @@ def test_half_cheetah_vel_reward_definition(velocity):
     assert reward == pytest.approx(expected, abs=1e-10)
 
 
-@pytest.mark.parametrize("direction", [-1.0, 1.0])
 def _rllab_body_comvels(model: mujoco.MjModel, data: mujoco.MjData) -> np.ndarray:
     """rllab's ``MjModel._compute_subtree``: each body's velocity times its mass, summed up the tree."""
     vel = np.zeros((model.nbody, 6))
@@ -176,6 +175,7 @@ def test_original_cheetah_velocity_is_the_whole_body_center_of_mass_velocity():
     assert max(gaps) > 1e-3
 
 
+@pytest.mark.parametrize("direction", [-1.0, 1.0])
 def test_half_cheetah_dir_reward_definition(direction):
     action = np.array([0.5, -0.3, 0.2, -0.7, 0.9, 0.1])
     reward, _, before, after, dt = _step_and_reference(
