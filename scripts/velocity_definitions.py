@@ -9,7 +9,10 @@ the velocity of the center of mass of the torso's subtree, i.e. of the whole rob
 ``subtree_linvel``). This script takes a ``metarl train`` run on a HalfCheetahVel family, adapts its
 meta-policy one inner step on each of ``--tasks`` tasks (``--seed``; the meta-test's tasks
 with its default seed and ``--tasks 40``), runs ``--episodes`` episodes of each adapted policy in the single env and
-scores every step both ways (control cost included in both). The difference is what the definition
+scores every step both ways (control cost included in both). The episodes run in the single
+Gymnasium env, not the shared sampler: the batched backend does not compute the subtree velocity,
+and this is a check, not a training path (the support episodes and the inner step are the
+algorithm's own). The difference is what the definition
 changes for this policy's episodes; a policy trained on the other reward could behave differently.
 """
 
