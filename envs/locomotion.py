@@ -34,6 +34,7 @@ from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from gymnasium.envs.mujoco.hopper_v5 import HopperEnv
 from gymnasium.envs.mujoco.walker2d_v5 import Walker2dEnv
+from gymnasium.spaces import Box
 
 from metarl.envs.mujoco_batched import MujocoBatchedEnv, SimBatch, simulation_unstable
 from metarl.tasks import Task, TaskFamily, TaskParam
@@ -78,6 +79,7 @@ class _MujocoFamily(TaskFamily):
     _needs_contact_forces: ClassVar[bool] = False  # reads data.cfrc_ext after mj_rnePostConstraint
     _tracks_main_body: ClassVar[bool] = False  # measures velocity with data.body(main_body).xpos
     _reward_params: ClassVar[tuple[str, ...]] = ()  # task parameters the batched reward reads
+    _observes_center_of_mass: bool = False  # the observation ends with data.subtree_com[1]
 
     def _init_v5(self, env_class: type, **kwargs: Any) -> None:
         """Run the Gymnasium v5 ``__init__`` of ``env_class`` after checking the arguments it does not."""
@@ -114,6 +116,14 @@ class _MujocoFamily(TaskFamily):
         return MujocoBatchedEnv(self, tasks, episodes_per_task, nthread=nthread)
 
     # ------------------------------------------------------------------ batched hooks
+    def _reset_noise(self) -> tuple[tuple[str, float], tuple[str, float]]:
+        """``reset_model``'s perturbations of qpos and qvel, each ``(distribution, scale)``.
+
+        ``"uniform"`` is ``U[-scale, scale]``, ``"normal"`` is ``scale * N(0, 1)``; qpos is drawn first.
+        """
+        scale = float(self._reset_noise_scale)
+        return ("uniform", scale), (self._reset_qvel_noise, scale)
+
     def _configure_model(self, model: mujoco.MjModel, task: Task) -> None:
         """Make ``model`` simulate ``task`` (only families whose tasks change the physics)."""
 
@@ -191,9 +201,65 @@ class _DirectionTasks:
 
 
 class _HalfCheetahFamily(_MujocoFamily, HalfCheetahEnv):
-    """HalfCheetah v5 with a task-dependent reward; never terminates."""
+    """HalfCheetah v5 with a task-dependent reward; never terminates.
+
+    Two options reproduce the original MAML-RL (rllab) cheetah where v5 differs, for experiments
+    against the original numbers; the registered families keep v5's:
+    ``include_center_of_mass_in_observation`` appends the robot's center of mass (x, y, z; rllab's
+    ``get_body_com("torso")``, MuJoCo's ``subtree_com`` of the torso) to v5's 17-d observation,
+    giving rllab's 20-d one; ``reset_noise="maml-rl"`` perturbs the initial qpos with
+    ``0.01 N(0, 1)`` and qvel with ``0.1 N(0, 1)`` (rllab's ``reset_mujoco``) instead of v5's
+    ``U[-0.1, 0.1]`` and ``0.1 N(0, 1)``.
+    """
 
     _reset_qvel_noise = "normal"
+    _RESET_NOISES = ("v5", "maml-rl")
+
+    def _init_cheetah(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Check and apply the cheetah options; return the v5 arguments left in ``kwargs``."""
+        kwargs = dict(kwargs)
+        com = kwargs.pop("include_center_of_mass_in_observation", False)
+        noise = kwargs.pop("reset_noise", "v5")
+        if not isinstance(com, (bool, np.bool_)):
+            raise TypeError(f"{self.family_name}: include_center_of_mass_in_observation must be True or False, "
+                            f"got {com!r}")
+        if noise not in self._RESET_NOISES:
+            raise ValueError(f"{self.family_name}: reset_noise must be one of {self._RESET_NOISES}, got {noise!r}")
+        if noise == "maml-rl" and "reset_noise_scale" in kwargs:
+            raise ValueError(f"{self.family_name}: reset_noise='maml-rl' fixes the scales (0.01 for qpos, 0.1 for "
+                             "qvel); drop reset_noise_scale or use reset_noise='v5'")
+        if com and kwargs.get("exclude_current_positions_from_observation", True) is False:
+            raise ValueError(f"{self.family_name}: include_center_of_mass_in_observation builds rllab's observation, "
+                             "which excludes the root's x; drop exclude_current_positions_from_observation=False")
+        self._observes_center_of_mass = bool(com)
+        self._maml_rl_reset = noise == "maml-rl"
+        return kwargs
+
+    def _finish_cheetah(self) -> None:
+        if self._observes_center_of_mass:
+            size = self.observation_space.shape[0] + 3
+            self.observation_space = Box(low=-np.inf, high=np.inf, shape=(size,), dtype=np.float64)
+            self.observation_structure = {**self.observation_structure, "center_of_mass": 3}
+
+    def _get_obs(self):
+        observation = super()._get_obs()
+        if self._observes_center_of_mass:
+            observation = np.concatenate([observation, self.data.subtree_com[1]])
+        return observation
+
+    def _reset_noise(self) -> tuple[tuple[str, float], tuple[str, float]]:
+        if self._maml_rl_reset:
+            return ("normal", 0.01), ("normal", 0.1)
+        return super()._reset_noise()
+
+    def reset_model(self):
+        if not self._maml_rl_reset:
+            return super().reset_model()
+        (_, qpos_scale), (_, qvel_scale) = self._reset_noise()
+        qpos = self.init_qpos + qpos_scale * self.np_random.standard_normal(self.model.nq)
+        qvel = self.init_qvel + qvel_scale * self.np_random.standard_normal(self.model.nv)
+        self.set_state(qpos, qvel)
+        return self._get_obs()
 
     def _ctrl_cost(self, action: np.ndarray) -> np.ndarray:
         # The original MAML-RL cheetahs charge the action clipped to the action bounds.
@@ -202,7 +268,10 @@ class _HalfCheetahFamily(_MujocoFamily, HalfCheetahEnv):
 
     def _batched_observation(self, sims: SimBatch) -> np.ndarray:
         skip = self.observation_structure["skipped_qpos"]
-        return np.concatenate([sims.qpos[:, skip:], sims.qvel], axis=1)
+        parts = [sims.qpos[:, skip:], sims.qvel]
+        if self._observes_center_of_mass:
+            parts.append(sims.center_of_mass)
+        return np.concatenate(parts, axis=1)
 
     def _batched_x_velocity(self, before: SimBatch, after: SimBatch) -> np.ndarray:
         return (after.qpos[:, 0] - before.qpos[:, 0]) / self.dt
@@ -221,7 +290,9 @@ class HalfCheetahVelEnv(_TargetVelocityTasks, _HalfCheetahFamily):
         velocity_low: lower bound of the target velocity (tasks ~ U[velocity_low, velocity_high]).
         velocity_high: upper bound of the target velocity (2 in MAML, 3 in some later papers).
         ctrl_cost_weight: weight of the control cost.
-        **kwargs: HalfCheetah v5 arguments (``frame_skip``, ``reset_noise_scale``, ``xml_file``,
+        **kwargs: ``include_center_of_mass_in_observation`` and ``reset_noise`` (the original's
+            observation and reset; see ``_HalfCheetahFamily``), and
+            HalfCheetah v5 arguments (``frame_skip``, ``reset_noise_scale``, ``xml_file``,
             ``exclude_current_positions_from_observation``, ``render_mode``, ...).
     """
 
@@ -232,7 +303,8 @@ class HalfCheetahVelEnv(_TargetVelocityTasks, _HalfCheetahFamily):
                  **kwargs: Any):
         _reject_kwargs(self.family_name, kwargs, ["forward_reward_weight"], "the reward is -|v - target|")
         self.velocity_low, self.velocity_high = _check_range("velocity", velocity_low, velocity_high)
-        self._init_v5(HalfCheetahEnv, ctrl_cost_weight=ctrl_cost_weight, **kwargs)
+        self._init_v5(HalfCheetahEnv, ctrl_cost_weight=ctrl_cost_weight, **self._init_cheetah(kwargs))
+        self._finish_cheetah()
         self._finish_init(dict(velocity_low=velocity_low, velocity_high=velocity_high,
                                ctrl_cost_weight=ctrl_cost_weight, **kwargs),
                           Task.create(self.family_name, velocity=(self.velocity_low + self.velocity_high) / 2))
@@ -253,7 +325,8 @@ class HalfCheetahDirEnv(_DirectionTasks, _HalfCheetahFamily):
 
     Args:
         ctrl_cost_weight: weight of the control cost.
-        **kwargs: HalfCheetah v5 arguments.
+        **kwargs: ``include_center_of_mass_in_observation``, ``reset_noise`` (as HalfCheetahVel) and
+            HalfCheetah v5 arguments.
     """
 
     family_name = "HalfCheetahDir"
@@ -261,7 +334,8 @@ class HalfCheetahDirEnv(_DirectionTasks, _HalfCheetahFamily):
 
     def __init__(self, ctrl_cost_weight: float = 0.05, **kwargs: Any):
         _reject_kwargs(self.family_name, kwargs, ["forward_reward_weight"], "the reward is direction * v")
-        self._init_v5(HalfCheetahEnv, ctrl_cost_weight=ctrl_cost_weight, **kwargs)
+        self._init_v5(HalfCheetahEnv, ctrl_cost_weight=ctrl_cost_weight, **self._init_cheetah(kwargs))
+        self._finish_cheetah()
         self._finish_init(dict(ctrl_cost_weight=ctrl_cost_weight, **kwargs),
                           Task.create(self.family_name, direction=1.0))
 

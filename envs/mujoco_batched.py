@@ -29,8 +29,9 @@ counters; the families and this backend end such an episode as truncated and rep
 The family hooks this backend calls (all implemented in :mod:`metarl.envs.locomotion`):
 ``validate_task``, ``_configure_model(model, task)``, ``_task_values(tasks)``,
 ``_batched_observation(sims)``, ``_batched_transition(before, after, actions, task_values)``,
-and the class attributes ``_task_changes_model``, ``_reset_qvel_noise``,
-``_needs_contact_forces``, ``_tracks_main_body``.
+``_reset_noise()`` (the distributions and scales of the reset perturbation), and the attributes
+``_task_changes_model``, ``_needs_contact_forces``, ``_tracks_main_body``,
+``_observes_center_of_mass``.
 """
 
 from __future__ import annotations
@@ -88,12 +89,22 @@ class SimBatch(NamedTuple):
             left it after the step (Ant measures velocity with it), else ``None``.
         cfrc_ext: ``(num_envs, nbody, 6)`` external contact forces after
             ``mj_rnePostConstraint`` (Ant), else ``None``.
+        center_of_mass: ``(num_envs, 3)`` the robot's center of mass (``subtree_com`` of body 1,
+            the root) as MuJoCo left it after the step, where the family observes it, else ``None``.
     """
 
     qpos: np.ndarray
     qvel: np.ndarray
     main_body_xy: np.ndarray | None
     cfrc_ext: np.ndarray | None
+    center_of_mass: np.ndarray | None = None
+
+
+def _noise(rng: np.random.Generator, kind: str, scale: float, size: int) -> np.ndarray:
+    """A reset perturbation: ``U[-scale, scale]`` or ``scale * N(0, 1)``, drawn as the families draw it."""
+    if kind == "uniform":
+        return rng.uniform(low=-scale, high=scale, size=size)
+    return scale * rng.standard_normal(size)
 
 
 def _state_offset(model: mujoco.MjModel, component: mujoco.mjtState) -> int:
@@ -146,17 +157,19 @@ class MujocoBatchedEnv(BatchedEnv):
 
         self._init_qpos = np.array(env.init_qpos, dtype=np.float64)
         self._init_qvel = np.array(env.init_qvel, dtype=np.float64)
-        self._noise_scale = float(env._reset_noise_scale)
-        if env._reset_qvel_noise not in ("normal", "uniform"):
-            raise ValueError(f"_reset_qvel_noise must be 'normal' or 'uniform', got {env._reset_qvel_noise!r}")
-        self._qvel_noise_normal = env._reset_qvel_noise == "normal"
+        self._reset_noise = env._reset_noise()
+        for kind, _ in self._reset_noise:
+            if kind not in ("normal", "uniform"):
+                raise ValueError(f"reset noise must be 'normal' or 'uniform', got {kind!r}")
         self._needs_contact_forces = bool(env._needs_contact_forces)
         self._main_body = model.body(env._main_body).id if env._tracks_main_body else None
+        self._observes_com = bool(getattr(env, "_observes_center_of_mass", False))
 
         # Per-simulation state and what the hooks read, written row by row by the worker threads.
         self._states = np.zeros((num_envs, self._nstate))
         self._main_body_xy = np.zeros((num_envs, 2)) if self._main_body is not None else None
         self._cfrc_ext = np.zeros((num_envs, model.nbody, 6)) if self._needs_contact_forces else None
+        self._com = np.zeros((num_envs, 3)) if self._observes_com else None
         self._warnings = np.zeros((num_envs, int(mujoco.mjtWarning.mjNWARNING)), dtype=np.int64)
         self._unstable = np.zeros(num_envs, dtype=bool)
         self._last: SimBatch | None = None
@@ -194,15 +207,12 @@ class MujocoBatchedEnv(BatchedEnv):
         if not np.issubdtype(seeds.dtype, np.integer) or np.any(seeds < 0):
             raise ValueError(f"seeds must be non-negative integers, got {seeds!r}")
         data = self._scratch[0]
-        low, high, scale = -self._noise_scale, self._noise_scale, self._noise_scale
+        (qpos_kind, qpos_scale), (qvel_kind, qvel_scale) = self._reset_noise
         for i, seed in enumerate(seeds.tolist()):
-            # The same draws, in the same order, as the Gymnasium v5 envs' reset_model.
+            # The same draws, in the same order, as the family's reset_model.
             rng, _ = seeding.np_random(seed)
-            qpos = self._init_qpos + rng.uniform(low=low, high=high, size=self._nq)
-            if self._qvel_noise_normal:
-                qvel = self._init_qvel + scale * rng.standard_normal(self._nv)
-            else:
-                qvel = self._init_qvel + rng.uniform(low=low, high=high, size=self._nv)
+            qpos = self._init_qpos + _noise(rng, qpos_kind, qpos_scale, self._nq)
+            qvel = self._init_qvel + _noise(rng, qvel_kind, qvel_scale, self._nv)
             model = self._sim_models[i]
             mujoco.mj_resetData(model, data)
             data.qpos[:] = qpos
@@ -250,7 +260,7 @@ class MujocoBatchedEnv(BatchedEnv):
         Python run per simulation and step, so it is kept flat.
         """
         states, models, frame_skip = self._states, self._sim_models, self.frame_skip
-        cfrc_ext, main_body_xy, main_body = self._cfrc_ext, self._main_body_xy, self._main_body
+        cfrc_ext, main_body_xy, main_body, com = self._cfrc_ext, self._main_body_xy, self._main_body, self._com
         warnings, warning_rows = data.warning.number, self._warnings
         set_state, get_state, step = mujoco.mj_setState, mujoco.mj_getState, mujoco.mj_step
         for i in range(lo, hi):
@@ -263,6 +273,8 @@ class MujocoBatchedEnv(BatchedEnv):
                 cfrc_ext[i] = data.cfrc_ext
             if main_body_xy is not None:
                 main_body_xy[i] = data.xpos[main_body, :2]
+            if com is not None:
+                com[i] = data.subtree_com[1]
             get_state(model, data, state, _INTEGRATION)
             warning_rows[i] = warnings
 
@@ -276,6 +288,8 @@ class MujocoBatchedEnv(BatchedEnv):
             self._cfrc_ext[i] = data.cfrc_ext
         if self._main_body_xy is not None:
             self._main_body_xy[i] = data.xpos[self._main_body, :2]
+        if self._com is not None:
+            self._com[i] = data.subtree_com[1]
         mujoco.mj_getState(model, data, self._states[i], _INTEGRATION)
         self._warnings[i] = data.warning.number
 
@@ -285,6 +299,7 @@ class MujocoBatchedEnv(BatchedEnv):
             qvel=self._states[:, self._qvel_cols].copy(),
             main_body_xy=None if self._main_body_xy is None else self._main_body_xy.copy(),
             cfrc_ext=None if self._cfrc_ext is None else self._cfrc_ext.copy(),
+            center_of_mass=None if self._com is None else self._com.copy(),
         )
 
     # ------------------------------------------------------------------ state access
@@ -316,6 +331,8 @@ class MujocoBatchedEnv(BatchedEnv):
         self._last.qpos[i], self._last.qvel[i] = qpos, qvel
         if self._main_body_xy is not None:
             self._last.main_body_xy[i] = self._main_body_xy[i]
+        if self._com is not None:
+            self._last.center_of_mass[i] = self._com[i]
 
     def _check_index(self, i: int) -> int:
         if not 0 <= int(i) < self.num_envs:

@@ -74,6 +74,9 @@ CASES = [(env_id, {}) for env_id in FAMILY_IDS] + [
     ("metarl/AntDir-v0", dict(healthy_z_range=(0.45, 1.0))),
     ("metarl/HopperRandParams-v0", dict(exclude_current_positions_from_observation=False)),
     ("metarl/HalfCheetahDir-v0", dict(frame_skip=1)),  # the original MAML-RL time step
+    # the original's observation (with the center of mass) and reset noise
+    ("metarl/HalfCheetahVel-v0", dict(frame_skip=1, include_center_of_mass_in_observation=True,
+                                      reset_noise="maml-rl")),
 ]
 
 

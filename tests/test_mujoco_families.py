@@ -280,6 +280,45 @@ def test_cheetah_takes_the_original_time_step_as_a_kwarg():
     assert info["x_velocity"] == pytest.approx((env.unwrapped.data.qpos[0] - x0) / 0.01)
 
 
+@pytest.mark.parametrize("env_id", ["metarl/HalfCheetahVel-v0", "metarl/HalfCheetahDir-v0"])
+def test_cheetah_takes_the_original_observation_and_reset_noise_as_kwargs(env_id):
+    # rllab's cheetah observation: qpos[1:], qvel, get_body_com("torso") = the torso's subtree center of
+    # mass (the whole robot's), as MuJoCo left it after the step; its reset: 0.01 N(0, 1) on qpos,
+    # 0.1 N(0, 1) on qvel.
+    env = make(env_id, include_center_of_mass_in_observation=True, reset_noise="maml-rl")
+    family = env.unwrapped
+    assert env.observation_space.shape == (20,)
+    check_env(family, skip_render_check=True)
+    obs, _ = env.reset(seed=5)
+    rng = np.random.default_rng(5)  # gymnasium seeds its np_random with default_rng(seed)
+    qpos = family.init_qpos + 0.01 * rng.standard_normal(family.model.nq)
+    qvel = family.init_qvel + 0.1 * rng.standard_normal(family.model.nv)
+    np.testing.assert_allclose(family.data.qpos, qpos, atol=1e-12)
+    np.testing.assert_allclose(family.data.qvel, qvel, atol=1e-12)
+    torso = family.model.body("torso").id
+    for _ in range(5):
+        obs, *_ = env.step(np.full(6, 0.5, dtype=np.float32))
+        np.testing.assert_array_equal(obs[:17], np.concatenate([family.data.qpos[1:], family.data.qvel]))
+        np.testing.assert_array_equal(obs[17:], family.data.subtree_com[torso])
+    com = (family.model.body_mass[:, None] * family.data.xipos).sum(0) / family.model.body_mass.sum()
+    assert obs[17] != pytest.approx(family.data.qpos[0], abs=1e-3)  # not the torso's own x
+    assert np.abs(obs[17:] - com).max() < 0.05  # the robot's center of mass (one physics step stale)
+    default = make(env_id)
+    assert default.observation_space.shape == (17,)
+    default.reset(seed=5)
+    assert np.abs(default.unwrapped.data.qpos - family.init_qpos).max() > 0.05  # v5's U[-0.1, 0.1]
+    clone = pickle.loads(pickle.dumps(family))
+    assert clone.observation_space.shape == (20,) and clone._maml_rl_reset
+    with pytest.raises(ValueError, match="reset_noise must be one of"):
+        make(env_id, reset_noise="rllab")
+    with pytest.raises(ValueError, match="drop reset_noise_scale"):
+        make(env_id, reset_noise="maml-rl", reset_noise_scale=0.2)
+    with pytest.raises(TypeError, match="must be True or False"):
+        make(env_id, include_center_of_mass_in_observation="yes")
+    with pytest.raises(ValueError, match="excludes the root's x"):
+        make(env_id, include_center_of_mass_in_observation=True, exclude_current_positions_from_observation=False)
+
+
 @pytest.mark.parametrize("env_id", FAMILY_IDS)
 @pytest.mark.parametrize("frame_skip", [0, -1, 1.5, True])
 def test_bad_frame_skip_raises_naming_it(env_id, frame_skip):
