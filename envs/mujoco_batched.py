@@ -163,7 +163,7 @@ class MujocoBatchedEnv(BatchedEnv):
                 raise ValueError(f"reset noise must be 'normal' or 'uniform', got {kind!r}")
         self._needs_contact_forces = bool(env._needs_contact_forces)
         self._main_body = model.body(env._main_body).id if env._tracks_main_body else None
-        self._observes_com = bool(getattr(env, "_observes_center_of_mass", False))
+        self._observes_com = bool(env._observes_center_of_mass)
 
         # Per-simulation state and what the hooks read, written row by row by the worker threads.
         self._states = np.zeros((num_envs, self._nstate))
