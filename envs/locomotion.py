@@ -36,7 +36,7 @@ from gymnasium.envs.mujoco.hopper_v5 import HopperEnv
 from gymnasium.envs.mujoco.walker2d_v5 import Walker2dEnv
 from gymnasium.spaces import Box
 
-from metarl.envs.mujoco_batched import MujocoBatchedEnv, SimBatch, simulation_unstable
+from metarl.envs.mujoco_batched import MujocoBatchedEnv, SimBatch, reset_perturbation, simulation_unstable
 from metarl.tasks import Task, TaskFamily, TaskParam
 
 __all__ = [
@@ -255,9 +255,9 @@ class _HalfCheetahFamily(_MujocoFamily, HalfCheetahEnv):
     def reset_model(self):
         if not self._maml_rl_reset:
             return super().reset_model()
-        (_, qpos_scale), (_, qvel_scale) = self._reset_noise()
-        qpos = self.init_qpos + qpos_scale * self.np_random.standard_normal(self.model.nq)
-        qvel = self.init_qvel + qvel_scale * self.np_random.standard_normal(self.model.nv)
+        (qpos_kind, qpos_scale), (qvel_kind, qvel_scale) = self._reset_noise()
+        qpos = self.init_qpos + reset_perturbation(self.np_random, qpos_kind, qpos_scale, self.model.nq)
+        qvel = self.init_qvel + reset_perturbation(self.np_random, qvel_kind, qvel_scale, self.model.nv)
         self.set_state(qpos, qvel)
         return self._get_obs()
 

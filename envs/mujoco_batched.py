@@ -49,7 +49,10 @@ from gymnasium.utils import seeding
 from metarl.batched import BatchedEnv, StepResult
 from metarl.tasks import check_positive_int
 
-__all__ = ["MujocoBatchedEnv", "SimBatch", "simulation_unstable", "INSTABILITY_WARNINGS", "usable_cpu_count"]
+__all__ = [
+    "MujocoBatchedEnv", "SimBatch", "reset_perturbation", "simulation_unstable", "INSTABILITY_WARNINGS",
+    "usable_cpu_count",
+]
 
 #: MuJoCo warnings after which MuJoCo has reset the simulation (bad qpos, qvel or qacc).
 INSTABILITY_WARNINGS = np.array([
@@ -100,8 +103,12 @@ class SimBatch(NamedTuple):
     center_of_mass: np.ndarray | None = None
 
 
-def _noise(rng: np.random.Generator, kind: str, scale: float, size: int) -> np.ndarray:
-    """A reset perturbation: ``U[-scale, scale]`` or ``scale * N(0, 1)``, drawn as the families draw it."""
+def reset_perturbation(rng: np.random.Generator, kind: str, scale: float, size: int) -> np.ndarray:
+    """A reset perturbation: ``U[-scale, scale]`` (``"uniform"``) or ``scale * N(0, 1)`` (``"normal"``).
+
+    The one draw shared by the backend's ``reset`` and the families' own ``reset_model`` where they
+    replace v5's, so both consume ``rng`` identically.
+    """
     if kind == "uniform":
         return rng.uniform(low=-scale, high=scale, size=size)
     return scale * rng.standard_normal(size)
@@ -211,8 +218,8 @@ class MujocoBatchedEnv(BatchedEnv):
         for i, seed in enumerate(seeds.tolist()):
             # The same draws, in the same order, as the family's reset_model.
             rng, _ = seeding.np_random(seed)
-            qpos = self._init_qpos + _noise(rng, qpos_kind, qpos_scale, self._nq)
-            qvel = self._init_qvel + _noise(rng, qvel_kind, qvel_scale, self._nv)
+            qpos = self._init_qpos + reset_perturbation(rng, qpos_kind, qpos_scale, self._nq)
+            qvel = self._init_qvel + reset_perturbation(rng, qvel_kind, qvel_scale, self._nv)
             model = self._sim_models[i]
             mujoco.mj_resetData(model, data)
             data.qpos[:] = qpos
