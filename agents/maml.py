@@ -2,7 +2,8 @@
 
 Per meta-iteration (:meth:`MAMLBase.meta_train_step`, shared by both): sample ``meta_batch_size``
 tasks; roll out ``episodes_per_task`` episodes of each with the meta-policy (pre-adaptation);
-adapt with ``num_inner_steps`` vanilla policy-gradient steps (the shared core,
+adapt with ``inner_steps`` vanilla policy-gradient steps, each on fresh episodes of the policy
+adapted so far (the shared core,
 :func:`metarl.adaptation.adapt_batch`, vmapped over tasks); roll out fresh episodes with each
 adapted policy (post-adaptation). The outer optimiser then updates the meta-policy on a
 post-adaptation surrogate loss, differentiated *through* the inner step (second order by default):
@@ -13,18 +14,16 @@ post-adaptation surrogate loss, differentiated *through* the inner step (second 
   on the clipped likelihood-ratio objective over the same episodes; ProMP's inner-KL penalty is
   off by default (``inner_kl_coef``). What differs from ProMP is listed in ``docs/maml_ppo.md``.
 
-Defaults follow the original code's 2-D navigation settings; :data:`FAMILY_DEFAULTS` holds the
-original code's HalfCheetah settings, applied by the command line.
+Defaults follow the original code's 2-D navigation settings; ``metarl/presets/maml-trpo.yaml`` holds
+the per-family settings (applied by the command line and by ``MAMLTRPO(env=...)``).
 """
 
 from __future__ import annotations
 
 import abc
 import copy
-import dataclasses
 import math
 import time
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -33,11 +32,11 @@ import torch
 from torch.func import grad, jvp, vjp, vmap
 
 from metarl.adaptation import Params, adapt_batch, detach_params, functional_forward
-from metarl.config import field
+from metarl.config import EnvRunConfig, field
 from metarl.networks import LinearFeatureBaseline, ValueNetwork, make_policy
 from metarl.returns import discounted_returns, gae, masked_mean, masked_normalize
 from metarl.sampler import Episodes, EpisodeSampler
-from metarl.tasks import check_positive_int, tasks_to_json
+from metarl.tasks import tasks_to_json
 from metarl.training import MetaAlgorithm, check_finite, check_validation_seed
 from metarl.trpo import backtracking_line_search, conjugate_gradient, flat, unflat_like
 
@@ -48,159 +47,73 @@ __all__ = [
     "MAMLBase",
     "MAMLTRPO",
     "MAMLPPO",
-    "FAMILY_DEFAULTS",
-    "family_defaults",
-    "default_iterations",
 ]
 
 Batch = dict[str, torch.Tensor]
 
 
-def _check_positive_number(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-
-
 @dataclass
-class MAMLBaseConfig:
-    """Settings shared by every MAML-RL outer optimiser (defaults: the original code's 2-D navigation run)."""
+class MAMLBaseConfig(EnvRunConfig):
+    """Settings shared by every MAML-RL outer optimiser (defaults: the original code's 2-D navigation run;
+    per-family presets in ``metarl/presets/maml-trpo.yaml`` and ``maml-ppo.yaml``)."""
 
-    env: str = field("metarl/Navigation2D-v0", "task family id (or 'module:Id-v0' for your own family)")
-    env_kwargs: dict = field({}, "constructor kwargs of the family, e.g. {'goal_high': 1.0}")
-    max_episode_steps: int | None = field(None, "horizon (default: the family's registered max_episode_steps)")
-    meta_batch_size: int = field(20, "tasks per meta-iteration")
-    episodes_per_task: int = field(20, "episodes per task for each adaptation step and for the outer loss")
-    inner_lr: float = field(0.1, "step size of the inner policy-gradient step")
-    num_inner_steps: int = field(1, "inner policy-gradient steps during meta-training")
+    meta_batch_size: int = field(20, "tasks per meta-iteration", bounds="[1, inf)")
+    episodes_per_task: int = field(20, "episodes per task for each adaptation step and for the outer loss",
+                                   bounds="[1, inf)")
+    inner_lr: float = field(0.1, "step size of the inner policy-gradient step", bounds="(0, inf)")
+    inner_steps: int = field(1, "inner policy-gradient steps during meta-training, each on fresh episodes of the "
+                                "policy adapted so far (as at meta-test)", bounds="[1, inf)")
     first_order: bool = field(False, "first-order MAML (no second derivatives through the inner step)")
-    gamma: float = field(0.99, "discount")
-    gae_lambda: float = field(1.0, "GAE lambda for advantages (1.0: returns minus baseline, as the original)")
+    gamma: float = field(0.99, "discount", bounds="[0, 1]")
+    gae_lambda: float = field(1.0, "GAE lambda for advantages (1.0: returns minus baseline, as the original)",
+                              bounds="[0, 1]")
     baseline: Literal["linear", "value"] = field("linear", "per-task linear feature baseline or an MLP value network")
-    hidden_sizes: tuple[int, ...] = field((100, 100), "policy hidden layer sizes")
+    hidden_sizes: tuple[int, ...] = field((100, 100), "policy hidden layer sizes", bounds="[1, inf)")
     activation: Literal["relu", "tanh"] = field("relu", "policy activation")
-    init_std: float = field(1.0, "initial policy standard deviation (Gaussian policies)")
+    init_std: float = field(1.0, "initial policy standard deviation (Gaussian policies)", bounds="(0, inf)")
     weight_init: Literal["torch", "glorot"] = field(
         "torch", "policy weight init: PyTorch's nn.Linear default, or Glorot-uniform with zero biases (original MAML-RL)")
     inner_estimator: Literal["vpg", "lvc"] = field(
         "vpg", "inner-step loss: 'vpg', the original MAML's REINFORCE loss log pi * A, or 'lvc', ProMP's "
                "low-variance curvature loss pi / stop_grad(pi) * A: the same inner gradient, but the meta-gradient "
                "keeps the curvature term of the pre-adaptation episodes' dependence on the meta-parameters")
-    metatest_tasks: int = field(40, "held-out tasks in the final meta-test")
-    metatest_steps: int = field(3, "adaptation steps evaluated in the meta-test (each on fresh episodes)")
-    metatest_seed: int = field(1234, "seed of the meta-test tasks and episodes (fixed across runs)")
-
-    def validate(self) -> None:
-        """Raise ``ValueError`` for settings that cannot train."""
-        for name in ("meta_batch_size", "episodes_per_task", "num_inner_steps", "metatest_tasks"):
-            check_positive_int(name, getattr(self, name))
-        if self.max_episode_steps is not None:
-            check_positive_int("max_episode_steps (horizon)", self.max_episode_steps)
-        if isinstance(self.metatest_steps, bool) or not isinstance(self.metatest_steps, int) or self.metatest_steps < 0:
-            raise ValueError(f"metatest_steps must be a non-negative integer, got {self.metatest_steps!r}")
-        _check_positive_number("inner_lr", self.inner_lr)
-        if not 0 <= self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
-            raise ValueError(f"gamma and gae_lambda must be in [0, 1], got {self.gamma}, {self.gae_lambda}")
-        if not self.hidden_sizes or any(h <= 0 for h in self.hidden_sizes):
-            raise ValueError(f"hidden_sizes must be positive integers, got {self.hidden_sizes}")
-        if self.inner_estimator not in ("vpg", "lvc"):
-            raise ValueError(f"inner_estimator must be 'vpg' or 'lvc', got {self.inner_estimator!r}")
+    metatest_tasks: int = field(40, "held-out tasks in the final meta-test", bounds="[1, inf)")
+    metatest_steps: int = field(3, "adaptation steps evaluated in the meta-test (each on fresh episodes)",
+                                bounds="[0, inf)")
 
 
 @dataclass
 class MAMLConfig(MAMLBaseConfig):
     """Settings of MAML-TRPO (defaults: the original code's 2-D navigation run)."""
 
-    max_kl: float = field(0.01, "TRPO trust-region size (mean KL of the post-adaptation policies)")
-    cg_iters: int = field(10, "conjugate-gradient iterations")
-    cg_damping: float = field(1e-5, "damping added to the Fisher-vector product")
+    max_kl: float = field(0.01, "TRPO trust-region size (mean KL of the post-adaptation policies)", bounds="(0, inf)")
+    cg_iters: int = field(10, "conjugate-gradient iterations", bounds="[1, inf)")
+    cg_damping: float = field(1e-5, "damping added to the Fisher-vector product", bounds="[0, inf)")
     fisher_subsample: int = field(1, "use every k-th episode of each task for the Fisher-vector products "
-                                     "(1: exact; k > 1 trades curvature accuracy for speed, as OpenAI baselines' TRPO)")
-    ls_max_steps: int = field(15, "line-search backtracking steps")
-    ls_backtrack_ratio: float = field(0.8, "line-search shrink factor")
-
-    def validate(self) -> None:
-        """Raise ``ValueError`` for settings that cannot train."""
-        super().validate()
-        for name in ("cg_iters", "ls_max_steps", "fisher_subsample"):
-            check_positive_int(name, getattr(self, name))
-        _check_positive_number("max_kl", self.max_kl)
-        if not 0 < self.ls_backtrack_ratio < 1:
-            raise ValueError(f"ls_backtrack_ratio must be in (0, 1), got {self.ls_backtrack_ratio}")
+                                     "(1: exact; k > 1 trades curvature accuracy for speed, as OpenAI baselines' TRPO)",
+                                  bounds="[1, inf)")
+    ls_max_steps: int = field(15, "line-search backtracking steps", bounds="[1, inf)")
+    ls_backtrack_ratio: float = field(0.8, "line-search shrink factor", bounds="(0, 1)")
 
 
 @dataclass
 class MAMLPPOConfig(MAMLBaseConfig):
     """Settings of MAML-PPO; the outer-step defaults are ProMP's (``learning_rate``, ``num_promp_steps``, ``clip_eps``)."""
 
-    outer_lr: float = field(1e-3, "Adam step size of the outer update (ProMP's learning_rate)")
+    outer_lr: float = field(1e-3, "Adam step size of the outer update (ProMP's learning_rate)", bounds="(0, inf)")
     ppo_epochs: int = field(5, "Adam steps on the clipped objective per meta-iteration, all on the same "
-                               "episodes (ProMP's num_ppo_steps)")
-    clip_eps: float = field(0.3, "clip range of the post-adaptation likelihood ratio (ProMP's clip_eps)")
+                               "episodes (ProMP's num_ppo_steps)", bounds="[1, inf)")
+    clip_range: float = field(0.3, "clip range of the post-adaptation likelihood ratio (ProMP's clip_eps)",
+                              bounds="(0, 1)")
     inner_kl_coef: float = field(0.0, "weight of ProMP's fixed penalty on the mean KL(sampling pre-adaptation policy "
-                                      "|| current one) on the pre-adaptation episodes (0: MAML-PPO; ProMP uses 5e-4)")
+                                      "|| current one) on the pre-adaptation episodes (0: MAML-PPO; ProMP uses 5e-4)",
+                                 bounds="[0, inf)")
     target_kl: float = field(0.02, "stop the Adam epochs once the mean KL(sampling adapted policy || current "
                                    "adapted policy) on the post-adaptation episodes exceeds 1.5 x target_kl, as "
                                    "Stable-Baselines3's PPO, and shrink the step that crossed it (0: neither; ProMP "
-                                   "has no such limit)")
+                                   "has no such limit)", bounds="[0, inf)")
     kl_backtracks: int = field(10, "halve the Adam step that crossed 1.5 x target_kl up to this many times until the "
-                                   "adapted policies are inside it, else undo it (0: always undo)")
-
-    def validate(self) -> None:
-        """Raise ``ValueError`` for settings that cannot train."""
-        super().validate()
-        _check_positive_number("outer_lr", self.outer_lr)
-        check_positive_int("ppo_epochs", self.ppo_epochs)
-        if isinstance(self.clip_eps, bool) or not (isinstance(self.clip_eps, (int, float)) and 0 < self.clip_eps < 1):
-            raise ValueError(f"clip_eps must be a number in (0, 1), got {self.clip_eps!r}")
-        if not (isinstance(self.inner_kl_coef, (int, float)) and math.isfinite(self.inner_kl_coef)
-                and self.inner_kl_coef >= 0):
-            raise ValueError(f"inner_kl_coef must be a non-negative number, got {self.inner_kl_coef!r}")
-        if isinstance(self.target_kl, bool) or not (isinstance(self.target_kl, (int, float))
-                                                    and math.isfinite(self.target_kl) and self.target_kl >= 0):
-            raise ValueError(f"target_kl must be a non-negative number (0 disables the early stop), "
-                             f"got {self.target_kl!r}")
-        if isinstance(self.kl_backtracks, bool) or not isinstance(self.kl_backtracks, int) or self.kl_backtracks < 0:
-            raise ValueError(f"kl_backtracks must be a non-negative integer, got {self.kl_backtracks!r}")
-
-
-# The original MAML HalfCheetah runs (cbfinn/maml_rl maml_examples/cluster_maml_trpo_cheetah.py):
-# fast_lr 0.1, fast_batch_size 20 episodes, meta_batch_size 40 (the paper's locomotion setting;
-# the script also swept 80), ReLU (100, 100) policy, linear baseline, one inner step, horizon 200
-# (the registered one), meta_step_size (TRPO max_kl) 0.01, discount 0.99, n_itr 1000.
-# We keep all of them but the network: the 2x64 tanh policy of pytorch-maml-rl and ProMP reached
-# 228.7 and 104.9 after one step on HalfCheetahDir in two ~90-minute runs (430 and 540 iterations)
-# where the original 2x100 ReLU reached 12.2 (its adaptation peaked near iteration 75 and decayed;
-# README, which also has runs at MAML-RL's time step, frame_skip=1). Fisher-vector products
-# on every 4th episode (the KL is still checked on all) make a MAML-TRPO iteration fit 12 s on one core.
-_HALF_CHEETAH = dict(meta_batch_size=40, episodes_per_task=20, inner_lr=0.1, hidden_sizes=(64, 64),
-                     activation="tanh", fisher_subsample=4, iterations=1000)
-
-# Navigation2D keeps the original settings above (2x100 ReLU, inner lr 0.1, 20 tasks x 20 episodes,
-# max KL 0.01, gamma 0.99) and adds what makes the run fit ten minutes on a 2-core CPU: the
-# Fisher-vector products on every 4th episode (the KL constraint is still checked on all data in the
-# line search) and GAE lambda 0.9 for a lower-variance inner gradient (see the README's results).
-_NAVIGATION = dict(gae_lambda=0.9, fisher_subsample=4, iterations=200)
-
-#: per-family settings (fields of either config, plus ``"iterations"``: the run length)
-FAMILY_DEFAULTS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
-    "metarl/Navigation2D-v0": lambda kw: dict(_NAVIGATION),
-    "metarl/HalfCheetahDir-v0": lambda kw: dict(_HALF_CHEETAH),
-    "metarl/HalfCheetahVel-v0": lambda kw: dict(_HALF_CHEETAH),
-}
-
-DEFAULT_ITERATIONS = 300
-"""Run length for families without an entry in :data:`FAMILY_DEFAULTS`."""
-
-
-def family_defaults(env_id: str, env_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Default MAML settings (plus ``"iterations"``) for a family and its kwargs; ``{}`` if it has none."""
-    make = FAMILY_DEFAULTS.get(env_id)
-    return dict(make(dict(env_kwargs or {}))) if make is not None else {}
-
-
-def default_iterations(config: MAMLBaseConfig) -> int:
-    """Meta-iterations of a run with ``config``'s family when ``--iterations`` is not given."""
-    return int(family_defaults(config.env, config.env_kwargs).get("iterations", DEFAULT_ITERATIONS))
+                                   "adapted policies are inside it, else undo it (0: always undo)", bounds="[0, inf)")
 
 
 class MAMLBase(MetaAlgorithm):
@@ -210,12 +123,16 @@ class MAMLBase(MetaAlgorithm):
     pre- and post-adaptation episodes.
 
     Args:
-        config: the settings (a :class:`MAMLBaseConfig` subclass).
+        config: the complete settings (a :class:`MAMLBaseConfig` subclass), used as given.
+        **settings: or settings by name instead: the algorithm's preset for the family (``env``) fills
+            the rest, as on the command line (``MAMLTRPO(env="metarl/Navigation2D-v0", seed=1)``).
     """
 
-    def __init__(self, config: MAMLBaseConfig):
-        config.validate()
-        self.cfg = config
+    config_class: type[MAMLBaseConfig] = MAMLBaseConfig
+    metatest_only_settings = ("metatest_tasks", "metatest_steps")
+
+    def __init__(self, config: MAMLBaseConfig | None = None, **settings: Any):
+        self.cfg = config = self.resolve_settings(config, settings)
         self.sampler = EpisodeSampler(config.env, config.env_kwargs, max_episode_steps=config.max_episode_steps)
         self.policy = make_policy(self.sampler.observation_space, self.sampler.action_space,
                                   config.hidden_sizes, config.activation, config.init_std, config.weight_init)
@@ -293,22 +210,46 @@ class MAMLBase(MetaAlgorithm):
         return adapt_batch(self.inner_loss, params, batch, steps=steps, step_size=self.cfg.inner_lr,
                            first_order=first_order, batched_params=batched_params)
 
-    def post_adaptation_log_probs(self, params: Params, train: Batch, valid: Batch,
+    #: weight each inner step's terms by pi_current / pi_sampling (outer optimisers that move the
+    #: meta-parameters away from those that sampled the support episodes, as MAML-PPO's epochs)
+    importance_weighted_inner_steps: bool = False
+
+    def adapt_through(self, params: Params, supports: list[Batch], *, first_order: bool) -> Params:
+        """One inner step on each support batch in turn: ``supports[j]`` holds the episodes sampled by the
+        policy adapted ``j`` steps (differentiable through every step unless ``first_order``)."""
+        batched = False
+        for batch in supports:
+            if self.importance_weighted_inner_steps:
+                batch = {**batch, "importance_weights": self.importance_weights(params, batch, batched)}
+            params = self.adapt(params, batch, steps=1, first_order=first_order, batched_params=batched)
+            batched = True
+        return params
+
+    def importance_weights(self, params: Params, batch: Batch, batched: bool) -> torch.Tensor:
+        """``pi_params(a|s) / pi_sampling(a|s)`` on a support batch (constants; 0 on padding)."""
+        with torch.no_grad():
+            log_probs = self._dist(params, batch["observations"], batched).log_prob(batch["actions"])
+            ratio = torch.exp(log_probs - batch["sampling_log_probs"])
+            return torch.where(batch["mask"] > 0, ratio, torch.zeros_like(ratio))
+
+    def post_adaptation_log_probs(self, params: Params, train: list[Batch], valid: Batch,
                                   first_order: bool) -> tuple[Any, torch.Tensor]:
-        """Adapt ``params`` on ``train`` (differentiably); each adapted policy's distribution on
-        ``valid``'s observations and log-probabilities of its actions, ``(tasks, episodes, T)``."""
-        adapted = self.adapt(params, train, steps=self.cfg.num_inner_steps, first_order=first_order)
+        """Adapt ``params`` on the support batches ``train`` (differentiably); each adapted policy's distribution
+        on ``valid``'s observations and log-probabilities of its actions, ``(tasks, episodes, T)``."""
+        adapted = self.adapt_through(params, train, first_order=first_order)
         dist = self._dist(adapted, valid["observations"], batched=True)
         return dist, dist.log_prob(valid["actions"])
 
     # ----- one meta-iteration ------------------------------------------------------------------------
     @abc.abstractmethod
-    def outer_step(self, params: Params, train: Batch, valid: Batch, adapted: Params, old_dist: Any) -> dict[str, float]:
+    def outer_step(self, params: Params, train: list[Batch], valid: Batch, adapted: Params, old_dist: Any
+                   ) -> dict[str, float]:
         """Update the meta-parameters in place from one meta-batch; return ``train/`` metrics.
 
         Args:
             params: the meta-parameters (the policy's own tensors).
-            train: pre-adaptation episodes of each task (:meth:`task_batch`): the support data.
+            train: the support data, one batch (:meth:`task_batch`) per inner step: ``train[0]`` the
+                pre-adaptation episodes, ``train[j]`` those of the policies adapted ``j`` steps.
             valid: post-adaptation episodes of each task: the query data.
             adapted: the detached adapted parameters that sampled ``valid`` (leading task axis).
             old_dist: their detached action distributions on ``valid["observations"]``.
@@ -323,34 +264,48 @@ class MAMLBase(MetaAlgorithm):
         t_start = time.perf_counter()
         tasks = self.sampler.sample_tasks(cfg.meta_batch_size, rng)
         params = self.meta_params()
-        sample_time = time.perf_counter()
-        train_eps = self.sampler.sample(self.act_fn(params, batched=False), tasks, cfg.episodes_per_task, rng)
-        sample_time = time.perf_counter() - sample_time
-        train = self.task_batch(train_eps)
-        check_finite(train["advantages"], "pre-adaptation advantages")
-        with torch.no_grad():
-            adapted = self.adapt(detach_params(params), train, steps=cfg.num_inner_steps, first_order=True)
-        for name, value in adapted.items():
-            check_finite(value, f"adapted policy parameter {name} after the inner step (inner_lr={cfg.inner_lr})")
-        t0 = time.perf_counter()
-        valid_eps = self.sampler.sample(self.act_fn(adapted, batched=True), tasks, cfg.episodes_per_task, rng)
-        sample_time += time.perf_counter() - t0
-        valid = self.task_batch(valid_eps)
+        sample_time = 0.0
+        returns, supports = [], []
+        adapted, batched = detach_params(params), False
+        for step in range(cfg.inner_steps + 1):  # support episodes of each inner step, then the query episodes
+            t0 = time.perf_counter()
+            episodes = self.sampler.sample(self.act_fn(adapted, batched), tasks, cfg.episodes_per_task, rng)
+            sample_time += time.perf_counter() - t0
+            returns.append(float(episodes.episode_returns.mean()))
+            batch = self.task_batch(episodes)
+            if step == cfg.inner_steps:
+                valid = batch
+                break
+            check_finite(batch["advantages"], f"advantages of the support episodes of inner step {step + 1}")
+            with torch.no_grad():
+                batch["sampling_log_probs"] = self._dist(adapted, batch["observations"], batched).log_prob(
+                    batch["actions"])
+                adapted = self.adapt(adapted, batch, steps=1, first_order=True, batched_params=batched)
+            batched = True
+            supports.append(batch)
+            for name, value in adapted.items():
+                check_finite(value, f"adapted policy parameter {name} after inner step {step + 1} "
+                                    f"(inner_lr={cfg.inner_lr})")
+        steps = sum(int(b["mask"].sum()) for b in supports) + int(valid["mask"].sum())
+        self.env_steps += steps
         with torch.no_grad():
             old_dist = self._dist(adapted, valid["observations"], batched=True).detach()
-        outer_metrics = self.outer_step(params, train, valid, adapted, old_dist)
-        steps = train_eps.num_steps + valid_eps.num_steps
-        self.env_steps += steps
-        elapsed = time.perf_counter() - t_start
-        return {
+            entropy = masked_mean(self._dist(detach_params(params), supports[0]["observations"], batched=False)
+                                  .entropy(), supports[0]["mask"])
+        outer_metrics = self.outer_step(params, supports, valid, adapted, old_dist)
+        metrics = {
             "samples": steps,
-            "rollout/return_before_adaptation": float(train_eps.episode_returns.mean()),
-            "rollout/return_after_adaptation": float(valid_eps.episode_returns.mean()),
+            "rollout/return_before_adaptation": returns[0],
+            "rollout/return_after_adaptation": returns[-1],
+            **{f"rollout/return_after_{k}_steps": r for k, r in enumerate(returns[1:-1], start=1)},
             **outer_metrics,
-            "train/policy_std": float(torch.exp(self.policy.log_std.detach()).mean()) if hasattr(self.policy, "log_std") else float("nan"),
+            "train/entropy_loss": -float(entropy),
             "time/fps": steps / sample_time if sample_time > 0 else float("nan"),
-            "time/iteration_seconds": elapsed,
+            "time/iteration_seconds": time.perf_counter() - t_start,
         }
+        if hasattr(self.policy, "log_std"):  # Gaussian policies
+            metrics["train/std"] = float(torch.exp(self.policy.log_std.detach()).mean())
+        return metrics
 
     # ----- meta-test -------------------------------------------------------------------------------
     def meta_test(self) -> dict[str, Any]:
@@ -391,13 +346,13 @@ class MAMLBase(MetaAlgorithm):
         return tasks, by_task
 
     def validation_scores(self, n_tasks: int, seed: int) -> dict[str, float]:
-        """Mean return on ``n_tasks`` validation tasks before and after ``num_inner_steps`` inner steps.
+        """Mean return on ``n_tasks`` validation tasks before and after ``inner_steps`` inner steps.
 
         ``score`` is the return after the inner steps, the quantity meta-training maximises. Tasks and
         episodes come from ``seed``, which must differ from ``metatest_seed``.
         """
         check_validation_seed(seed, self.cfg.metatest_seed)
-        steps = self.cfg.num_inner_steps
+        steps = self.cfg.inner_steps
         # a value-network baseline is fitted on the episodes it sees: restore it, so validating leaves training as is
         saved = None if self.value_net is None else copy.deepcopy(
             (self.value_net.state_dict(), self.value_opt.state_dict()))
@@ -437,11 +392,6 @@ class MAMLBase(MetaAlgorithm):
             self.value_net.load_state_dict(state["value_net"])
             self.value_opt.load_state_dict(state["value_opt"])
 
-    def config(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self.cfg)
-        out["hidden_sizes"] = list(out["hidden_sizes"])
-        return {"algo": self.name, **out}
-
 
 class MAMLTRPO(MAMLBase):
     """MAML-TRPO on a task family: the outer step is one TRPO step through the inner step.
@@ -451,9 +401,10 @@ class MAMLTRPO(MAMLBase):
     """
 
     name = "maml-trpo"
+    config_class = MAMLConfig
     cfg: MAMLConfig
 
-    def _surrogate(self, params: Params, train: Batch, valid: Batch, old_log_probs: torch.Tensor, old_dist: Any,
+    def _surrogate(self, params: Params, train: list[Batch], valid: Batch, old_log_probs: torch.Tensor, old_dist: Any,
                    first_order: bool) -> tuple[torch.Tensor, torch.Tensor]:
         dist, log_probs = self.post_adaptation_log_probs(params, train, valid, first_order)
         ratio = torch.exp(log_probs - old_log_probs)
@@ -462,7 +413,7 @@ class MAMLTRPO(MAMLBase):
         kl = masked_mean(old_dist.kl(dist), valid["mask"], dim=dims).mean()
         return loss, kl
 
-    def fisher_vector_product(self, params: Params, train: Batch, valid: Batch, adapted: Params, old_dist: Any) -> Any:
+    def fisher_vector_product(self, params: Params, train: list[Batch], valid: Batch, adapted: Params, old_dist: Any) -> Any:
         """``v -> (H + damping I) v`` with ``H`` the Hessian of the mean KL through the inner step at ``params``.
 
         At the current parameters the KL's gradient vanishes, so ``H = J^T F J`` exactly, with
@@ -473,13 +424,13 @@ class MAMLTRPO(MAMLBase):
         k, n_tasks = self.cfg.fisher_subsample, len(next(iter(valid.values())))
         names = list(params)
         start = detach_params(params)
-        train_sub = {key: value[:, ::k] for key, value in train.items()}
+        train_sub = [{key: value[:, ::k] for key, value in batch.items()} for batch in train]
         obs, mask = valid["observations"][:, ::k], valid["mask"][:, ::k]
         old_fields = [field[:, ::k].contiguous() for field in old_dist]
         adapted = detach_params(adapted)
 
         def adapt_fn(p: Params) -> Params:
-            return self.adapt(p, train_sub, steps=self.cfg.num_inner_steps, first_order=False)
+            return self.adapt_through(p, train_sub, first_order=False)
 
         def task_kl(p: Params, o: torch.Tensor, m: torch.Tensor, *old: torch.Tensor) -> torch.Tensor:
             return masked_mean(type(old_dist)(*old).kl(functional_forward(self.policy, p, o)), m) / n_tasks
@@ -499,7 +450,8 @@ class MAMLTRPO(MAMLBase):
 
         return fvp
 
-    def outer_step(self, params: Params, train: Batch, valid: Batch, adapted: Params, old_dist: Any) -> dict[str, float]:
+    def outer_step(self, params: Params, train: list[Batch], valid: Batch, adapted: Params, old_dist: Any
+                   ) -> dict[str, float]:
         """A TRPO step: conjugate gradient on the Fisher through the inner step, then a line search."""
         cfg = self.cfg
         old_log_probs = old_dist.log_prob(valid["actions"])
@@ -535,7 +487,7 @@ class MAMLTRPO(MAMLBase):
         return {
             "train/surrogate_loss_before": old_loss,
             "train/surrogate_loss_after": new_loss,
-            "train/kl": new_kl,
+            "train/approx_kl": new_kl,
             "train/line_search_steps": ls_steps,
             "train/step_accepted": float(fraction > 0),
         }
@@ -569,40 +521,37 @@ class MAMLPPO(MAMLBase):
     """
 
     name = "maml-ppo"
+    config_class = MAMLPPOConfig
     cfg: MAMLPPOConfig
 
-    def __init__(self, config: MAMLPPOConfig):
-        super().__init__(config)
+    importance_weighted_inner_steps = True
+
+    def __init__(self, config: MAMLPPOConfig | None = None, **settings: Any):
+        super().__init__(config, **settings)
         self.outer_opt = torch.optim.Adam(self.policy.parameters(), lr=config.outer_lr)
 
-    def clipped_objective(self, params: Params, train: Batch, valid: Batch, old_log_probs: torch.Tensor,
+    def clipped_objective(self, params: Params, train: list[Batch], valid: Batch, old_log_probs: torch.Tensor,
                           first_order: bool) -> tuple[torch.Tensor, torch.Tensor, Any]:
         """The clipped surrogate loss through the inner step, the likelihood ratios and the adapted distributions."""
         dist, log_probs = self.post_adaptation_log_probs(params, train, valid, first_order)
         ratio = torch.exp(log_probs - old_log_probs)
-        eps, adv = self.cfg.clip_eps, valid["advantages"]
+        eps, adv = self.cfg.clip_range, valid["advantages"]
         objective = torch.minimum(ratio * adv, ratio.clamp(1 - eps, 1 + eps) * adv)
         loss = -masked_mean(objective, valid["mask"], dim=(1, 2)).mean()
         return loss, ratio, dist
 
-    def _importance_weighted(self, params: Params, train: Batch, sampling_log_probs: torch.Tensor) -> Batch:
-        with torch.no_grad():
-            log_ratio = self._dist(params, train["observations"], batched=False).log_prob(train["actions"])
-            log_ratio = log_ratio - sampling_log_probs
-            weights = torch.where(train["mask"] > 0, torch.exp(log_ratio), torch.zeros_like(log_ratio))
-        return {**train, "importance_weights": weights}
-
     def _inner_kl(self, params: Params, train: Batch, sampling_dist: Any) -> torch.Tensor:
+        """Mean KL(sampling pre-adaptation policy || current meta-policy) on the pre-adaptation episodes."""
         dist = self._dist(params, train["observations"], batched=False)
         return masked_mean(sampling_dist.kl(dist), train["mask"], dim=(1, 2)).mean()
 
-    def outer_step(self, params: Params, train: Batch, valid: Batch, adapted: Params, old_dist: Any) -> dict[str, float]:
+    def outer_step(self, params: Params, train: list[Batch], valid: Batch, adapted: Params, old_dist: Any
+                   ) -> dict[str, float]:
         """``ppo_epochs`` Adam steps on the clipped objective, all on this meta-batch's episodes."""
         cfg = self.cfg
         old_log_probs = old_dist.log_prob(valid["actions"])
         with torch.no_grad():
-            sampling_dist = self._dist(params, train["observations"], batched=False).detach()
-            sampling_log_probs = sampling_dist.log_prob(train["actions"])
+            sampling_dist = self._dist(params, train[0]["observations"], batched=False).detach()
         loss_before = float("nan")
         epochs, kept = 0, 1.0
         limit = 1.5 * cfg.target_kl
@@ -613,8 +562,7 @@ class MAMLPPO(MAMLBase):
 
         def current_dist() -> Any:
             """The adapted policies' distributions at the current parameters (no gradient)."""
-            support = self._importance_weighted(params, train, sampling_log_probs)
-            return self.clipped_objective(params, support, valid, old_log_probs, True)[2]
+            return self.clipped_objective(params, train, valid, old_log_probs, True)[2]
 
         def shrink_last_step() -> float:
             """Halve the last step until the adapted policies are inside the limit; the fraction kept (0: undone)."""
@@ -632,8 +580,7 @@ class MAMLPPO(MAMLBase):
             return 0.0
 
         for epoch in range(cfg.ppo_epochs):
-            support = self._importance_weighted(params, train, sampling_log_probs)
-            loss, _, dist = self.clipped_objective(params, support, valid, old_log_probs, cfg.first_order)
+            loss, _, dist = self.clipped_objective(params, train, valid, old_log_probs, cfg.first_order)
             if epoch == 0:
                 loss_before = float(loss.detach())
             elif cfg.target_kl > 0 and adapted_kl(dist) > limit:
@@ -643,7 +590,7 @@ class MAMLPPO(MAMLBase):
                     epochs -= 1
                 break
             if cfg.inner_kl_coef > 0:
-                loss = loss + cfg.inner_kl_coef * self._inner_kl(params, train, sampling_dist)
+                loss = loss + cfg.inner_kl_coef * self._inner_kl(params, train[0], sampling_dist)
             check_finite(loss, f"MAML-PPO clipped objective (epoch {epoch})")
             self.outer_opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -659,16 +606,15 @@ class MAMLPPO(MAMLBase):
                     kept = shrink_last_step()
                     if kept == 0.0:
                         epochs -= 1
-            support = self._importance_weighted(params, train, sampling_log_probs)
-            loss_after, ratio, dist = self.clipped_objective(params, support, valid, old_log_probs, True)
+            loss_after, ratio, dist = self.clipped_objective(params, train, valid, old_log_probs, True)
             mask = valid["mask"]
             kl = masked_mean(old_dist.kl(dist), mask, dim=(1, 2)).mean()
-            clip_fraction = masked_mean(((ratio - 1).abs() > cfg.clip_eps).to(mask.dtype), mask)
-            inner_kl = self._inner_kl(params, train, sampling_dist)
+            clip_fraction = masked_mean(((ratio - 1).abs() > cfg.clip_range).to(mask.dtype), mask)
+            inner_kl = self._inner_kl(params, train[0], sampling_dist)
         return {
             "train/surrogate_loss_before": loss_before,
             "train/surrogate_loss_after": float(loss_after),
-            "train/kl": float(kl),
+            "train/approx_kl": float(kl),
             "train/inner_kl": float(inner_kl),
             "train/clip_fraction": float(clip_fraction),
             "train/ppo_epochs": float(epochs),

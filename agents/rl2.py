@@ -23,10 +23,9 @@ Defaults for a family (:func:`family_defaults`) are the settings behind the numb
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,120 +34,58 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-from metarl.config import field
+from metarl.config import EnvRunConfig, field
 from metarl.networks import Categorical, DiagGaussian
 from metarl.returns import gae, masked_mean
 from metarl.sampler import Episodes
-from metarl.tasks import check_positive_int
 from metarl.training import MetaAlgorithm, check_finite, check_validation_seed
 from metarl.wrappers import RL2TrialBatchedEnv, RL2TrialSampler
 
 __all__ = ["RL2Config", "RL2PPO", "RecurrentActorCritic", "RecurrentActor", "TrialBatch", "compact_trials",
-           "family_defaults", "FAMILY_DEFAULTS", "default_iterations"]
+           ]
 
 
 @dataclass
-class RL2Config:
+class RL2Config(EnvRunConfig):
     """Settings of RL^2 with PPO.
 
-    These are generic defaults; :func:`family_defaults` holds each family's own (``metarl train``
-    applies them before the flags, so a flag still wins).
+    These are generic defaults; ``metarl/presets/rl2-ppo.yaml`` holds each family's own (the command line
+    and ``RL2PPO(env=...)`` apply them, so a setting given still wins).
     """
 
-    env: str = field("metarl/Navigation2D-v0", "task family id (or 'module:Id-v0' for your own family)")
-    env_kwargs: dict = field({}, "constructor kwargs of the family, e.g. {'k': 10, 'n': 100}")
-    max_episode_steps: int | None = field(None, "inner-episode horizon (default: the family's)")
-    episodes_per_trial: int = field(2, "episodes of the same task per trial (the recurrent state spans them)")
-    meta_batch_size: int = field(50, "tasks per meta-iteration")
-    trials_per_task: int = field(1, "trials of each task per meta-iteration")
-    hidden_size: int = field(128, "GRU state size")
-    lr: float = field(1e-3, "Adam learning rate")
-    lr_final_fraction: float = field(1.0, "learning rate at iteration `anneal_iterations` as a fraction of lr "
-                                          "(linear decay; 1.0 keeps it constant)")
-    anneal_iterations: int = field(0, "iterations over which lr and ent_coef decay (0: no decay)")
-    gamma: float = field(0.99, "discount over the whole trial")
-    gae_lambda: float = field(0.95, "GAE lambda over the whole trial")
-    clip_range: float = field(0.2, "PPO ratio clip")
-    ppo_epochs: int = field(4, "PPO epochs per meta-iteration")
-    num_minibatches: int = field(4, "minibatches of whole trials per epoch")
-    vf_coef: float = field(0.5, "value loss weight")
-    ent_coef: float = field(0.01, "entropy bonus weight")
-    ent_coef_final: float | None = field(None, "entropy weight at iteration `anneal_iterations` (default: ent_coef)")
-    max_grad_norm: float = field(0.5, "gradient norm clip")
+    iterations: int = field(500, "meta-iterations (a resumed run may extend them)", bounds="[0, inf)")
+    episodes_per_trial: int = field(2, "episodes of the same task per trial (the recurrent state spans them)",
+                                    bounds="[1, inf)")
+    meta_batch_size: int = field(50, "tasks per meta-iteration", bounds="[1, inf)")
+    trials_per_task: int = field(1, "trials of each task per meta-iteration", bounds="[1, inf)")
+    hidden_size: int = field(128, "GRU state size", bounds="[1, inf)")
+    outer_lr: float = field(1e-3, "Adam learning rate", bounds="(0, inf)")
+    lr_final_fraction: float = field(1.0, "learning rate at iteration `anneal_iterations` as a fraction of outer_lr "
+                                          "(linear decay; 1.0 keeps it constant)", bounds="(0, 1]")
+    anneal_iterations: int = field(0, "iterations over which outer_lr and ent_coef decay (0: no decay)",
+                                   bounds="[0, inf)")
+    gamma: float = field(0.99, "discount over the whole trial", bounds="[0, 1]")
+    gae_lambda: float = field(0.95, "GAE lambda over the whole trial", bounds="[0, 1]")
+    clip_range: float = field(0.2, "PPO ratio clip", bounds="(0, inf)")
+    ppo_epochs: int = field(4, "PPO epochs per meta-iteration", bounds="[1, inf)")
+    num_minibatches: int = field(4, "minibatches of whole trials per epoch", bounds="[1, inf)")
+    vf_coef: float = field(0.5, "value loss weight", bounds="[0, inf)")
+    ent_coef: float = field(0.01, "entropy bonus weight", bounds="[0, inf)")
+    ent_coef_final: float | None = field(None, "entropy weight at iteration `anneal_iterations` (default: ent_coef)",
+                                         bounds="[0, inf)")
+    max_grad_norm: float = field(0.5, "gradient norm clip", bounds="(0, inf)")
     reward_scale: float = field(1.0, "rewards are multiplied by this for the value and advantage targets only "
-                                     "(the policy's reward input is unscaled)")
-    init_std: float = field(1.0, "initial standard deviation of Gaussian policies (Box actions)")
-    metatest_tasks: int = field(200, "held-out tasks in the final meta-test (one trial each)")
-    metatest_seed: int = field(1234, "seed of the meta-test tasks and trials (fixed across runs)")
-    threads: int | None = field(1, "torch CPU threads set by the command line (1 avoids thrashing on a shared "
-                                   "machine and the small GRU gains nothing from more; None leaves torch's default)")
+                                     "(the policy's reward input is unscaled)", bounds="(0, inf)")
+    init_std: float = field(1.0, "initial standard deviation of Gaussian policies (Box actions)", bounds="(0, inf)")
+    metatest_tasks: int = field(200, "held-out tasks in the final meta-test (one trial each)", bounds="[1, inf)")
 
     def validate(self) -> None:
         """Raise ``ValueError`` for settings that cannot train."""
-        if self.threads is not None:
-            check_positive_int("threads", self.threads)
-        for name in ("episodes_per_trial", "meta_batch_size", "trials_per_task", "hidden_size", "ppo_epochs",
-                     "num_minibatches", "metatest_tasks"):
-            check_positive_int(name, getattr(self, name))
-        if self.max_episode_steps is not None:
-            check_positive_int("max_episode_steps (horizon)", self.max_episode_steps)
+        super().validate()
         if self.num_minibatches > self.meta_batch_size * self.trials_per_task:
             raise ValueError(f"num_minibatches={self.num_minibatches} is more than the "
                              f"{self.meta_batch_size * self.trials_per_task} trials per iteration; lower it or "
                              "raise meta_batch_size / trials_per_task")
-        for name in ("lr", "clip_range", "max_grad_norm", "reward_scale", "init_std"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
-        for name in ("vf_coef", "ent_coef", "ent_coef_final"):
-            value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a non-negative number, got {value!r}")
-        if not 0 < self.lr_final_fraction <= 1:
-            raise ValueError(f"lr_final_fraction must be in (0, 1], got {self.lr_final_fraction}")
-        if isinstance(self.anneal_iterations, bool) or not isinstance(self.anneal_iterations, int) \
-                or self.anneal_iterations < 0:
-            raise ValueError(f"anneal_iterations must be a non-negative integer, got {self.anneal_iterations!r}")
-        if not 0 <= self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
-            raise ValueError(f"gamma and gae_lambda must be in [0, 1], got {self.gamma}, {self.gae_lambda}")
-
-
-def _bandit_defaults(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    n = int(kwargs.get("n", 10))
-    common = dict(episodes_per_trial=1, gamma=1.0, num_minibatches=8)
-    if n <= 20:  # short trials: big batches of cheap trials; the noisy 0/1 rewards want many of them
-        return dict(common, meta_batch_size=1024, gae_lambda=0.3, metatest_tasks=10000, iterations=400)
-    # long trials: the payoff of exploring comes late, so a longer GAE horizon; returns scaled to about 10;
-    # more, smaller minibatches learn faster per sample here
-    return dict(common, meta_batch_size=256, num_minibatches=16, gae_lambda=0.9, reward_scale=10.0 / n,
-                metatest_tasks=2000, iterations=220)
-
-
-# Per-family settings that reach the numbers of docs/rl2.md; "iterations" is the run length.
-FAMILY_DEFAULTS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
-    "metarl/BernoulliBandit-v0": _bandit_defaults,
-    "metarl/TabularMDP-v0": lambda kw: dict(episodes_per_trial=10, meta_batch_size=256, num_minibatches=8,
-                                            gamma=1.0, gae_lambda=0.3, reward_scale=0.1, metatest_tasks=1000,
-                                            iterations=400),
-    # actions are clipped to +-0.1, so the initial policy noise is of that size
-    "metarl/Navigation2D-v0": lambda kw: dict(episodes_per_trial=2, meta_batch_size=100, reward_scale=0.1,
-                                              init_std=0.1, iterations=250),
-}
-
-
-def family_defaults(env_id: str, env_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Default :class:`RL2Config` fields (plus ``"iterations"``) for a family and its kwargs; ``{}`` if none."""
-    make = FAMILY_DEFAULTS.get(env_id)
-    return dict(make(dict(env_kwargs or {}))) if make is not None else {}
-
-
-DEFAULT_ITERATIONS = 500
-"""Run length for families without an entry in :data:`FAMILY_DEFAULTS`."""
-
-
-def default_iterations(config: RL2Config) -> int:
-    """Meta-iterations of a run with ``config``'s family when ``--iterations`` is not given."""
-    return int(family_defaults(config.env, config.env_kwargs).get("iterations", DEFAULT_ITERATIONS))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -295,19 +232,23 @@ class RL2PPO(MetaAlgorithm):
     """RL^2 with a GRU actor-critic trained by PPO over whole trials.
 
     Args:
-        config: the settings (:class:`RL2Config`).
+        config: the complete settings (:class:`RL2Config`), used as given.
+        **settings: or settings by name instead: the preset for the family (``env``) fills the rest, as on
+            the command line (``RL2PPO(env="metarl/TabularMDP-v0", seed=1)``).
     """
 
     name = "rl2-ppo"
+    config_class = RL2Config
+    metatest_only_settings = ("metatest_tasks",)
+    cfg: RL2Config
 
-    def __init__(self, config: RL2Config):
-        config.validate()
-        self.cfg = config
+    def __init__(self, config: RL2Config | None = None, **settings: Any):
+        self.cfg = config = self.resolve_settings(config, settings)
         self.sampler = RL2TrialSampler(config.env, config.env_kwargs, episodes_per_trial=config.episodes_per_trial,
                                        max_episode_steps=config.max_episode_steps)
         self.net = RecurrentActorCritic(self.sampler.inputs.size, self.sampler.action_space, config.hidden_size,
                                         config.init_std)
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr, eps=1e-5)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.outer_lr, eps=1e-5)
         self.env_steps = 0
         self.iteration = 0
 
@@ -318,8 +259,8 @@ class RL2PPO(MetaAlgorithm):
         return min(self.iteration / self.cfg.anneal_iterations, 1.0)
 
     def current_lr(self) -> float:
-        """Learning rate of this iteration (linear decay to ``lr * lr_final_fraction``)."""
-        return self.cfg.lr * (1.0 - (1.0 - self.cfg.lr_final_fraction) * self._progress())
+        """Learning rate of this iteration (linear decay to ``outer_lr * lr_final_fraction``)."""
+        return self.cfg.outer_lr * (1.0 - (1.0 - self.cfg.lr_final_fraction) * self._progress())
 
     def current_ent_coef(self) -> float:
         """Entropy weight of this iteration (linear decay to ``ent_coef_final``)."""
@@ -350,6 +291,7 @@ class RL2PPO(MetaAlgorithm):
         metrics = {
             "samples": steps,
             "rollout/trial_return": float(trials.episode_returns.mean()),
+            "rollout/return_after_adaptation": float(by_index[-1]),
             "rollout/first_episode_return": float(by_index[0]),
             "rollout/last_episode_return": float(by_index[-1]),
             **train,
@@ -468,8 +410,8 @@ class RL2PPO(MetaAlgorithm):
         results.update(self._baseline_returns(tasks, baseline_rng))
         n = len(tasks)
 
-        def stderr(x: np.ndarray) -> float:
-            return float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else float("nan")
+        def ci95(x: np.ndarray) -> float:
+            return float(1.96 * x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else 0.0
 
         return {
             "env": cfg.env,
@@ -477,7 +419,7 @@ class RL2PPO(MetaAlgorithm):
             "n_tasks": n,
             "episodes_per_trial": cfg.episodes_per_trial,
             "mean_total_return": {k: float(tot.mean()) for k, (tot, _) in results.items()},
-            "stderr_total_return": {k: stderr(tot) for k, (tot, _) in results.items()},
+            "ci95_total_return": {k: ci95(tot) for k, (tot, _) in results.items()},
             "mean_return_by_episode": {k: [float(x) for x in eps] for k, (_, eps) in results.items()},
             "metatest_seed": cfg.metatest_seed,
         }
@@ -500,12 +442,12 @@ class RL2PPO(MetaAlgorithm):
         header = " | ".join(f"episode {i + 1}" for i in shown)
         lines = [f"meta-test: {result['n_tasks']} held-out tasks of {result['env']} {result['env_kwargs']}, "
                  f"one trial of {n_eps} episode(s) each",
-                 f"policy         | total return (+/- stderr) | {header}",
+                 f"policy         | total return (+/- 95% CI) | {header}",
                  "-------------- | ------------------------- | " + " | ".join("-" * 9 for _ in shown)]
         for name, total in result["mean_total_return"].items():
             by_ep = result["mean_return_by_episode"][name]
             cells = " | ".join(f"{by_ep[i]:9.3f}" for i in shown)
-            lines.append(f"{name:<14} | {total:12.3f} +/- {result['stderr_total_return'][name]:<8.3f} | {cells}")
+            lines.append(f"{name:<14} | {total:12.3f} +/- {result['ci95_total_return'][name]:<8.3f} | {cells}")
         return "\n".join(lines)
 
     def metatest_scalars(self, result: Mapping[str, Any]) -> dict[str, float]:
@@ -523,6 +465,3 @@ class RL2PPO(MetaAlgorithm):
         self.optimizer.load_state_dict(state["optimizer"])
         self.env_steps = int(state["env_steps"])
         self.iteration = int(state["iteration"])
-
-    def config(self) -> dict[str, Any]:
-        return {"algo": self.name, **dataclasses.asdict(self.cfg)}

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from metarl.rundir import atomic_write
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "CHECKPOINT_NAME", "rng_state", "set_rng_state"]
 
@@ -28,21 +29,15 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
-    """Write ``state`` to ``path`` atomically (temp file + fsync + ``os.replace``)."""
+    """Write ``state`` to ``path`` atomically (temp file + fsync + ``os.replace``).
+
+    Raises:
+        metarl.rundir.RunDirError: the directory is not writable or the disk is full (the previous
+            checkpoint is kept).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": "metarl-checkpoint-v1", **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda f: torch.save({"format": "metarl-checkpoint-v1", **state}, f))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -58,13 +53,17 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"no checkpoint at {path}; pass the log directory of a run that saved one")
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
-    except (EOFError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
+    except (EOFError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError, KeyError,
+            AttributeError, ImportError, IndexError, TypeError) as exc:
         raise CheckpointError(
             f"checkpoint {path} is unreadable ({type(exc).__name__}: {exc}); it may be truncated or corrupt - "
             "delete it to start afresh, or point --resume at another run"
         ) from exc
     if not isinstance(state, dict) or state.get("format") != "metarl-checkpoint-v1":
         raise CheckpointError(f"{path} is not a metarl checkpoint")
+    missing = [key for key in ("algorithm", "iteration", "config") if key not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks {missing}; it is damaged - point --resume at another run")
     return state
 
 

@@ -26,9 +26,11 @@ import copy
 import json
 import math
 import os
-import tempfile
+import signal
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +39,14 @@ import torch
 from tqdm.auto import tqdm
 
 from metarl.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from metarl.config import RUNTIME_SETTINGS, RunConfig, config_to_dict
 from metarl.logger import Logger
+from metarl.rundir import CONFIG_NAME, lock_run_dir, remove_stale_temporaries, write_json_atomic, write_yaml_atomic
 
 __all__ = [
     "MetaAlgorithm",
     "NonFiniteError",
+    "TrainingInterrupted",
     "check_finite",
     "check_validation_seed",
     "run_meta_training",
@@ -58,6 +63,14 @@ BEST_CHECKPOINT_NAME = "best.pt"
 
 class NonFiniteError(FloatingPointError):
     """A loss, gradient, parameter or return became NaN or infinite; the message says where."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a run; its state at the end of the last whole meta-iteration was checkpointed."""
+
+    def __init__(self, logdir: Path, iteration: int):
+        super().__init__(f"interrupted at meta-iteration {iteration}; continue with --resume {logdir}")
+        self.logdir, self.iteration = logdir, iteration
 
 
 def check_finite(value: Any, where: str) -> None:
@@ -81,16 +94,6 @@ def check_validation_seed(seed: int, metatest_seed: int | None) -> None:
                          "so the best checkpoint is not chosen on the test tasks")
 
 
-def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
-    """Write JSON via a temp file and ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 class MetaAlgorithm(abc.ABC):
     """A meta-learner plugged into :func:`run_meta_training`."""
 
@@ -98,6 +101,25 @@ class MetaAlgorithm(abc.ABC):
     name: str = ""
     #: :meth:`config` keys that only affect :meth:`meta_test`: a resumed run may change them
     metatest_only_settings: tuple[str, ...] = ()
+    #: the settings dataclass of the algorithm (a :class:`~metarl.config.RunConfig` subclass)
+    config_class: type[RunConfig] = RunConfig
+    #: the run's settings
+    cfg: RunConfig
+
+    def resolve_settings(self, config: RunConfig | None, settings: Mapping[str, Any]) -> Any:
+        """The validated settings of a new instance: ``config`` as given, or ``settings`` by name on top of
+        the algorithm's preset for the family or dataset (:func:`metarl.presets.resolve_config`)."""
+        if config is not None:
+            if settings:
+                raise TypeError(f"{type(self).__name__}: pass either a config or settings by name, not both")
+            if not isinstance(config, self.config_class):
+                raise TypeError(f"{type(self).__name__} takes a {self.config_class.__name__}, "
+                                f"got {type(config).__name__}")
+            config.validate()
+            return config
+        from metarl.presets import resolve_config
+
+        return resolve_config(self.name, self.config_class, settings)
 
     @abc.abstractmethod
     def meta_train_step(self, rng: np.random.Generator) -> dict[str, float]:
@@ -119,9 +141,10 @@ class MetaAlgorithm(abc.ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Inverse of :meth:`state_dict`."""
 
-    @abc.abstractmethod
     def config(self) -> dict[str, Any]:
-        """The run's settings (JSON-serialisable); stored in checkpoints and logged as text."""
+        """The run's settings (JSON-serialisable) with the algorithm's name; stored in checkpoints,
+        ``config.yaml`` and logged as text."""
+        return {"algo": self.name, **config_to_dict(self.cfg)}
 
     def validation_scores(self, n_tasks: int, seed: int) -> dict[str, float]:
         """Scores of the current meta-parameters on ``n_tasks`` validation tasks drawn from ``seed``.
@@ -146,33 +169,69 @@ def _config_mismatch(saved: Mapping[str, Any], current: Mapping[str, Any], also_
                      ) -> list[str]:
     """Settings whose values differ. A setting absent from ``saved`` was added to the library after the
     checkpoint was written; new settings default to the earlier behaviour, so it is not a mismatch."""
-    ignore = {"iterations", "logdir", "resume", "progress", *also_ignore}
+    # validation cadence may change (a best checkpoint's own validation settings are checked separately)
+    ignore = {*RUNTIME_SETTINGS, "resume", "progress", "eval_every", "eval_tasks", "eval_seed", *also_ignore}
     keys = set(saved) - ignore
     return sorted(k for k in keys if saved.get(k) != current.get(k))
+
+
+@contextmanager
+def _deferred_interrupt() -> Iterator[dict[str, bool]]:
+    """Turn the first Ctrl-C into a flag the loop reads between meta-iterations; a second one stops at once."""
+    flag = {"set": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag["set"]:
+            raise KeyboardInterrupt
+        flag["set"] = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _run_setting(name: str, given: Any, algorithm: MetaAlgorithm, fallback: Any) -> Any:
+    """A loop setting: given as an argument, else the algorithm's config (a RunConfig), else ``fallback``."""
+    if given is not None:
+        return given
+    cfg = getattr(algorithm, "cfg", None)
+    if isinstance(cfg, RunConfig):
+        return getattr(cfg, name)
+    if fallback is None:
+        raise ValueError(f"run_meta_training needs {name}= for {type(algorithm).__name__} (it has no RunConfig)")
+    return fallback
 
 
 def run_meta_training(
     algorithm: MetaAlgorithm,
     *,
-    iterations: int,
-    seed: int,
-    logdir: str | os.PathLike,
+    iterations: int | None = None,
+    seed: int | None = None,
+    logdir: str | os.PathLike | None = None,
     resume: bool = False,
-    checkpoint_every: int = 10,
+    checkpoint_every: int | None = None,
     progress: bool = True,
     print_fn: Any = print,
-    eval_every: int = 0,
-    eval_tasks: int = 20,
-    eval_seed: int = 4321,
+    eval_every: int | None = None,
+    eval_tasks: int | None = None,
+    eval_seed: int | None = None,
 ) -> dict[str, Any]:
     """Meta-train ``algorithm`` for ``iterations`` meta-iterations, then meta-test it.
+
+    Settings left at ``None`` come from the algorithm's :class:`~metarl.config.RunConfig` (``algorithm.cfg``).
 
     Args:
         algorithm: the learner.
         iterations: total meta-iterations (a resumed run continues up to this number).
         seed: seeds the generator handed to every ``meta_train_step``.
-        logdir: TensorBoard events, ``checkpoint.pt`` and ``metatest.json`` go here.
-        resume: continue from ``logdir/checkpoint.pt`` (same config required).
+        logdir: TensorBoard events, ``checkpoint.pt``, ``config.yaml`` and ``metatest.json`` go here.
+        resume: continue from ``logdir/checkpoint.pt`` (same settings required, except the runtime ones:
+            iterations, checkpoint cadence, threads, and the algorithm's meta-test-only settings).
         checkpoint_every: iterations between checkpoints (one is always written at the end).
         progress: show a tqdm progress bar.
         print_fn: where the final meta-test table goes (``None`` to stay quiet).
@@ -187,10 +246,24 @@ def run_meta_training(
         ``train_seconds``: the wall-clock seconds of meta-training (validation included), summed
         over resumed sessions (also logged as ``time/elapsed_seconds``); with ``eval_every``, ``best``
         summarises the best state's meta-test.
+
+    Raises:
+        TrainingInterrupted: Ctrl-C; the state after the last whole meta-iteration is checkpointed first.
+        NonFiniteError: a metric, loss or score became NaN/inf (the last checkpoint is intact).
     """
+    iterations = _run_setting("iterations", iterations, algorithm, None)
+    seed = _run_setting("seed", seed, algorithm, None)
+    checkpoint_every = _run_setting("checkpoint_every", checkpoint_every, algorithm, 10)
+    eval_every = _run_setting("eval_every", eval_every, algorithm, 0)
+    eval_tasks = _run_setting("eval_tasks", eval_tasks, algorithm, 20)
+    eval_seed = _run_setting("eval_seed", eval_seed, algorithm, 4321)
+    if logdir is None:
+        logdir = getattr(getattr(algorithm, "cfg", None), "logdir", None)
+        if logdir is None:
+            raise ValueError("run_meta_training needs a logdir")
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
         raise ValueError(f"iterations must be a non-negative integer, got {iterations!r}")
-    if not isinstance(checkpoint_every, int) or checkpoint_every <= 0:
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every <= 0:
         raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
     for name, value, low in (("eval_every", eval_every, 0), ("eval_tasks", eval_tasks, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -200,12 +273,22 @@ def run_meta_training(
                          "run it without eval_every (--eval-every 0)")
     if eval_every:  # before training, not at the first score
         check_validation_seed(eval_seed, algorithm.config().get("metatest_seed"))
-    logdir = Path(logdir)
-    logdir.mkdir(parents=True, exist_ok=True)
+    with lock_run_dir(logdir) as run_dir:
+        remove_stale_temporaries(run_dir)
+        return _train_locked(algorithm, iterations=iterations, seed=seed, logdir=run_dir, resume=resume,
+                             checkpoint_every=checkpoint_every, progress=progress, print_fn=print_fn,
+                             eval_every=eval_every, eval_tasks=eval_tasks, eval_seed=eval_seed)
+
+
+def _train_locked(algorithm: MetaAlgorithm, *, iterations: int, seed: int, logdir: Path, resume: bool,
+                  checkpoint_every: int, progress: bool, print_fn: Any, eval_every: int, eval_tasks: int,
+                  eval_seed: int) -> dict[str, Any]:
     ckpt_path = logdir / CHECKPOINT_NAME
     best_path = logdir / BEST_CHECKPOINT_NAME
     rng = np.random.default_rng(seed)
-    config = {**algorithm.config(), "seed": seed}
+    config = {**algorithm.config(), "seed": seed, "iterations": iterations, "checkpoint_every": checkpoint_every,
+              "eval_every": eval_every, "eval_tasks": eval_tasks, "eval_seed": eval_seed}
+    config.pop("logdir", None)  # where a run lives is not one of its settings (a copied run dir still resumes)
     start, samples, seconds_before = 0, 0, 0.0
     # validation: the settings and the best score so far (saved in every checkpoint)
     evaluation: dict[str, Any] = {"every": eval_every, "tasks": eval_tasks, "seed": eval_seed,
@@ -218,7 +301,15 @@ def run_meta_training(
                 f"cannot resume {ckpt_path}: settings differ from the checkpoint's in {mismatch}; "
                 "rerun with the original settings or use a new --logdir"
             )
-        algorithm.load_state_dict(state["algorithm"])
+        if iterations < int(state["iteration"]):
+            raise ValueError(f"{logdir} is at meta-iteration {state['iteration']}: --iterations {iterations} would "
+                             "end it before that; give at least that many (or leave --iterations out)")
+        try:
+            algorithm.load_state_dict(state["algorithm"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            raise CheckpointError(f"checkpoint {ckpt_path} does not fit the {algorithm.name} model built from its "
+                                  f"settings ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); it is damaged "
+                                  "or from another version - start a new --logdir") from exc
         set_rng_state(state["rng"], rng)
         torch.set_rng_state(state["torch_rng"])
         start, samples = int(state["iteration"]), int(state["samples"])
@@ -235,6 +326,9 @@ def run_meta_training(
         raise CheckpointError(
             f"{logdir} already holds a checkpoint; pass --resume to continue it or choose a new --logdir"
         )
+    write_yaml_atomic(logdir / CONFIG_NAME, config,
+                      header=f"# Settings of this {algorithm.name} run, as resolved (presets, config file, flags).\n"
+                             f"# Rerun them: metarl train --config {logdir / CONFIG_NAME} --logdir NEW_DIR\n")
     # events after the checkpoint (from the interrupted run) are dropped, so the resumed curve has no doubled points
     logger = Logger(logdir, purge_step=samples + 1 if resume else None)
     if not resume:
@@ -262,12 +356,13 @@ def run_meta_training(
     def validate(iteration: int) -> bool:
         """Score on the validation tasks; keep a new best in best.pt. True if it was a new best."""
         scores = algorithm.validation_scores(eval_tasks, eval_seed)
-        for key, value in scores.items():
-            if not math.isfinite(float(value)):
-                raise NonFiniteError(f"non-finite validation score {key}={value} at meta-iteration {iteration}")
-        logger.scalars({f"eval/{k}": v for k, v in scores.items()}, step=samples)
+        score = float(scores["score"])
+        if math.isnan(score):
+            raise NonFiniteError(f"validation score is NaN at meta-iteration {iteration}")
+        # -inf: the adapted learner diverged on some validation task (a measurement, not a training fault)
+        logger.scalars({f"eval/{k}": v for k, v in scores.items() if math.isfinite(float(v))}, step=samples)
         best = evaluation["best_score"]
-        if best is not None and scores["score"] <= best:
+        if score == float("-inf") or (best is not None and score <= best):
             return False
         evaluation.update(best_score=float(scores["score"]), best_iteration=iteration)
         checkpoint(iteration, best_path)
@@ -293,39 +388,46 @@ def run_meta_training(
     bar = tqdm(range(start, iterations), initial=start, total=iterations, disable=not progress,
                desc=algorithm.name, dynamic_ncols=True)
     try:
-        for iteration in bar:
-            metrics = algorithm.meta_train_step(rng)
-            for key, value in metrics.items():
-                if value is not None and not math.isfinite(float(value)):
-                    raise NonFiniteError(f"non-finite metric {key}={value} at meta-iteration {iteration}")
-            samples += int(metrics.get("samples", 0))
-            logger.scalars({k: v for k, v in metrics.items() if k != "samples"}, step=samples)
-            logger.scalars({"time/iterations": iteration + 1, "time/elapsed_seconds": train_seconds()}, step=samples)
-            shown = {k.split("/")[-1]: f"{v:.3g}" for k, v in metrics.items() if k.startswith("rollout/")}
-            if shown:
-                bar.set_postfix(shown, refresh=False)
-            new_best = bool(eval_every) and (iteration + 1) % eval_every == 0 and validate(iteration + 1)
-            if new_best or (iteration + 1) % checkpoint_every == 0 or iteration + 1 == iterations:
-                checkpoint(iteration + 1)
+        with _deferred_interrupt() as interrupt:
+            for iteration in bar:
+                metrics = algorithm.meta_train_step(rng)
+                for key, value in metrics.items():
+                    if value is not None and not math.isfinite(float(value)):
+                        raise NonFiniteError(f"non-finite metric {key}={value} at meta-iteration {iteration}; the "
+                                             "run was stopped (the last checkpoint is intact)")
+                samples += int(metrics.get("samples", 0))
+                logger.scalars({k: v for k, v in metrics.items() if k != "samples"}, step=samples)
+                logger.scalars({"time/iterations": iteration + 1, "time/elapsed_seconds": train_seconds()},
+                               step=samples)
+                shown = {k.split("/")[-1]: f"{v:.3g}" for k, v in metrics.items() if k.startswith("rollout/")}
+                if shown:
+                    bar.set_postfix(shown, refresh=False)
+                new_best = bool(eval_every) and (iteration + 1) % eval_every == 0 and validate(iteration + 1)
+                if new_best or (iteration + 1) % checkpoint_every == 0 or iteration + 1 == iterations \
+                        or interrupt["set"]:
+                    checkpoint(iteration + 1)
+                if interrupt["set"]:
+                    raise TrainingInterrupted(logdir, iteration + 1)
         if start == iterations and not ckpt_path.exists():
             checkpoint(iterations)
         seconds = train_seconds()
         result = {**algorithm.meta_test(), "algo": algorithm.name, "iterations": iterations, "seed": seed,
                   "train_seconds": seconds}
-        best_result = best_metatest() if evaluation["best_iteration"] is not None else None
-        if best_result is not None:
-            result["best"] = {"iteration": best_result["iteration"], "validation_score": evaluation["best_score"],
-                              "metatest": algorithm.metatest_scalars(best_result), "file": METATEST_BEST_NAME}
+        # the last state's meta-test is written before best.pt is read, so a damaged best.pt cannot lose it
         write_json_atomic(logdir / METATEST_NAME, result)
         logger.scalars({f"metatest/{k}": v for k, v in algorithm.metatest_scalars(result).items()}, step=samples)
         logger.text("metatest", "```\n" + algorithm.format_metatest(result) + "\n```")
         if print_fn is not None:
             print_fn(algorithm.format_metatest(result))
-        if best_result is not None:
+        if evaluation["best_iteration"] is not None:
+            best_result = best_metatest()
+            result["best"] = {"iteration": best_result["iteration"], "validation_score": evaluation["best_score"],
+                              "metatest": algorithm.metatest_scalars(best_result), "file": METATEST_BEST_NAME}
+            write_json_atomic(logdir / METATEST_NAME, result)
             logger.scalars({f"metatest_best/{k}": v for k, v in algorithm.metatest_scalars(best_result).items()},
                            step=samples)
             heading = (f"best validation checkpoint (iteration {best_result['iteration']}, "
-                       f"validation score {evaluation['best_score']:.2f}):")
+                       f"validation score {evaluation['best_score']:.4g}):")
             logger.text("metatest_best", heading + "\n```\n" + algorithm.format_metatest(best_result) + "\n```")
             if print_fn is not None:
                 print_fn(heading + "\n" + algorithm.format_metatest(best_result))

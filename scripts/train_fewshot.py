@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """Meta-train a supervised few-shot learner: the same as ``metarl fewshot``.
 
-    python scripts/train_fewshot.py --method maml --dataset sinusoid --seed 0 --logdir runs/maml-sinusoid
-    python scripts/train_fewshot.py --method protonet --dataset omniglot --seed 0 --logdir runs/protonet
+    python scripts/train_fewshot.py --algo maml --dataset sinusoid --seed 0 --logdir runs/maml-sinusoid
+    python scripts/train_fewshot.py --algo protonet --dataset omniglot --seed 0 --logdir runs/protonet
 
-See docs/fewshot.md for the protocol and the default settings of each method.
+Settings per learner and dataset: metarl/presets/<algo>.yaml; results: docs/results/fewshot.md.
 """
 
 import sys

@@ -18,7 +18,7 @@ def test_same_seed_same_curve_different_seed_different_curve(tmp_path, tiny_maml
     a = _train(tiny_maml_config, tmp_path / "a", 0)
     b = _train(tiny_maml_config, tmp_path / "b", 0)
     c = _train(tiny_maml_config, tmp_path / "c", 1)
-    for tag in ("rollout/return_before_adaptation", "rollout/return_after_adaptation", "train/kl"):
+    for tag in ("rollout/return_before_adaptation", "rollout/return_after_adaptation", "train/approx_kl"):
         assert scalars(tmp_path / "a", tag) == scalars(tmp_path / "b", tag)
     assert a["returns_by_step"] == b["returns_by_step"]
     assert scalars(tmp_path / "a") != scalars(tmp_path / "c")

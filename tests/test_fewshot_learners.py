@@ -31,9 +31,10 @@ from metarl.fewshot.learners import (
 )
 from metarl.fewshot.networks import MANN, ConvClassifier, LSTMBaseline
 from metarl.fewshot.omniglot import LabelledImages
-from metarl.fewshot.settings import FewShotSettings
+from metarl.cli import fewshot_main
+from metarl.fewshot.config import FewShotConfig
 from metarl.fewshot.sinusoid import SinusoidTasks
-from metarl.fewshot.train import main as fewshot_main
+from metarl.presets import resolve_config
 from metarl.training import run_meta_training
 
 from tests.conftest import SHARED_OMNIGLOT
@@ -50,14 +51,19 @@ def synthetic_characters(classes: int, per_class: int, size: int, seed: int) -> 
     return LabelledImages(images, torch.arange(classes).repeat_interleave(per_class), tuple(map(str, range(classes))))
 
 
-def classifier_settings(method: str, **overrides) -> FewShotSettings:
+def fewshot_config(algo: str, **settings) -> FewShotConfig:
+    """The settings ``metarl fewshot --algo ALGO`` would use with these flags (the preset under them)."""
+    return resolve_config(algo, FewShotConfig, settings)
+
+
+def classifier_settings(method: str, **overrides) -> FewShotConfig:
     # 14x14 images are too small for four max-pooling blocks: the small tests use the stride-2 Conv-4
-    values = dict(method=method, dataset="omniglot", image_size=14, meta_batch_size=4, test_queries=3,
-                  test_episodes=10, test_chunk=5, downsample="stride")
+    values = dict(dataset="omniglot", image_size=14, meta_batch_size=4, metatest_queries=3,
+                  metatest_tasks=10, metatest_chunk=5, downsample="stride")
     if method == "protonet":
         values.update(ways=5, meta_batch_size=2)
     values.update(overrides)
-    return FewShotSettings(**values).resolved()
+    return fewshot_config(method, **values)
 
 
 def held_out_accuracy(algorithm: FewShotClassification, data: LabelledImages) -> float:
@@ -65,7 +71,7 @@ def held_out_accuracy(algorithm: FewShotClassification, data: LabelledImages) ->
         data.images, np.random.default_rng(5), 20)
     algorithm.module.eval()
     with torch.no_grad():
-        logits = classifier_query_logits(algorithm.module, batch, 5, steps=algorithm.settings.test_inner_steps,
+        logits = classifier_query_logits(algorithm.module, batch, 5, steps=algorithm.settings.metatest_steps,
                                          first_order=True)
     algorithm.module.train()
     return float((logits.argmax(-1) == batch.query_labels).float().mean())
@@ -77,8 +83,8 @@ def held_out_accuracy(algorithm: FewShotClassification, data: LabelledImages) ->
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["maml", "fomaml", "metasgd"])
 def test_sinusoid_learners_reduce_the_post_adaptation_error(method):
-    settings = FewShotSettings(method=method, dataset="sinusoid", test_episodes=200).resolved()
-    algorithm = SinusoidMetaLearning(settings, seed=0)
+    settings = fewshot_config(method, dataset="sinusoid", metatest_tasks=200)
+    algorithm = SinusoidMetaLearning(settings, method)
     before = algorithm.meta_test()["mse_by_step"]["1"]
     rng = np.random.default_rng(0)
     for _ in range(300):
@@ -91,7 +97,7 @@ def test_sinusoid_learners_reduce_the_post_adaptation_error(method):
 @pytest.mark.parametrize("method,iterations", [("maml", 40), ("fomaml", 40), ("metasgd", 40), ("protonet", 120)])
 def test_episodic_classifiers_learn_new_classes(method, iterations):
     train, test = synthetic_characters(40, 12, 14, seed=0), synthetic_characters(24, 12, 14, seed=1)
-    algorithm = FewShotClassification(classifier_settings(method), train, test, seed=0)
+    algorithm = FewShotClassification(classifier_settings(method), method, train, test)
     before = held_out_accuracy(algorithm, test)
     rng = np.random.default_rng(0)
     for _ in range(iterations):
@@ -103,7 +109,7 @@ def test_episodic_classifiers_learn_new_classes(method, iterations):
 
 def test_meta_sgd_learns_its_step_sizes():
     train, test = synthetic_characters(20, 8, 14, seed=0), synthetic_characters(20, 8, 14, seed=1)
-    algorithm = FewShotClassification(classifier_settings("metasgd"), train, test, seed=0)
+    algorithm = FewShotClassification(classifier_settings("metasgd"), "metasgd", train, test)
     step_sizes = algorithm.module.step_sizes
     initial = {n: p.detach().clone() for n, p in step_sizes.as_dict().items()}
     algorithm.meta_train_step(np.random.default_rng(0))
@@ -140,10 +146,10 @@ def test_conv_classifier_vmapped_adaptation_equals_the_task_loop(downsample):
 
 def test_mann_and_lstm_shapes_and_presentation_counts():
     train, test = synthetic_characters(12, 10, 14, seed=0), synthetic_characters(12, 10, 14, seed=1)
-    settings = FewShotSettings(method="mann", dataset="omniglot", image_size=14, meta_batch_size=2,
-                               controller_size=16, memory_slots=8, memory_width=4, read_heads=2,
-                               test_episodes=4, test_chunk=2).resolved()
-    algorithm = MANNMetaLearning(settings, train, test, seed=0)
+    settings = fewshot_config("mann", dataset="omniglot", image_size=14, meta_batch_size=2,
+                              controller_size=16, memory_slots=8, memory_width=4, read_heads=2,
+                              metatest_tasks=4, metatest_chunk=2)
+    algorithm = MANNMetaLearning(settings, "mann", train, test)
     inputs, previous, labels, presentation = algorithm.sequences(train, algorithm.sampler, np.random.default_rng(0), 2)
     assert inputs.shape == (2, 50, 14 * 14) and previous.shape == (2, 50, 5)
     assert previous[:, 0].abs().sum() == 0                                       # no label before the first step
@@ -163,9 +169,9 @@ def test_mann_and_lstm_shapes_and_presentation_counts():
 def test_mann_and_lstm_fit_a_fixed_batch_of_episodes():
     """A short learning check: gradients reach every part of both sequence models (memorising 4 episodes)."""
     train = synthetic_characters(12, 10, 14, seed=0)
-    settings = FewShotSettings(method="mann", dataset="omniglot", image_size=14, controller_size=32, memory_slots=16,
-                               memory_width=8, read_heads=2).resolved()
-    algorithm = MANNMetaLearning(settings, train, train, seed=0)
+    settings = fewshot_config("mann", dataset="omniglot", image_size=14, controller_size=32, memory_slots=16,
+                              memory_width=8, read_heads=2)
+    algorithm = MANNMetaLearning(settings, "mann", train, train)
     inputs, previous, labels, _ = algorithm.sequences(train, algorithm.sampler, np.random.default_rng(0), 4)
     for model in algorithm.module.models.values():
         optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -209,9 +215,10 @@ def test_mann_memory_is_written_to_least_used_slots():
 
 
 def _sinusoid_run(logdir: Path, iterations: int, seed: int = 0, resume: bool = False) -> dict:
-    settings = FewShotSettings(method="maml", dataset="sinusoid", test_episodes=50, validate_every=2).resolved()
-    return run_meta_training(SinusoidMetaLearning(settings, seed), iterations=iterations, seed=seed, logdir=logdir,
-                             resume=resume, checkpoint_every=3, progress=False, print_fn=None)
+    settings = fewshot_config("maml", dataset="sinusoid", metatest_tasks=50, eval_every=2, eval_tasks=50, seed=seed,
+                              iterations=iterations, checkpoint_every=3)
+    return run_meta_training(SinusoidMetaLearning(settings, "maml"), logdir=logdir, resume=resume, progress=False,
+                             print_fn=None)
 
 
 def _curve(logdir: Path, tag: str = "train/query_mse") -> list[tuple[int, float]]:
@@ -230,27 +237,29 @@ def test_same_seed_same_curve_and_resume_continues_it(tmp_path):
     _sinusoid_run(tmp_path / "r", 3)
     resumed = _sinusoid_run(tmp_path / "r", 6, resume=True)
     assert _curve(tmp_path / "r") == _curve(tmp_path / "a")
-    assert _curve(tmp_path / "r", "validation/mse_step10") == _curve(tmp_path / "a", "validation/mse_step10")
+    assert _curve(tmp_path / "r", "eval/mse_step10") == _curve(tmp_path / "a", "eval/mse_step10")
     assert resumed["mse_by_step"] == a["mse_by_step"]
-    assert resumed["selected_iteration"] == a["selected_iteration"] in (2, 4, 6)
+    assert resumed["best"]["iteration"] == a["best"]["iteration"] in (2, 4, 6)
 
 
-def test_sinusoid_model_selection_keeps_the_best_validation_iterate(tmp_path):
-    settings = FewShotSettings(method="maml", dataset="sinusoid", test_episodes=50, validate_every=1).resolved()
-    algorithm = SinusoidMetaLearning(settings, seed=0)
-    rng = np.random.default_rng(0)
+def test_sinusoid_model_selection_goes_through_the_shared_validation(tmp_path):
+    """--eval-every keeps the iterate with the lowest mean validation MSE over 1-10 steps in best.pt, and
+    metatest_best.json meta-tests it; metatest.json is the last state, as for every learner."""
+    settings = fewshot_config("maml", dataset="sinusoid", metatest_tasks=50, eval_every=1, eval_tasks=50, iterations=5)
+    result = run_meta_training(SinusoidMetaLearning(settings, "maml"), logdir=tmp_path, progress=False, print_fn=None)
+    validation = SinusoidTasks().sample(np.random.default_rng(settings.eval_seed), 50, 5, settings.metatest_queries)
     scores = []
-    for _ in range(5):
-        metrics = algorithm.meta_train_step(rng)
-        scores.append(np.mean([v.mean().item() for v in algorithm.mse_by_step(
-            algorithm.module, SinusoidTasks().sample(np.random.default_rng([settings.test_seed, 1]), 50, 5, 100),
-            10)[1:]]))
-        assert "validation/mse_step10" in metrics
-    assert algorithm.best["iteration"] == int(np.argmin(scores)) + 1
-    assert algorithm.best["score"] == pytest.approx(min(scores))
-    selected = algorithm.selected_module()
-    for name, value in algorithm.best["model"].items():
-        torch.testing.assert_close(selected.state_dict()[name], value)
+    for iteration in range(1, 6):  # replay the run: the same seed gives the same iterates
+        replay = SinusoidMetaLearning(settings, "maml")
+        rng = np.random.default_rng(settings.seed)
+        for _ in range(iteration):
+            replay.meta_train_step(rng)
+        scores.append(np.mean([v.mean().item() for v in replay.mse_by_step(replay.module, validation, 10)[1:]]))
+    assert result["best"]["iteration"] == int(np.argmin(scores)) + 1
+    assert result["best"]["validation_score"] == pytest.approx(-min(scores), rel=1e-5)
+    best = json.loads((tmp_path / "metatest_best.json").read_text())
+    assert best["iteration"] == result["best"]["iteration"] and "mse_by_step" in best
+    assert len(_curve(tmp_path, "eval/mse_step10")) == 5
 
 
 # ------------------------------------------------------------- the script and load_learner
@@ -284,10 +293,10 @@ def png_tree(tmp_path_factory) -> Path:
 
 
 def _script_args(png_tree: Path, logdir: Path, method: str, iterations: int) -> list[str]:
-    return ["--method", method, "--dataset", "omniglot", "--data", str(png_tree), "--seed", "0",
+    return ["--algo", method, "--dataset", "omniglot", "--data", str(png_tree), "--seed", "0",
             "--logdir", str(logdir), "--iterations", str(iterations), "--image-size", "14", "--hidden", "16",
-            "--meta-batch-size", "2", "--ways", "5", "--queries", "2", "--test-queries", "2", "--test-episodes", "6",
-            "--test-chunk", "3", "--downsample", "stride", "--train-alphabets", "Train_A", "Train_B", "--test-alphabets", "Test_C", "Test_D",
+            "--meta-batch-size", "2", "--ways", "5", "--queries", "2", "--metatest-queries", "2",
+            "--metatest-tasks", "6", "--metatest-chunk", "3", "--downsample", "stride", "--train-alphabets", "Train_A", "Train_B", "--test-alphabets", "Test_C", "Test_D",
             "--no-progress"]
 
 
@@ -308,7 +317,7 @@ def test_script_writes_metatest_and_load_learner_adapts_to_new_characters(png_tr
     result = fewshot_main(_script_args(png_tree, logdir, method, iterations=2))
     written = json.loads((logdir / "metatest.json").read_text())
     assert set(written["accuracy"]) == {"5w1s", "5w5s", "20w1s"} == set(written["accuracy_ci95"])
-    assert written["accuracy"] == result["accuracy"] and written["algo"] == f"{method}-omniglot"
+    assert written["accuracy"] == result["accuracy"] and written["algo"] == method
     assert (logdir / "checkpoint.pt").is_file() and list(logdir.glob("events.out.tfevents.*"))
 
     learner = metarl.fewshot.load_learner(logdir)
@@ -329,18 +338,19 @@ def test_resume_through_the_script_and_errors(png_tree, tmp_path):
     result = fewshot_main(["--resume", str(logdir), "--iterations", "2", "--no-progress"])
     assert result["iterations"] == 2
     # a finished run is meta-tested again with new meta-test settings, without training further
-    retested = fewshot_main(["--resume", str(logdir), "--test-episodes", "4", "--no-progress"])
+    retested = fewshot_main(["--resume", str(logdir), "--metatest-tasks", "4", "--no-progress"])
     assert retested["iterations"] == 2 and retested["test_episodes"] == 4 and result["test_episodes"] == 6
     # the chunk size trades memory for speed and leaves the episodes and accuracies unchanged
-    rechunked = fewshot_main(["--resume", str(logdir), "--test-episodes", "4", "--test-chunk", "1", "--no-progress"])
+    rechunked = fewshot_main(["--resume", str(logdir), "--metatest-tasks", "4", "--metatest-chunk", "1",
+                              "--no-progress"])
     assert rechunked["accuracy"] == pytest.approx(retested["accuracy"], abs=1e-6)
-    with pytest.raises(CheckpointError, match="differ.*test_inner_steps"):  # sinusoid validation uses them
+    with pytest.raises(ValueError, match="cannot change metatest_steps"):  # sinusoid validation uses them
         sin = tmp_path / "sin"
-        fewshot_main(["--method", "maml", "--dataset", "sinusoid", "--iterations", "1", "--test-episodes", "5",
-                      "--logdir", str(sin), "--no-progress"])
-        fewshot_main(["--resume", str(sin), "--test-inner-steps", "3", "--no-progress"])
+        fewshot_main(["--algo", "maml", "--dataset", "sinusoid", "--iterations", "1", "--metatest-tasks", "5",
+                      "--eval-tasks", "5", "--logdir", str(sin), "--no-progress"])
+        fewshot_main(["--resume", str(sin), "--metatest-steps", "3", "--no-progress"])
     with pytest.raises(ValueError, match="does not apply"):
-        fewshot_main(["--method", "protonet", "--dataset", "sinusoid", "--logdir", str(tmp_path / "x")])
+        fewshot_main(["--algo", "protonet", "--dataset", "sinusoid", "--logdir", str(tmp_path / "x")])
     with pytest.raises(FileNotFoundError, match="--data"):
         fewshot_main(_script_args(tmp_path / "missing", tmp_path / "y", "maml", iterations=1))
 
@@ -358,8 +368,8 @@ def test_load_learner_on_a_sinusoid_run_and_bad_directories(tmp_path):
 @pytest.mark.skipif(not SHARED_OMNIGLOT.is_dir(), reason=f"shared Omniglot data not found at {SHARED_OMNIGLOT}")
 def test_load_learner_with_pngs_read_from_the_shared_zips(tmp_path):
     logdir = tmp_path / "proto"
-    fewshot_main(["--method", "protonet", "--dataset", "omniglot", "--iterations", "1", "--test-episodes", "2",
-                  "--test-queries", "1", "--logdir", str(logdir), "--no-progress"])
+    fewshot_main(["--algo", "protonet", "--dataset", "omniglot", "--iterations", "1", "--metatest-tasks", "2",
+                  "--metatest-queries", "1", "--logdir", str(logdir), "--no-progress"])
     learner = metarl.fewshot.load_learner(logdir)
     support, labels, query, query_labels = [], [], [], []
     with zipfile.ZipFile(SHARED_OMNIGLOT / "images_background_small2.zip") as archive:
@@ -379,5 +389,5 @@ def test_load_learner_with_pngs_read_from_the_shared_zips(tmp_path):
 
 def test_images_too_small_for_the_embedding_are_a_clear_error():
     with pytest.raises(ValueError, match="too small.*--image-size"):
-        FewShotClassification(classifier_settings("protonet", downsample="maxpool"),
-                              synthetic_characters(20, 8, 14, seed=0), synthetic_characters(20, 8, 14, seed=1), seed=0)
+        FewShotClassification(classifier_settings("protonet", downsample="maxpool"), "protonet",
+                              synthetic_characters(20, 8, 14, seed=0), synthetic_characters(20, 8, 14, seed=1))

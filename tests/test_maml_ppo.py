@@ -10,12 +10,10 @@ import pytest
 import torch
 
 from metarl.adaptation import detach_params
-from metarl.agents.maml import (MAMLConfig, MAMLPPO, MAMLPPOConfig, MAMLTRPO, default_iterations,
-                                family_defaults)
+from metarl.agents.maml import MAMLConfig, MAMLPPO, MAMLPPOConfig, MAMLTRPO
 from metarl.checkpoint import load_checkpoint
 from metarl.returns import masked_mean
 from metarl.training import run_meta_training
-from tests.conftest import load_script
 from tests.test_save_load import scalars
 
 TINY = dict(meta_batch_size=3, episodes_per_task=4, max_episode_steps=12, hidden_sizes=(16,), metatest_tasks=4,
@@ -29,6 +27,7 @@ def _meta_batch(algo, seed=0, n_tasks=3, episodes=4):
     params = algo.meta_params()
     train = algo.task_batch(algo.sampler.sample(algo.act_fn(params, False), tasks, episodes, rng))
     with torch.no_grad():
+        train["sampling_log_probs"] = algo._dist(params, train["observations"], False).log_prob(train["actions"])
         adapted = algo.adapt(detach_params(params), train, steps=1, first_order=True)
     valid = algo.task_batch(algo.sampler.sample(algo.act_fn(adapted, True), tasks, episodes, rng))
     with torch.no_grad():
@@ -38,7 +37,7 @@ def _meta_batch(algo, seed=0, n_tasks=3, episodes=4):
 
 def test_defaults_are_promps_outer_step_without_the_inner_kl_penalty_plus_an_early_stop():
     cfg = MAMLPPOConfig()
-    assert (cfg.outer_lr, cfg.ppo_epochs, cfg.clip_eps, cfg.inner_kl_coef, cfg.target_kl, cfg.kl_backtracks) == \
+    assert (cfg.outer_lr, cfg.ppo_epochs, cfg.clip_range, cfg.inner_kl_coef, cfg.target_kl, cfg.kl_backtracks) == \
         (1e-3, 5, 0.3, 0.0, 0.02, 10)
     shared = {f.name for f in dataclasses.fields(MAMLConfig)} & {f.name for f in dataclasses.fields(MAMLPPOConfig)}
     assert all(getattr(cfg, name) == getattr(MAMLConfig(), name) for name in shared), "same shared defaults"
@@ -52,7 +51,7 @@ def test_meta_train_step_improves_the_clipped_objective():
     assert metrics["train/ppo_epochs"] == 5
     assert metrics["samples"] == 2 * 3 * 4 * 12
     assert metrics["train/surrogate_loss_after"] < metrics["train/surrogate_loss_before"]
-    assert metrics["train/kl"] > 0 and metrics["train/inner_kl"] > 0 and 0 <= metrics["train/clip_fraction"] <= 1
+    assert metrics["train/approx_kl"] > 0 and metrics["train/inner_kl"] > 0 and 0 <= metrics["train/clip_fraction"] <= 1
     after = algo.policy.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
     adam = algo.outer_opt.state_dict()["state"]
@@ -66,14 +65,11 @@ def test_first_epoch_meta_gradient_is_maml_trpos():
     torch.manual_seed(0)
     trpo = MAMLTRPO(MAMLConfig(**TINY))
     params, train, valid, old = _meta_batch(ppo)
-    with torch.no_grad():
-        sampling_log_probs = ppo._dist(params, train["observations"], False).log_prob(train["actions"])
-    support = ppo._importance_weighted(params, train, sampling_log_probs)
-    assert torch.equal(support["importance_weights"], train["mask"])
+    assert torch.equal(ppo.importance_weights(params, train, batched=False), train["mask"])
     old_log_probs = old.log_prob(valid["actions"])
-    loss, ratio, _ = ppo.clipped_objective(params, support, valid, old_log_probs, first_order=False)
+    loss, ratio, _ = ppo.clipped_objective(params, [train], valid, old_log_probs, first_order=False)
     torch.testing.assert_close(ratio, torch.ones_like(ratio), atol=1e-5, rtol=0)
-    reference, _ = trpo._surrogate(trpo.meta_params(), train, valid, old_log_probs, old, first_order=False)
+    reference, _ = trpo._surrogate(trpo.meta_params(), [train], valid, old_log_probs, old, first_order=False)
     ours = torch.autograd.grad(loss, list(params.values()))
     theirs = torch.autograd.grad(reference, list(trpo.meta_params().values()))
     for a, b in zip(ours, theirs):
@@ -87,17 +83,16 @@ def test_meta_gradient_flows_through_the_inner_step(first_order, estimator):
     torch.manual_seed(0)
     algo = MAMLPPO(MAMLPPOConfig(**TINY, first_order=first_order, inner_estimator=estimator))
     params, train, valid, old = _meta_batch(algo)
+    sampling_log_probs = train["sampling_log_probs"]
     with torch.no_grad():
-        sampling_log_probs = algo._dist(params, train["observations"], False).log_prob(train["actions"])
         for p in params.values():  # move theta off the sampling parameters, as after a PPO epoch: ratios != 1
             p.add_(0.3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
-    support = algo._importance_weighted(params, train, sampling_log_probs)
     old_log_probs = old.log_prob(valid["actions"])
-    loss, ratio, _ = algo.clipped_objective(params, support, valid, old_log_probs, first_order=first_order)
+    loss, ratio, _ = algo.clipped_objective(params, [train], valid, old_log_probs, first_order=first_order)
     assert float((ratio.detach() - 1).abs().max()) > 0.3, "some ratios are clipped"
     ours = torch.autograd.grad(loss, list(params.values()))
 
-    names, eps = list(params), algo.cfg.clip_eps
+    names, eps = list(params), algo.cfg.clip_range
     per_task = []
     for k in range(3):
         dist = algo.policy(train["observations"][k])
@@ -125,7 +120,7 @@ def test_second_order_term_changes_the_meta_gradient():
     params, train, valid, old = _meta_batch(algo)
     grads = {}
     for first_order in (False, True):
-        loss, _, _ = algo.clipped_objective(params, train, valid, old.log_prob(valid["actions"]), first_order)
+        loss, _, _ = algo.clipped_objective(params, [train], valid, old.log_prob(valid["actions"]), first_order)
         grads[first_order] = torch.autograd.grad(loss, list(params.values()))
     assert sum(float((a - b).abs().sum()) for a, b in zip(grads[False], grads[True])) > 1e-6
 
@@ -149,20 +144,20 @@ def test_target_kl_stops_the_epochs_and_undoes_a_step_that_cannot_be_shrunk_insi
         assert (metrics["train/ppo_epochs"], metrics["train/last_step_kept"]) == (epochs, kept), target_kl
         after = algo.policy.state_dict()
         assert all(torch.equal(before[k], after[k]) for k in before) == (epochs == 0)
-        assert metrics["train/kl"] <= 1.5 * target_kl or target_kl == 0.0
+        assert metrics["train/approx_kl"] <= 1.5 * target_kl or target_kl == 0.0
 
 
 def test_a_step_past_the_limit_is_halved_until_inside_or_undone_without_backtracks():
     torch.manual_seed(0)
     one = MAMLPPO(MAMLPPOConfig(**TINY, target_kl=0.0, outer_lr=1e-2, ppo_epochs=1))
-    full_kl = one.meta_train_step(np.random.default_rng(0))["train/kl"]
+    full_kl = one.meta_train_step(np.random.default_rng(0))["train/approx_kl"]
     for backtracks, kept in ((10, 0.5), (0, 0.0)):
         torch.manual_seed(0)
         algo = MAMLPPO(MAMLPPOConfig(**TINY, target_kl=full_kl / 3, outer_lr=1e-2, ppo_epochs=1,
                                      kl_backtracks=backtracks))
         metrics = algo.meta_train_step(np.random.default_rng(0))
         assert metrics["train/last_step_kept"] == kept, backtracks
-        assert metrics["train/kl"] <= full_kl / 2 + 1e-9
+        assert metrics["train/approx_kl"] <= full_kl / 2 + 1e-9
         assert metrics["train/ppo_epochs"] == (1 if kept else 0)
 
 
@@ -170,11 +165,11 @@ def test_target_kl_keeps_the_steps_inside_the_limit():
     """A middle target: the steps kept end inside 1.5 x target_kl, and at least the first is kept."""
     torch.manual_seed(0)
     free = MAMLPPO(MAMLPPOConfig(**TINY, target_kl=0.0, outer_lr=1e-2))
-    kl_free = free.meta_train_step(np.random.default_rng(0))["train/kl"]
+    kl_free = free.meta_train_step(np.random.default_rng(0))["train/approx_kl"]
     torch.manual_seed(0)
     algo = MAMLPPO(MAMLPPOConfig(**TINY, target_kl=kl_free / 3, outer_lr=1e-2))
     metrics = algo.meta_train_step(np.random.default_rng(0))
-    assert metrics["train/kl"] <= 1.5 * kl_free / 3 + 1e-9
+    assert metrics["train/approx_kl"] <= 1.5 * kl_free / 3 + 1e-9
     assert 1 <= metrics["train/ppo_epochs"] < 5
 
 
@@ -185,9 +180,9 @@ def test_target_kl_keeps_the_steps_inside_the_limit():
     ("outer_lr", 0.0, "outer_lr must be a positive number"),
     ("outer_lr", -1e-3, "outer_lr must be a positive number"),
     ("outer_lr", float("inf"), "outer_lr must be a positive number"),
-    ("clip_eps", 0.0, r"clip_eps must be a number in \(0, 1\)"),
-    ("clip_eps", -0.2, r"clip_eps must be a number in \(0, 1\)"),
-    ("clip_eps", 1.5, r"clip_eps must be a number in \(0, 1\)"),
+    ("clip_range", 0.0, r"clip_range must be a number in \(0, 1\)"),
+    ("clip_range", -0.2, r"clip_range must be a number in \(0, 1\)"),
+    ("clip_range", 1.5, r"clip_range must be a number in \(0, 1\)"),
     ("ppo_epochs", 0, "ppo_epochs must be a positive integer"),
     ("ppo_epochs", -3, "ppo_epochs must be a positive integer"),
     ("ppo_epochs", 2.5, "ppo_epochs must be a positive integer"),
@@ -209,7 +204,7 @@ def test_resume_gives_the_same_curve_weights_and_adam_state(tmp_path):
     full = _run(tmp_path / "full", 3)
     _run(tmp_path / "split", 2)
     resumed = _run(tmp_path / "split", 3, resume=True)
-    for tag in ("rollout/return_after_adaptation", "train/surrogate_loss_after", "train/kl"):
+    for tag in ("rollout/return_after_adaptation", "train/surrogate_loss_after", "train/approx_kl"):
         assert scalars(tmp_path / "split", tag) == scalars(tmp_path / "full", tag)
     assert len(scalars(tmp_path / "full")) == 3
     assert resumed["returns_by_step"] == full["returns_by_step"] and resumed["algo"] == "maml-ppo"
@@ -222,18 +217,31 @@ def test_resume_gives_the_same_curve_weights_and_adam_state(tmp_path):
             assert torch.equal(state[moment], b["outer_opt"]["state"][key][moment])
 
 
-def test_half_cheetah_defaults_are_the_original_codes_with_promps_network():
-    for env in ("metarl/HalfCheetahDir-v0", "metarl/HalfCheetahVel-v0"):
-        defaults = family_defaults(env)
-        assert {k: defaults[k] for k in ("meta_batch_size", "episodes_per_task", "inner_lr", "hidden_sizes",
-                                         "activation")} \
-            == {"meta_batch_size": 40, "episodes_per_task": 20, "inner_lr": 0.1, "hidden_sizes": (64, 64),
-                "activation": "tanh"}
-        assert default_iterations(MAMLPPOConfig(env=env)) == 1000
-    assert family_defaults("metarl/TabularMDP-v0") == {}
-    assert default_iterations(MAMLPPOConfig(env="metarl/TabularMDP-v0")) == 300
+def test_half_cheetah_presets_are_the_original_codes_with_promps_network():
+    from metarl.presets import preset, resolve_config
+
+    for algo in ("maml-trpo", "maml-ppo"):
+        for env in ("metarl/HalfCheetahDir-v0", "metarl/HalfCheetahVel-v0"):
+            config = resolve_config(algo, MAMLPPOConfig if algo == "maml-ppo" else MAMLConfig, {"env": env})
+            assert (config.meta_batch_size, config.episodes_per_task, config.inner_lr, config.hidden_sizes,
+                    config.activation, config.iterations) == (40, 20, 0.1, (64, 64), "tanh", 1000)
+        assert preset(algo, "metarl/TabularMDP-v0") == {}
+        assert resolve_config(algo, MAMLConfig, {"env": "metarl/TabularMDP-v0"}).iterations == 300
     # Navigation2D keeps the original network/lr/batch settings and only adds run-length and speed settings
-    assert set(family_defaults("metarl/Navigation2D-v0")) == {"gae_lambda", "fisher_subsample", "iterations"}
+    assert set(preset("maml-trpo", "metarl/Navigation2D-v0")) <= {"gae_lambda", "fisher_subsample", "iterations",
+                                                                  "inner_steps", "metatest_steps"}
+
+
+def test_python_api_gets_the_presets_the_command_line_uses():
+    built = MAMLTRPO(env="metarl/Navigation2D-v0", seed=1, meta_batch_size=2)
+    assert built.cfg.gae_lambda == 0.9 and built.cfg.fisher_subsample == 4, "the preset applies in Python too"
+    assert built.cfg.meta_batch_size == 2 and built.cfg.seed == 1, "settings given win over the preset"
+    explicit = MAMLTRPO(MAMLConfig(env="metarl/Navigation2D-v0"))
+    assert explicit.cfg.gae_lambda == 1.0, "a complete config is used as given"
+    with pytest.raises(ValueError, match="unknown setting 'inner_rate'"):
+        MAMLTRPO(env="metarl/Navigation2D-v0", inner_rate=0.1)
+    with pytest.raises(TypeError, match="either a config or settings"):
+        MAMLTRPO(MAMLConfig(), seed=2)
 
 
 def test_train_command_runs_maml_ppo_with_the_family_defaults(tmp_path):
@@ -263,140 +271,3 @@ def test_maml_ppo_improves_post_adaptation_return_on_navigation():
     assert last > first + 5, f"post-adaptation return did not improve: {first:.1f} -> {last:.1f}"
     result = algo.meta_test()
     assert result["returns_by_step"][1] > result["returns_by_step"][0], "adaptation step does not help"
-
-
-def test_halfcheetah_table_lists_runs_under_the_original_maml_row(tmp_path):
-    table_mod = load_script("halfcheetah_table")
-    runs = []
-    for algo, seed, returns, iterations in (("maml-trpo", 0, [-40.0, 250.0, 270.0, 280.0], 1000),
-                                            ("maml-ppo", 0, [-30.0, 200.0], 1000), ("maml-ppo", 1, [-50.0, 220.0], 1000),
-                                            ("maml-trpo", 0, [-45.0, 300.0, 310.0, 320.0], 1500)):
-        run_dir = tmp_path / f"{algo}-{seed}-{iterations}"
-        run_dir.mkdir()
-        (run_dir / "metatest.json").write_text(json.dumps({
-            "env": "metarl/HalfCheetahDir-v0", "algo": algo, "seed": seed, "iterations": iterations, "n_tasks": 40,
-            "returns_by_step": returns, "ci95_by_step": [1.0] * len(returns), "train_seconds": 7500.0}))
-        runs.append(run_dir)
-    out = tmp_path / "table.md"
-    assert table_mod.main([*map(str, runs), "--out", str(out)]) == 0
-    lines = out.read_text().splitlines()
-    assert lines[0] == "### metarl/HalfCheetahDir-v0"
-    original = next(i for i, line in enumerate(lines) if line.startswith("| MAML-TRPO, original"))
-    assert "| -50.7 | 293.2 | 313.5 | 315.7 |" in lines[original]
-    rows = lines[original + 1:]
-    assert rows[0].startswith("| maml-ppo | 0 | 1000 | -30.0 ± 1.0 | 200.0 ± 1.0 | n/a | n/a | 2h 05m |")
-    assert "only 1 adaptation step |" in rows[0] and "horizon unknown" in rows[0]
-    assert rows[2].startswith("| **maml-ppo, mean of 2 seeds** | | | -40.0 | 210.0 | n/a | n/a | 2h 05m |")
-    assert rows[3].startswith("| maml-trpo | 0 | 1000 | -40.0 ± 1.0 | 250.0 ± 1.0 | 270.0 ± 1.0 | 280.0 ± 1.0 |")
-    # the same seed continued to more iterations is another row, not a second seed to average
-    assert rows[4].startswith("| maml-trpo | 0 | 1500 | -45.0 ± 1.0 | 300.0 ± 1.0 |") and len(rows) == 5
-    assert table_mod.main([str(tmp_path / "missing")]) == 2
-
-
-def test_halfcheetah_table_adds_the_best_validation_checkpoint_of_a_run(tmp_path):
-    table_mod = load_script("halfcheetah_table")
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    common = {"env": "metarl/HalfCheetahDir-v0", "algo": "maml-trpo", "seed": 0, "n_tasks": 40}
-    (run_dir / "metatest.json").write_text(json.dumps({
-        **common, "iterations": 700, "returns_by_step": [-20.0, 190.0, 210.0, 230.0], "train_seconds": 5300.0}))
-    (run_dir / "metatest_best.json").write_text(json.dumps({
-        **common, "iteration": 180, "returns_by_step": [-15.0, 290.0, 300.0, 310.0], "train_seconds": 1300.0,
-        "validation": {"score": 280.0, "tasks": 20, "seed": 4321}}))
-    rows = [line for line in table_mod.halfcheetah_table([table_mod.load_run(run_dir)]).splitlines()
-            if line.startswith("| maml-trpo")]
-    assert rows[0].startswith("| maml-trpo | 0 | 700 | -20.0 | 190.0 |")
-    assert rows[1].startswith("| maml-trpo, best validation checkpoint | 0 | 180 | -15.0 | 290.0 | 300.0 | 310.0 | 22 min |")
-    assert "best of the run's validation scores (20 tasks, seed 4321), horizon unknown" in rows[1]
-
-
-def test_halfcheetah_table_breaks_the_return_down_by_a_task_parameter(tmp_path):
-    table_mod = load_script("halfcheetah_table")
-    run_dir = tmp_path / "vel"
-    run_dir.mkdir()
-    tasks = [{"family": "HalfCheetahVel", "params": {"velocity": v}} for v in (0.1, 0.4, 1.2, 2.0)]
-    (run_dir / "metatest.json").write_text(json.dumps({
-        "env": "metarl/HalfCheetahVel-v0", "algo": "maml-trpo", "seed": 0, "n_tasks": 4, "tasks": tasks,
-        "returns_by_step": [-100.0, -80.0], "returns_by_task": [[-50.0, -70.0, -110.0, -170.0],
-                                                                [-30.0, -40.0, -90.0, -160.0]]}))
-    out = tmp_path / "by.md"
-    assert table_mod.main([str(run_dir), "--by-param", "velocity", "--edges", "0", "1", "2", "--out", str(out)]) == 0
-    rows = [line for line in out.read_text().splitlines() if line.startswith(f"| {run_dir} |")]
-    # the last bin closes at its upper edge (v* = 2.0 counts); only 1 adaptation step was meta-tested
-    assert rows == [f"| {run_dir} | [0, 1) | 2 | -60.0 | -35.0 | n/a | n/a |",
-                    f"| {run_dir} | [1, 2] | 2 | -140.0 | -125.0 | n/a | n/a |"]
-    assert table_mod.main([str(run_dir), "--by-param", "direction"]) == 2
-    assert table_mod.main([str(run_dir), "--by-param", "velocity", "--edges", "1", "0"]) == 2
-
-
-def test_velocity_definitions_scores_the_same_episodes_both_ways(tmp_path):
-    from metarl.cli import train_main
-
-    logdir = tmp_path / "vel"
-    train_main(["--env", "metarl/HalfCheetahVel-v0", "--env-kwargs", "frame_skip=1", "--logdir", str(logdir),
-                "--iterations", "1", "--meta-batch-size", "2", "--episodes-per-task", "2", "--max-episode-steps", "8",
-                "--hidden-sizes", "8", "--metatest-tasks", "2", "--metatest-steps", "1", "--cg-iters", "2",
-                "--no-progress"])
-    script = load_script("velocity_definitions")
-    out = script.score_both(str(logdir), tasks=3, episodes=2, seed=5)
-    assert out["v5"].shape == out["whole_body"].shape == out["targets"].shape == (6,)
-    assert np.all((out["targets"] >= 0) & (out["targets"] <= 2))
-    # the same episodes scored twice: the returns differ (the velocity term), and every step costs (<= 0)
-    assert not np.allclose(out["v5"], out["whole_body"])
-    assert np.all(out["v5"] <= 0) and np.all(out["whole_body"] <= 0)
-    again = script.score_both(str(logdir), tasks=3, episodes=2, seed=5)
-    np.testing.assert_array_equal(again["v5"], out["v5"])
-    with pytest.raises(ValueError, match="HalfCheetahVel"):
-        dir_log = tmp_path / "dir"
-        train_main(["--env", "metarl/HalfCheetahDir-v0", "--logdir", str(dir_log), "--iterations", "1",
-                    "--meta-batch-size", "2", "--episodes-per-task", "2", "--max-episode-steps", "4",
-                    "--hidden-sizes", "8", "--metatest-tasks", "2", "--metatest-steps", "1", "--cg-iters", "2",
-                    "--no-progress"])
-        script.score_both(str(dir_log), tasks=1, episodes=1)
-
-
-def test_halfcheetah_table_labels_runs_by_the_settings_they_changed():
-    table_mod = load_script("halfcheetah_table")
-    base = {"algo": "maml-ppo", "env": "metarl/HalfCheetahDir-v0", "seed": 1, **family_defaults("metarl/HalfCheetahDir-v0")}
-    base.pop("iterations")
-    config = {**dataclasses.asdict(MAMLPPOConfig()), **base, "hidden_sizes": [64, 64]}
-    config.pop("fisher_subsample", None)  # a MAML-TRPO setting: MAML-PPO runs do not store it
-    assert table_mod.settings_changed(config) == ""
-    assert table_mod.settings_changed({**config, "activation": "relu", "hidden_sizes": [100, 100]}) == \
-        "hidden_sizes=100x100, activation=relu"
-    assert table_mod.settings_changed({**config, "env_kwargs": {"frame_skip": 1}}) == "frame_skip=1"
-    assert table_mod.settings_changed({**config, "algo": "no-such-algo"}) == ""
-
-
-def test_halfcheetah_table_curves_average_blocks_and_take_a_resumed_runs_later_values(tmp_path):
-    import time
-
-    from torch.utils.tensorboard import SummaryWriter
-
-    table_mod = load_script("halfcheetah_table")
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    (run_dir / "metatest.json").write_text(json.dumps({
-        "env": "metarl/HalfCheetahDir-v0", "algo": "maml-trpo", "seed": 0, "iterations": 30, "n_tasks": 40,
-        "returns_by_step": [0.0, 1.0], "train_seconds": 60.0}))
-
-    def log(iterations, offset):
-        writer = SummaryWriter(str(run_dir))
-        for it in iterations:  # steps count env steps, as in a real run
-            writer.add_scalar("rollout/return_before_adaptation", -it - offset, it * 100)
-            writer.add_scalar("rollout/return_after_adaptation", it + offset, it * 100)
-        writer.close()
-        time.sleep(0.01)
-
-    log(range(1, 21), offset=1000.0)   # stopped after iteration 20, last checkpoint at 10
-    log(range(11, 31), offset=0.0)     # resumed from 10: iterations 11-20 logged again
-    curve = table_mod.training_curve(run_dir, block=10)
-    assert [(first, last) for first, last, _, _ in curve] == [(1, 10), (11, 20), (21, 30)]
-    assert curve[1][2:] == pytest.approx((-15.5, 15.5)) and curve[2][2:] == pytest.approx((-25.5, 25.5))
-    assert curve[0][2:] == pytest.approx((-1005.5, 1005.5))
-    assert table_mod.training_curve(run_dir, block=10, last=25)[-1][:2] == (21, 25)  # meta-tested at 25
-    text = table_mod.curves_table([table_mod.load_run(run_dir)], block=10)
-    assert "| HalfCheetahDir, maml-trpo, seed 0, 30 iterations | -1005.5 / 1005.5 | -15.5 / 15.5 | -25.5 / 25.5 |" in text
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(table_mod.RunError, match="no rollout/return_before_adaptation"):
-        table_mod.training_curve(tmp_path / "empty")

@@ -27,7 +27,7 @@ def test_meta_train_step_improves_the_surrogate(tiny_maml_config):
     assert metrics["samples"] == 2 * 3 * 4 * 12
     assert metrics["train/step_accepted"] == 1.0
     assert metrics["train/surrogate_loss_after"] < metrics["train/surrogate_loss_before"]
-    assert 0 < metrics["train/kl"] <= tiny_maml_config.max_kl
+    assert 0 < metrics["train/approx_kl"] <= tiny_maml_config.max_kl
     after = algo.policy.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
@@ -121,7 +121,7 @@ def test_lvc_keeps_the_inner_step_and_changes_the_meta_gradient(tiny_maml_config
     for a, b in zip(steps["vpg"], steps["lvc"]):
         torch.testing.assert_close(a, b)
     assert sum(float((a - b).abs().sum()) for a, b in zip(meta_grads["vpg"], meta_grads["lvc"])) > 1e-4
-    with pytest.raises(ValueError, match="inner_estimator must be 'vpg' or 'lvc'"):
+    with pytest.raises(ValueError, match="inner_estimator must be one of \\['vpg', 'lvc'\\]"):
         MAMLTRPO(dataclasses.replace(tiny_maml_config, inner_estimator="dice"))
 
 
@@ -143,7 +143,7 @@ def test_meta_test_reports_each_adaptation_step(tiny_maml_config):
     ("max_kl", float("nan"), "max_kl must be a positive number"),
     ("meta_batch_size", 0, "meta_batch_size must be a positive integer"),
     ("episodes_per_task", -2, "episodes_per_task must be a positive integer"),
-    ("max_episode_steps", 0, "horizon"),
+    ("max_episode_steps", 0, "max_episode_steps must be a positive integer"),
     ("gamma", 1.5, "gamma"),
 ])
 def test_invalid_hyperparameters_are_rejected(tiny_maml_config, field, value, message):
@@ -187,8 +187,8 @@ def test_fisher_vector_product_equals_kl_hessian_through_the_inner_step(tiny_mam
     valid = algo.task_batch(algo.sampler.sample(algo.act_fn(adapted, True), tasks, 4, rng))
     with torch.no_grad():
         old = algo._dist(adapted, valid["observations"], batched=True).detach()
-    _, kl = algo._surrogate(params, train, valid, old.log_prob(valid["actions"]), old, first_order=False)
+    _, kl = algo._surrogate(params, [train], valid, old.log_prob(valid["actions"]), old, first_order=False)
     reference = fisher_vector_product_fn(kl, list(params.values()), damping=tiny_maml_config.cg_damping)
-    ours = algo.fisher_vector_product(params, train, valid, adapted, old)
+    ours = algo.fisher_vector_product(params, [train], valid, adapted, old)
     v = torch.randn(flat(list(params.values())).numel(), generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(ours(v), reference(v), atol=1e-6, rtol=1e-4)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from metarl.agents.rl2 import RL2Config, RL2PPO, compact_trials, family_defaults
+from metarl.agents.rl2 import RL2Config, RL2PPO, compact_trials
+from metarl.presets import preset
 from metarl.checkpoint import load_checkpoint
 from metarl.training import run_meta_training
 from tests.conftest import REPO
@@ -145,6 +146,14 @@ def test_resume_gives_the_same_curve_and_weights_as_an_uninterrupted_run(tmp_pat
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_bandit_preset_depends_on_the_trial_length():
+    short, long = preset("rl2-ppo", "metarl/BernoulliBandit-v0"), preset("rl2-ppo", "metarl/BernoulliBandit-v0",
+                                                                         {"n": 100})
+    assert (short["meta_batch_size"], short["iterations"], short.get("reward_scale", 1.0)) == (1024, 400, 1.0)
+    assert (long["meta_batch_size"], long["iterations"], long["reward_scale"]) == (256, 220, 0.1)
+    assert preset("rl2-ppo", "metarl/BernoulliBandit-v0", {"n": 20})["meta_batch_size"] == 1024, "n <= 20 is short"
+
+
 def test_train_script_uses_the_family_defaults_and_writes_metatest_json(tmp_path):
     logdir = tmp_path / "run"
     proc = subprocess.run(
@@ -159,7 +168,7 @@ def test_train_script_uses_the_family_defaults_and_writes_metatest_json(tmp_path
     assert set(result["mean_total_return"]) == {"rl2", "random", "psrl"}
     assert len(result["mean_return_by_episode"]["rl2"]) == 10, "the family default: 10 episodes per trial"
     config = load_checkpoint(logdir)["config"]
-    defaults = family_defaults("metarl/TabularMDP-v0")
+    defaults = preset("rl2-ppo", "metarl/TabularMDP-v0")
     assert config["episodes_per_trial"] == defaults["episodes_per_trial"] == 10
     assert config["meta_batch_size"] == 4, "flags override the family defaults"
     assert "psrl" in proc.stdout

@@ -21,7 +21,7 @@ def scalars(logdir, tag="rollout/return_after_adaptation"):
 
 def test_kill_during_save_leaves_previous_checkpoint_loadable(tmp_path, monkeypatch):
     path = tmp_path / "checkpoint.pt"
-    save_checkpoint(path, {"iteration": 1})
+    save_checkpoint(path, {"iteration": 1, "algorithm": {}, "config": {}})
 
     def dying_save(obj, f):
         f.write(b"partial bytes of a checkpoint")
@@ -29,7 +29,7 @@ def test_kill_during_save_leaves_previous_checkpoint_loadable(tmp_path, monkeypa
 
     monkeypatch.setattr(ckpt_mod.torch, "save", dying_save)
     with pytest.raises(KeyboardInterrupt):
-        save_checkpoint(path, {"iteration": 2})
+        save_checkpoint(path, {"iteration": 2, "algorithm": {}, "config": {}})
     monkeypatch.undo()
     assert load_checkpoint(path)["iteration"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"], "no temp file left behind"

@@ -23,7 +23,7 @@ from torch import nn
 from metarl.checkpoint import CheckpointError, load_checkpoint
 from metarl.fewshot.learners import GradientLearner, PrototypicalNetwork, build_classifier, build_regressor
 from metarl.fewshot.omniglot import preprocess_images
-from metarl.fewshot.settings import FewShotSettings
+from metarl.fewshot.config import FEWSHOT_ALGORITHMS, FewShotConfig
 
 __all__ = ["load_learner", "FewShotClassifier", "AdaptedClassifier", "FewShotRegressor", "AdaptedRegressor"]
 
@@ -54,9 +54,10 @@ class AdaptedClassifier:
 class FewShotClassifier:
     """A meta-trained classifier (MAML, first-order MAML, Meta-SGD or ProtoNets) ready to adapt."""
 
-    def __init__(self, settings: FewShotSettings, module: nn.Module):
+    def __init__(self, settings: FewShotConfig, module: nn.Module, algo: str):
         self.settings, self.module = settings, module.eval()
-        self.method = settings.method
+        #: the learner's name (``"maml"``, ``"protonet"``, ...)
+        self.algo = algo
 
     def preprocess(self, images: Iterable[Any] | np.ndarray) -> torch.Tensor:
         """The meta-training preprocessing: greyscale, resize, ink = 1."""
@@ -85,7 +86,7 @@ class FewShotClassifier:
             with torch.no_grad():
                 state: Any = self.module.prototypes(self.module.embed(inputs), targets, ways)
         else:
-            steps = self.settings.test_inner_steps if steps is None else steps
+            steps = self.settings.metatest_steps if steps is None else steps
             with torch.no_grad():
                 state = self.module.adapt_one(inputs, targets, steps=steps, ways=ways)
         return AdaptedClassifier(self, state, classes)
@@ -112,8 +113,8 @@ class AdaptedRegressor:
 class FewShotRegressor:
     """A meta-trained sinusoid regressor (MAML, first-order MAML or Meta-SGD)."""
 
-    def __init__(self, settings: FewShotSettings, module: GradientLearner):
-        self.settings, self.module, self.method = settings, module.eval(), settings.method
+    def __init__(self, settings: FewShotConfig, module: GradientLearner, algo: str):
+        self.settings, self.module, self.algo = settings, module.eval(), algo
 
     def adapt(self, inputs: np.ndarray | torch.Tensor, targets: np.ndarray | torch.Tensor,
               steps: int | None = None) -> AdaptedRegressor:
@@ -122,32 +123,39 @@ class FewShotRegressor:
         y = torch.as_tensor(np.asarray(targets, dtype=np.float32)).reshape(-1, 1)
         if len(x) != len(y) or len(x) == 0:
             raise ValueError(f"need matching, non-empty support inputs and targets, got {len(x)} and {len(y)}")
-        steps = self.settings.test_inner_steps if steps is None else steps
+        steps = self.settings.metatest_steps if steps is None else steps
         with torch.no_grad():
             return AdaptedRegressor(self, self.module.adapt_one(x, y, steps=steps))
 
 
-def load_learner(logdir: str | os.PathLike) -> FewShotClassifier | FewShotRegressor:
-    """The meta-trained learner saved in ``logdir`` (a run directory or its ``checkpoint.pt``), in one call.
+def load_learner(logdir: str | os.PathLike, best: bool = False) -> FewShotClassifier | FewShotRegressor:
+    """The meta-trained learner saved in ``logdir`` (a run directory or a checkpoint file), in one call.
+
+    Args:
+        logdir: the run directory (its last state, ``checkpoint.pt``) or a checkpoint file.
+        best: the best validation state (``best.pt`` of a run trained with ``--eval-every``) instead.
 
     Raises:
-        CheckpointError: no readable checkpoint there, or it is not a few-shot run, or its method
+        CheckpointError: no readable checkpoint there, or it is not a few-shot run, or its learner
             (MANN) has no support-set/query interface.
     """
-    state = load_checkpoint(logdir)
-    config = state.get("config", {})
-    if config.get("method") not in ("maml", "fomaml", "metasgd", "protonet", "mann") or "dataset" not in config:
-        raise CheckpointError(f"{logdir} is not a few-shot run (its config has no few-shot method/dataset)")
-    settings = FewShotSettings.from_dict(config).resolved()
-    if settings.method == "mann":
+    from metarl.launcher import run_config
+
+    algo, settings, state = run_config(logdir, best=best)
+    if algo not in FEWSHOT_ALGORITHMS:
+        raise CheckpointError(f"{logdir} is a {algo} run, not a few-shot run: load it with metarl.load_run")
+    if algo == "mann":
         raise CheckpointError(
             f"{logdir} holds a MANN, a sequence model that reads (image, previous label) streams; load_learner "
             "supports maml, fomaml, metasgd and protonet checkpoints"
         )
-    module = build_regressor(settings) if settings.dataset == "sinusoid" else build_classifier(settings)
-    saved = state["algorithm"]
-    # a run with model selection (sinusoid) meta-tested its selected iterate: load that one
-    module.load_state_dict(saved["best"]["model"] if saved.get("best") else saved["model"])
+    module = (build_regressor(settings, algo) if settings.dataset == "sinusoid"
+              else build_classifier(settings, algo))
+    try:
+        module.load_state_dict(state["algorithm"]["model"])
+    except (KeyError, RuntimeError) as exc:
+        raise CheckpointError(f"checkpoint in {logdir} does not fit the {algo} model of its settings "
+                              f"({type(exc).__name__}); it is damaged or from another version") from exc
     if settings.dataset == "sinusoid":
-        return FewShotRegressor(settings, module)
-    return FewShotClassifier(settings, module)
+        return FewShotRegressor(settings, module, algo)
+    return FewShotClassifier(settings, module, algo)

@@ -35,9 +35,9 @@ from metarl.adaptation import (
 from metarl.fewshot.data import EpisodeBatch, EpisodicSampler, mean_and_ci95
 from metarl.fewshot.networks import MANN, Conv4, ConvClassifier, LSTMBaseline, init_parameters_, sinusoid_mlp
 from metarl.fewshot.omniglot import LabelledImages, random_affine
-from metarl.fewshot.settings import FewShotSettings
+from metarl.fewshot.config import FewShotConfig
 from metarl.fewshot.sinusoid import SinusoidTasks
-from metarl.training import MetaAlgorithm, check_finite
+from metarl.training import MetaAlgorithm, check_finite, check_validation_seed
 
 __all__ = [
     "GradientLearner",
@@ -181,21 +181,22 @@ class PrototypicalNetwork(nn.Module):
         return self.logits_from(prototypes, embeddings[..., n_support:, :])
 
 
-def build_classifier(settings: FewShotSettings, generator: torch.Generator | None = None) -> nn.Module:
-    """The classifier a run's settings describe (a :class:`GradientLearner` or :class:`PrototypicalNetwork`)."""
-    if settings.method == "protonet":
+def build_classifier(settings: FewShotConfig, algo: str, generator: torch.Generator | None = None) -> nn.Module:
+    """The classifier of learner ``algo`` with a run's settings (a :class:`GradientLearner` or
+    :class:`PrototypicalNetwork`)."""
+    if algo == "protonet":
         return PrototypicalNetwork(settings.image_size, hidden=settings.hidden, generator=generator,
                                    downsample=settings.downsample)
-    if settings.method in ("maml", "fomaml", "metasgd"):
+    if algo in ("maml", "fomaml", "metasgd"):
         net = ConvClassifier(settings.image_size, hidden=settings.hidden, generator=generator,
                              downsample=settings.downsample)
-        return GradientLearner(net, settings.method, settings.inner_lr, task="classification")
-    raise ValueError(f"{settings.method!r} is not an episodic classifier (choose maml, fomaml, metasgd or protonet)")
+        return GradientLearner(net, algo, settings.inner_lr, task="classification")
+    raise ValueError(f"{algo!r} is not an episodic classifier (choose maml, fomaml, metasgd or protonet)")
 
 
-def build_regressor(settings: FewShotSettings, generator: torch.Generator | None = None) -> GradientLearner:
-    """The sinusoid regressor (1-40-40-1 MLP) of a run's settings."""
-    return GradientLearner(sinusoid_mlp(generator=generator), settings.method, settings.inner_lr, task="regression")
+def build_regressor(settings: FewShotConfig, algo: str, generator: torch.Generator | None = None) -> GradientLearner:
+    """The sinusoid regressor (1-40-40-1 MLP) of learner ``algo`` with a run's settings."""
+    return GradientLearner(sinusoid_mlp(generator=generator), algo, settings.inner_lr, task="regression")
 
 
 def classifier_query_logits(learner: nn.Module, batch: EpisodeBatch, ways: int, *, steps: int,
@@ -218,9 +219,11 @@ class _TrainedModule(MetaAlgorithm):
     module: nn.Module
     optimizer: torch.optim.Optimizer
 
-    def __init__(self, settings: FewShotSettings):
-        self.settings = settings
-        self.name = f"{settings.method}-{settings.dataset}"
+    config_class = FewShotConfig
+
+    def __init__(self, settings: FewShotConfig, algo: str):
+        self.settings = self.cfg = settings
+        self.name = algo
 
     def _step(self, loss: torch.Tensor) -> None:
         check_finite(loss, "the meta-training loss")
@@ -241,35 +244,27 @@ class _TrainedModule(MetaAlgorithm):
         self.module.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
 
-    def config(self) -> dict[str, Any]:
-        return self.settings.to_dict()
-
 
 class SinusoidMetaLearning(_TrainedModule):
     """MAML / first-order MAML / Meta-SGD on sinusoid regression (MAML paper, section 5.1).
 
-    Model selection: every ``validate_every`` meta-iterations the learner is scored on a fixed set
-    of validation sinusoids (drawn from a seed the meta-test never uses): the mean 5-shot MSE over
-    1 to ``test_inner_steps`` inner steps (10 for MAML, 1 for Meta-SGD, whose learned step sizes
-    are tuned for its one training step). The meta-parameters with the best score are kept and are the
-    ones meta-tested and saved for :func:`~metarl.fewshot.load_learner`. This matters because
-    MAML's initialisation, tuned for one step of size 0.01, sits past the stability edge of
-    gradient descent for some 5-point tasks; iterates where repeated steps blow up on a few tasks
-    come and go during training, and the mean MSE after 5 or 10 steps is dominated by them.
+    Validation (``eval_every``, through the shared outer loop): the negated mean 5-shot MSE over 1 to
+    ``metatest_steps`` inner steps on ``eval_tasks`` sinusoids of ``eval_seed``; the best state goes to
+    ``best.pt`` and is meta-tested into ``metatest_best.json``. This matters because MAML's initialisation,
+    tuned for one step of size 0.01, can sit past the stability edge of gradient descent for some 5-point
+    tasks; iterates where repeated steps blow up on a few tasks come and go during training.
 
-    Meta-test: ``test_episodes`` held-out sinusoids, each adapted on 5 support points; the MSE on
-    ``test_queries`` query points after 0-10 inner steps, with 95% intervals over tasks.
+    Meta-test: ``metatest_tasks`` held-out sinusoids, each adapted on 5 support points; the MSE on
+    ``metatest_queries`` query points after 0-10 inner steps, with 95% intervals over tasks.
     """
 
-    metatest_only_settings = ("test_chunk",)  # unused here; a re-test may pass it like any learner
+    metatest_only_settings = ("metatest_tasks", "metatest_chunk")  # validation reads the steps and queries
 
-    def __init__(self, settings: FewShotSettings, seed: int):
-        super().__init__(settings)
+    def __init__(self, settings: FewShotConfig, algo: str):
+        super().__init__(settings, algo)
         self.tasks = SinusoidTasks()
-        self.module = build_regressor(settings, torch.Generator().manual_seed(seed))
+        self.module = build_regressor(settings, algo, torch.Generator().manual_seed(settings.seed))
         self.optimizer = torch.optim.Adam(self.module.parameters(), lr=settings.outer_lr)
-        self.iteration = 0
-        self.best: dict[str, Any] | None = None  # {"score", "iteration", "model"} of the selected iterate
 
     def meta_train_step(self, rng: np.random.Generator) -> dict[str, float]:
         s = self.settings
@@ -278,33 +273,19 @@ class SinusoidMetaLearning(_TrainedModule):
         query_losses = vmap(self.module.loss)(adapted, (batch.query_inputs, batch.query_labels))
         loss = query_losses.mean()
         self._step(loss)
-        self.iteration += 1
-        metrics = {"train/query_mse": loss.item(), "samples": s.meta_batch_size * (s.shots + s.queries)}
-        if s.validate_every and self.iteration % s.validate_every == 0:
-            metrics.update(self._validate())
-        return metrics
+        return {"train/query_mse": loss.item(), "samples": s.meta_batch_size * (s.shots + s.queries)}
 
-    def _validate(self) -> dict[str, float]:
+    def validation_scores(self, n_tasks: int, seed: int) -> dict[str, float]:
+        """``score``: minus the mean 5-shot MSE over steps 1..``metatest_steps`` on ``n_tasks`` sinusoids of
+        ``seed`` (``-inf`` where some task's adaptation diverged), and the MSE after 1, 5 and 10 steps."""
         s = self.settings
-        batch = self.tasks.sample(np.random.default_rng([s.test_seed, 1]), s.test_episodes, SINUSOID_TEST_SHOTS,
-                                  s.test_queries)
-        mse = [float(m.mean()) for m in self.mse_by_step(self.module, batch, s.test_inner_steps)]
-        score = float(np.mean(mse[1:]))  # steps 1 .. test_inner_steps
-        metrics = {f"validation/mse_step{k}": mse[k] for k in SINUSOID_STEPS_REPORTED
-                   if k < len(mse) and np.isfinite(mse[k])}
-        metrics["validation/diverged"] = float(not np.isfinite(score))
-        if np.isfinite(score) and (self.best is None or score < self.best["score"]):
-            self.best = {"score": score, "iteration": self.iteration,
-                         "model": {k: v.detach().clone() for k, v in self.module.state_dict().items()}}
-        return metrics
-
-    def selected_module(self) -> GradientLearner:
-        """The learner with the selected meta-parameters (the current ones without validation)."""
-        if self.best is None:
-            return self.module
-        selected = build_regressor(self.settings)
-        selected.load_state_dict(self.best["model"])
-        return selected
+        check_validation_seed(seed, s.metatest_seed)
+        batch = self.tasks.sample(np.random.default_rng(seed), n_tasks, SINUSOID_TEST_SHOTS, s.metatest_queries)
+        mse = [float(m.mean()) for m in self.mse_by_step(self.module, batch, max(1, s.metatest_steps))]
+        score = float(np.mean(mse[1:]))
+        out = {f"mse_step{k}": mse[k] for k in SINUSOID_STEPS_REPORTED if k < len(mse) and np.isfinite(mse[k])}
+        out["diverged"] = float(not np.isfinite(score))
+        return {"score": -score if np.isfinite(score) else float("-inf"), **out}
 
     @staticmethod
     def mse_by_step(learner: GradientLearner, batch: EpisodeBatch, steps: int) -> list[torch.Tensor]:
@@ -322,30 +303,21 @@ class SinusoidMetaLearning(_TrainedModule):
 
     def meta_test(self) -> dict[str, Any]:
         s = self.settings
-        batch = self.tasks.sample(np.random.default_rng(s.test_seed), s.test_episodes, SINUSOID_TEST_SHOTS,
-                                  s.test_queries)
-        steps = max(s.test_inner_steps, max(SINUSOID_STEPS_REPORTED))
-        stats = [mean_and_ci95(m) for m in self.mse_by_step(self.selected_module(), batch, steps)]
+        batch = self.tasks.sample(np.random.default_rng(s.metatest_seed), s.metatest_tasks, SINUSOID_TEST_SHOTS,
+                                  s.metatest_queries)
+        steps = max(s.metatest_steps, max(SINUSOID_STEPS_REPORTED))
+        stats = [mean_and_ci95(m) for m in self.mse_by_step(self.module, batch, steps)]
         # a step count at which some task's adaptation blew up is reported as null (strict JSON has no inf/nan)
         return {
             "mse_by_step": {str(k): _finite_or_none(stats[k][0]) for k in range(steps + 1)},
             "mse_by_step_ci95": {str(k): _finite_or_none(stats[k][1]) for k in range(steps + 1)},
-            "test_tasks": s.test_episodes,
+            "test_tasks": s.metatest_tasks,
             "test_shots": SINUSOID_TEST_SHOTS,
-            "test_queries": s.test_queries,
-            "selected_iteration": self.best["iteration"] if self.best is not None else self.iteration,
+            "test_queries": s.metatest_queries,
         }
 
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "iteration": self.iteration, "best": self.best}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.iteration, self.best = state["iteration"], state["best"]
-
     def format_metatest(self, result: Mapping[str, Any]) -> str:
-        lines = [f"{self.name}: {result['test_shots']}-shot MSE over {result['test_tasks']} tasks (95% interval), "
-                 f"meta-parameters of iteration {result['selected_iteration']}"]
+        lines = [f"{self.name}: {result['test_shots']}-shot MSE over {result['test_tasks']} tasks (95% interval)"]
         for step, value in result["mse_by_step"].items():
             shown = "diverged on some tasks" if value is None else f"{value:.4f} +- {result['mse_by_step_ci95'][step]:.4f}"
             lines.append(f"  after {int(step):2d} steps: {shown}")
@@ -375,16 +347,16 @@ class FewShotClassification(_TrainedModule):
         seed: seeds the initial weights.
     """
 
-    metatest_only_settings = ("test_inner_steps", "test_episodes", "test_queries", "test_chunk")
+    metatest_only_settings = ("metatest_steps", "metatest_tasks", "metatest_queries", "metatest_chunk")
 
-    def __init__(self, settings: FewShotSettings, train: LabelledImages, test: LabelledImages, seed: int):
-        super().__init__(settings)
+    def __init__(self, settings: FewShotConfig, algo: str, train: LabelledImages, test: LabelledImages):
+        super().__init__(settings, algo)
         self.train_data, self.test_data = train, test
         self.sampler = EpisodicSampler(train.labels, ways=settings.ways, shots=settings.shots, queries=settings.queries)
         # test samplers are built now so that a too-small held-out split fails before training, not after
-        self.test_samplers = {key: EpisodicSampler(test.labels, ways=w, shots=k, queries=settings.test_queries)
+        self.test_samplers = {key: EpisodicSampler(test.labels, ways=w, shots=k, queries=settings.metatest_queries)
                               for key, (w, k) in METATEST_SETTINGS.items()}
-        self.module = build_classifier(settings, torch.Generator().manual_seed(seed))
+        self.module = build_classifier(settings, algo, torch.Generator().manual_seed(settings.seed))
         self.optimizer = torch.optim.Adam(self.module.parameters(), lr=settings.outer_lr)
 
     def meta_train_step(self, rng: np.random.Generator) -> dict[str, float]:
@@ -403,14 +375,14 @@ class FewShotClassification(_TrainedModule):
 
     def evaluate(self, ways: int, shots: int, episodes: int, rng: np.random.Generator) -> np.ndarray:
         """Per-episode query accuracy on ``episodes`` held-out ``ways``-way ``shots``-shot episodes."""
-        sampler = EpisodicSampler(self.test_data.labels, ways=ways, shots=shots, queries=self.settings.test_queries)
+        sampler = EpisodicSampler(self.test_data.labels, ways=ways, shots=shots, queries=self.settings.metatest_queries)
         self.module.eval()
         accuracies = []
-        chunk = max(1, self.settings.test_chunk)
+        chunk = self.settings.metatest_chunk
         with torch.no_grad():
             for start in range(0, episodes, chunk):
                 batch = sampler.sample_batch(self.test_data.images, rng, min(chunk, episodes - start))
-                logits = classifier_query_logits(self.module, batch, ways, steps=self.settings.test_inner_steps,
+                logits = classifier_query_logits(self.module, batch, ways, steps=self.settings.metatest_steps,
                                                  first_order=True)
                 accuracies.append(_accuracy(logits, batch.query_labels))
         self.module.train()
@@ -420,10 +392,10 @@ class FewShotClassification(_TrainedModule):
         s = self.settings
         accuracy, interval = {}, {}
         for i, (key, (ways, shots)) in enumerate(METATEST_SETTINGS.items()):
-            rng = np.random.default_rng([s.test_seed, i])
-            accuracy[key], interval[key] = mean_and_ci95(self.evaluate(ways, shots, s.test_episodes, rng))
-        return {"accuracy": accuracy, "accuracy_ci95": interval, "test_episodes": s.test_episodes,
-                "test_queries_per_class": s.test_queries, "test_classes": self.test_data.num_classes}
+            rng = np.random.default_rng([s.metatest_seed, i])
+            accuracy[key], interval[key] = mean_and_ci95(self.evaluate(ways, shots, s.metatest_tasks, rng))
+        return {"accuracy": accuracy, "accuracy_ci95": interval, "test_episodes": s.metatest_tasks,
+                "test_queries_per_class": s.metatest_queries, "test_classes": self.test_data.num_classes}
 
     def format_metatest(self, result: Mapping[str, Any]) -> str:
         lines = [f"{self.name}: held-out accuracy over {result['test_episodes']} episodes (95% interval)"]
@@ -449,17 +421,17 @@ class MANNMetaLearning(_TrainedModule):
     label. The meta-test reports accuracy at the 1st, 2nd, 5th and 10th presentation of a class.
     """
 
-    metatest_only_settings = ("test_episodes", "test_chunk")
+    metatest_only_settings = ("metatest_tasks", "metatest_chunk")
 
-    def __init__(self, settings: FewShotSettings, train: LabelledImages, test: LabelledImages, seed: int):
-        super().__init__(settings)
+    def __init__(self, settings: FewShotConfig, algo: str, train: LabelledImages, test: LabelledImages):
+        super().__init__(settings, algo)
         if settings.shots < max(INSTANCES_REPORTED):
             raise ValueError(f"MANN episodes need at least {max(INSTANCES_REPORTED)} instances per class "
                              f"(--shots) to report the 10th-presentation accuracy, got {settings.shots}")
         self.train_data, self.test_data = train, test
         self.sampler = EpisodicSampler(train.labels, ways=settings.ways, shots=settings.shots, queries=0)
         EpisodicSampler(test.labels, ways=settings.ways, shots=settings.shots, queries=0)  # fail early if too small
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator().manual_seed(settings.seed)
         size = settings.image_size ** 2
         models: dict[str, nn.Module] = {
             "mann": MANN(size, settings.ways, settings.controller_size, settings.memory_slots, settings.memory_width,
@@ -510,9 +482,9 @@ class MANNMetaLearning(_TrainedModule):
         sampler = EpisodicSampler(self.test_data.labels, ways=s.ways, shots=s.shots, queries=0)
         out: dict[int, list[np.ndarray]] = {k: [] for k in range(1, s.shots + 1)}
         with torch.no_grad():
-            for start in range(0, episodes, s.test_chunk):
+            for start in range(0, episodes, s.metatest_chunk):
                 inputs, previous, labels, presentation = self.sequences(
-                    self.test_data, sampler, rng, min(s.test_chunk, episodes - start))
+                    self.test_data, sampler, rng, min(s.metatest_chunk, episodes - start))
                 correct = (model(inputs, previous).argmax(-1) == labels).float()
                 for k in out:
                     mask = (presentation == k).float()
@@ -521,9 +493,9 @@ class MANNMetaLearning(_TrainedModule):
 
     def meta_test(self) -> dict[str, Any]:
         s = self.settings
-        result: dict[str, Any] = {"test_episodes": s.test_episodes, "ways": s.ways, "instances_per_class": s.shots}
+        result: dict[str, Any] = {"test_episodes": s.metatest_tasks, "ways": s.ways, "instances_per_class": s.shots}
         for name, model in self.module.models.items():
-            per_instance = self.per_instance_accuracy(model, s.test_episodes, s.test_seed)
+            per_instance = self.per_instance_accuracy(model, s.metatest_tasks, s.metatest_seed)
             stats = {k: mean_and_ci95(v) for k, v in per_instance.items()}
             entry = {"per_instance_accuracy": {str(k): stats[k][0] for k in stats},
                      "per_instance_accuracy_ci95": {str(k): stats[k][1] for k in stats}}

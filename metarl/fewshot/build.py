@@ -1,0 +1,41 @@
+"""Building a few-shot meta-algorithm from its settings (the launcher's few-shot kind).
+
+    metarl fewshot --algo maml --dataset sinusoid --seed 0 --logdir runs/maml-sin
+    metarl fewshot --algo protonet --dataset omniglot --seed 0 --logdir runs/proto
+    metarl fewshot --resume runs/proto          # continue a stopped run (or: metarl train --resume)
+
+The runs go through the shared launcher (:mod:`metarl.launcher`) and outer loop
+(:func:`metarl.training.run_meta_training`), like the RL algorithms.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from metarl.fewshot.config import FewShotConfig, check_algo_dataset
+from metarl.fewshot.learners import FewShotClassification, MANNMetaLearning, SinusoidMetaLearning
+from metarl.fewshot.omniglot import LabelledImages, default_omniglot_path, load_omniglot
+from metarl.training import MetaAlgorithm
+
+__all__ = ["build_algorithm", "omniglot_splits"]
+
+
+def omniglot_splits(settings: FewShotConfig) -> tuple[LabelledImages, LabelledImages]:
+    """(meta-training classes, held-out classes) of a run: split by alphabet, rotations for training only."""
+    path = Path(settings.data) if settings.data else default_omniglot_path()
+    characters = load_omniglot(path, settings.image_size)
+    train = characters.select_alphabets(settings.train_alphabets).classes(rotations=settings.rotations)
+    test = characters.select_alphabets(settings.test_alphabets).classes(rotations=False)
+    return train, test
+
+
+def build_algorithm(settings: FewShotConfig, algo: str) -> MetaAlgorithm:
+    """The :class:`~metarl.training.MetaAlgorithm` of few-shot learner ``algo`` (loads the data it needs)."""
+    settings.validate()
+    check_algo_dataset(algo, settings.dataset)
+    if settings.dataset == "sinusoid":
+        return SinusoidMetaLearning(settings, algo)
+    train, test = omniglot_splits(settings)
+    if algo == "mann":
+        return MANNMetaLearning(settings, algo, train, test)
+    return FewShotClassification(settings, algo, train, test)

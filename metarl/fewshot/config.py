@@ -1,0 +1,78 @@
+"""Settings of a few-shot run: :class:`FewShotConfig`, one dataclass for every few-shot learner.
+
+Each learner's settings per dataset (the ones behind ``docs/results/fewshot.md``) are presets in
+``metarl/presets/<algo>.yaml``, keyed by dataset.
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+from typing import Literal
+
+from metarl.config import RunConfig, field
+from metarl.fewshot.omniglot import SMALL1_ALPHABETS, SMALL2_ONLY_ALPHABETS
+
+__all__ = ["FewShotConfig", "FEWSHOT_ALGORITHMS", "GRADIENT_METHODS", "DATASETS", "check_algo_dataset"]
+
+FEWSHOT_ALGORITHMS = ("maml", "fomaml", "metasgd", "protonet", "mann")
+GRADIENT_METHODS = ("maml", "fomaml", "metasgd")
+DATASETS = ("sinusoid", "omniglot")
+
+
+def check_algo_dataset(algo: str, dataset: str) -> None:
+    """Raise ``ValueError`` if few-shot learner ``algo`` does not apply to ``dataset``."""
+    if dataset == "sinusoid" and algo not in GRADIENT_METHODS:
+        raise ValueError(f"--algo {algo} does not apply to --dataset sinusoid: protonet and mann are classifiers "
+                         "(use --dataset omniglot); sinusoid supports maml, fomaml and metasgd")
+
+
+@dataclass
+class FewShotConfig(RunConfig):
+    """Everything that defines a few-shot meta-training run (generic defaults; presets per algorithm and dataset)."""
+
+    dataset: Literal["sinusoid", "omniglot"] = field("sinusoid", "sinusoid regression or Omniglot classification")
+    iterations: int = field(3000, "meta-iterations (a resumed run may extend them)", bounds="[0, inf)")
+    checkpoint_every: int = field(100, "meta-iterations between checkpoints", bounds="[1, inf)")
+    metatest_seed: int = field(2024, "seed of the meta-test episodes (the same for every run)",
+                               bounds="[0, 4294967295]")
+    meta_batch_size: int = field(8, "tasks (episodes) per meta-iteration", bounds="[1, inf)")
+    ways: int = field(5, "classes per training episode (N); MANN: classes per sequence", bounds="[1, inf)")
+    shots: int = field(1, "support examples per class (K); sinusoid: support points per task; "
+                          "MANN: presentations of each class per sequence", bounds="[1, inf)")
+    queries: int = field(5, "query examples per class (sinusoid: per task) in training episodes", bounds="[0, inf)")
+    inner_lr: float = field(0.4, "inner step size alpha (Meta-SGD: initial learned step size)", bounds="(0, inf)")
+    inner_steps: int = field(1, "inner gradient steps in meta-training", bounds="[1, inf)")
+    metatest_steps: int = field(1, "inner gradient steps at meta-test (and validation)", bounds="[0, inf)")
+    outer_lr: float = field(1e-3, "Adam learning rate of the meta-update", bounds="(0, inf)")
+    grad_clip: float = field(0.0, "clip the meta-gradient norm to this value (0: no clipping)", bounds="[0, inf)")
+    metatest_tasks: int = field(1000, "meta-test episodes (sinusoid: tasks) per setting", bounds="[1, inf)")
+    metatest_queries: int = field(15, "query examples per class (sinusoid: per task) at meta-test",
+                                  bounds="[1, inf)")
+    metatest_chunk: int = field(50, "meta-test episodes evaluated together (memory/speed trade-off)",
+                                bounds="[1, inf)")
+    data: str | None = field(None, "Omniglot directory or zip (default: $METARL_OMNIGLOT or ../shared/data/omniglot)")
+    image_size: int = field(28, "Omniglot images are resized to image_size x image_size", bounds="[1, inf)")
+    rotations: bool = field(True, "add the 90/180/270-degree rotations of training characters as new classes")
+    augment: bool = field(True, "randomly rotate (+-10 deg), scale (0.9-1.1) and shift (+-2 px) every training image")
+    train_alphabets: tuple[str, ...] = field(SMALL1_ALPHABETS, "Omniglot alphabets used for meta-training")
+    test_alphabets: tuple[str, ...] = field(SMALL2_ONLY_ALPHABETS, "held-out Omniglot alphabets for the meta-test")
+    hidden: int = field(64, "Conv-4 filters per block", bounds="[1, inf)")
+    downsample: Literal["stride", "maxpool"] = field(
+        "stride", "Conv-4 downsampling: stride-2 convolutions (MAML paper's Omniglot net) or 2x2 max-pooling "
+                  "(ProtoNets' net, 1.6x the training time)")
+    controller_size: int = field(200, "MANN/LSTM controller hidden units", bounds="[1, inf)")
+    memory_slots: int = field(128, "MANN memory rows", bounds="[1, inf)")
+    memory_width: int = field(40, "MANN memory row length", bounds="[1, inf)")
+    read_heads: int = field(4, "MANN read heads", bounds="[1, inf)")
+    lstm_baseline: bool = field(True, "MANN: also train a plain LSTM on the same episodes as the baseline")
+
+    preset_key: typing.ClassVar[str] = "dataset"
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming any setting that cannot train."""
+        super().validate()
+        overlap = sorted(set(self.train_alphabets) & set(self.test_alphabets))
+        if overlap:
+            raise ValueError(f"alphabets {overlap} are both meta-training and held-out; the meta-test must use "
+                             "alphabets never seen in training")
