@@ -695,15 +695,15 @@ def episode_horizon(env: gym.Env) -> int:
     return int(horizon)
 
 
-def default_baselines(env: gym.Env) -> dict[str, BaselinePolicy]:
-    """The baselines for ``env``'s family (BernoulliBandit or TabularMDP)."""
+def default_baselines(env: gym.Env, episodes_per_trial: int = 1) -> dict[str, BaselinePolicy]:
+    """The baselines for ``env``'s family (BernoulliBandit or TabularMDP), for trials of ``episodes_per_trial``."""
     from metarl.envs.bandits import BernoulliBanditEnv
     from metarl.envs.tabular import TabularMDPEnv
 
     base = env.unwrapped
     horizon = episode_horizon(env)
-    if isinstance(base, BernoulliBanditEnv):
-        return bandit_baselines(base.k, horizon)
+    if isinstance(base, BernoulliBanditEnv):  # a bandit policy learns across the trial: all its pulls count
+        return bandit_baselines(base.k, horizon * episodes_per_trial)
     if isinstance(base, TabularMDPEnv):
         return tabular_mdp_baselines(base.num_states, base.num_actions, horizon, base.reward_noise_std)
     raise ValueError(f"no default baselines for {type(base).__name__}; pass baselines={{name: policy}}")
@@ -790,7 +790,7 @@ def evaluate_baselines(env_id: str, env_kwargs: Mapping[str, Any] | None, tasks:
     env = env_fn()
     check_task_family(env)
     horizon = episode_horizon(env)
-    policies = dict(baselines) if baselines is not None else default_baselines(env)
+    policies = dict(baselines) if baselines is not None else default_baselines(env, episodes_per_trial)
     env.close()
     backend = make_batched_env(env_fn, tasks, 1)
     seeds = rng.integers(0, 2**31 - 1, size=(episodes_per_trial, len(tasks)))

@@ -24,7 +24,11 @@ returns the threaded batched backend (:class:`metarl.envs.mujoco_batched.MujocoB
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 import mujoco
@@ -66,6 +70,32 @@ def _reject_kwargs(family: str, kwargs: dict[str, Any], names: Sequence[str], wh
         raise TypeError(f"{family} does not take {', '.join(given)}: {why}")
 
 
+
+@contextlib.contextmanager
+def _without_settotalmass_notice() -> Iterator[None]:
+    """Drop MuJoCo's "compiler attribute 'settotalmass' is deprecated" notice (printed by its C library to the
+    process's stderr when Gymnasium's v5 XML is compiled, i.e. into a user's progress bar); any other output
+    of the block still reaches stderr."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # stderr is not a real file (e.g. captured): nothing to filter
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), fd)
+        try:
+            yield
+        finally:
+            os.dup2(saved, fd)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read().decode(errors="replace")
+            kept = "\n".join(line for line in text.splitlines() if "settotalmass" not in line and line.strip())
+            if kept:
+                sys.stderr.write(kept + "\n")
+
 class _MujocoFamily(TaskFamily):
     """What every locomotion family shares: instability reporting, the batched backend, pickling.
 
@@ -88,7 +118,8 @@ class _MujocoFamily(TaskFamily):
                                        or frame_skip < 1):
             raise ValueError(f"{self.family_name}: frame_skip must be a positive integer (physics steps per env "
                              f"step), got {frame_skip!r}; e.g. frame_skip=1 for the original MAML-RL cheetah's dt")
-        env_class.__init__(self, **kwargs)
+        with _without_settotalmass_notice():
+            env_class.__init__(self, **kwargs)
 
     def _finish_init(self, init_kwargs: dict[str, Any], default_task: Task) -> None:
         # The v5 __init__ recorded its own positional arguments for pickling; record ours instead.
@@ -100,6 +131,9 @@ class _MujocoFamily(TaskFamily):
         observation, reward, terminated, truncated, info = super().step(action)
         unstable = simulation_unstable(self.data)
         info["mujoco_instability"] = unstable
+        if unstable:  # the episode ends here; its last step reports finite values, not the blow-up's NaN
+            observation = np.nan_to_num(observation, nan=0.0, posinf=0.0, neginf=0.0)
+            reward = reward if np.isfinite(reward) else 0.0
         return observation, float(reward), bool(terminated), bool(truncated) or unstable, info
 
     def batched(self, tasks: Sequence[Task], episodes_per_task: int, *,

@@ -256,6 +256,10 @@ class MujocoBatchedEnv(BatchedEnv):
         reward, terminated = self._env._batched_transition(before, after, actions, self._task_values)
         observation = self._env._batched_observation(after)
         self._unstable |= np.any(self._warnings[:, INSTABILITY_WARNINGS] > 0, axis=1)
+        if self._unstable.any():  # as the single env: finite values on the step that ends a blown-up episode
+            observation[self._unstable] = np.nan_to_num(observation[self._unstable], nan=0.0, posinf=0.0,
+                                                        neginf=0.0)
+            reward = np.where(self._unstable & ~np.isfinite(reward), 0.0, reward)
         truncated = self._unstable.copy()
         return observation, reward, terminated, truncated, {"mujoco_instability": self._unstable.copy()}
 

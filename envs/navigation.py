@@ -71,7 +71,12 @@ class Navigation2DEnv(TaskFamily, gym.Env):
         return self._position.astype(np.float32), {}
 
     def step(self, action):
-        action = np.clip(np.asarray(action, dtype=np.float64), -self.max_action, self.max_action)
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != (2,):
+            raise ValueError(f"Navigation2D actions have shape (2,), got {action.shape}")
+        if not np.all(np.isfinite(action)):
+            raise ValueError(f"Navigation2D action must be finite, got {action.tolist()}")
+        action = np.clip(action, -self.max_action, self.max_action)
         self._position = self._position + action
         delta = self._position - self._goal
         reward = -float(np.sqrt(np.sum(delta**2)))

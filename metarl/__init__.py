@@ -1,8 +1,13 @@
 """metarl: meta-reinforcement learning and meta-learning on current Gymnasium, MuJoCo and PyTorch.
 
 Importing ``metarl`` registers its task families with Gymnasium (``metarl/Navigation2D-v0``
-and the others listed by :func:`metarl.list_families`).
+and the others listed by :func:`metarl.list_families`). :func:`make_algorithm` builds any learner with
+the settings ``metarl train`` would use, :func:`load_run` gives back a trained one, and
+``metarl.fewshot.load_learner`` a few-shot learner ready to adapt (submodules load on first use).
 """
+
+import importlib
+from typing import Any
 
 from metarl.tasks import (
     REQUIRED_TASK_METHODS,
@@ -19,6 +24,9 @@ __version__ = "0.1.0"
 import metarl.envs  # noqa: E402,F401  (registers the families)
 
 __all__ = [
+    "make_algorithm",
+    "load_run",
+    "run_meta_training",
     "Task",
     "TaskFamily",
     "TaskParam",
@@ -28,3 +36,16 @@ __all__ = [
     "make_env",
     "__version__",
 ]
+
+
+_LAZY = {"make_algorithm": "metarl.launcher", "load_run": "metarl.launcher", "run_meta_training": "metarl.training"}
+_SUBMODULES = ("fewshot", "agents", "launcher", "training", "presets", "config")
+
+
+def __getattr__(name: str) -> Any:
+    """``metarl.fewshot``, ``metarl.load_run``, ... without importing torch-heavy modules up front."""
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"metarl.{name}")
+    raise AttributeError(f"module 'metarl' has no attribute {name!r}")

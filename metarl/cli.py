@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import sys
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -57,7 +56,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     import gymnasium as gym
     import yaml
 
-    warnings.filterwarnings("ignore", message=".*settotalmass.*")  # MuJoCo's model-load notice, not the user's
     try:
         return _dispatch(command, rest)
     except NonFiniteError as exc:

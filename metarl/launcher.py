@@ -194,6 +194,9 @@ def parse_env_kwargs(items: Sequence[str] | None) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key.isidentifier():
             raise ValueError(f"--env-kwargs expects key=value pairs, got {item!r}")
+        if value.strip().lower() in ("nan", "inf", "-inf", "+inf"):
+            out[key] = float(value)
+            continue
         try:
             out[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):

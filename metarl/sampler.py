@@ -108,8 +108,16 @@ class EpisodeSampler:
         return make_env(self.env_id, **self._make_kwargs)
 
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[Any]:
-        """``n`` tasks from the family, drawn with ``rng``."""
-        return list(self.family.sample_tasks(n, check_rng(rng)))
+        """``n`` tasks from the family, drawn with ``rng``.
+
+        Raises:
+            ValueError: the family's ``sample_tasks`` returned another number of tasks.
+        """
+        tasks = list(self.family.sample_tasks(n, check_rng(rng)))
+        if len(tasks) != n:
+            raise ValueError(f"{self.env_id}: sample_tasks({n}) returned {len(tasks)} tasks; a family must return "
+                             "exactly the number asked for")
+        return tasks
 
     def backend(self, tasks: Sequence[Any], episodes_per_task: int) -> BatchedEnv:
         """The (cached) batched backend for this many tasks and episodes, set to ``tasks``."""
@@ -138,6 +146,7 @@ class EpisodeSampler:
         generator = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
         start = time.perf_counter()
         obs = backend.reset(seeds)
+        self._check_observations(obs, np.ones(n_sims, dtype=bool), tasks, n_eps, "reset")
         obs_shape = obs.shape[1:]
         observations = torch.zeros((horizon, n_sims, *obs_shape), dtype=torch.float32)
         rewards = torch.zeros((horizon, n_sims), dtype=torch.float32)
@@ -167,6 +176,8 @@ class EpisodeSampler:
                 raise NonFiniteError(
                     f"non-finite reward from {self.env_id} at step {t} of task {tasks[bad // n_eps]!r}"
                 )
+            alive_next = valid & ~np.asarray(terminated, dtype=bool) & ~np.asarray(truncated, dtype=bool)
+            self._check_observations(obs, alive_next, tasks, n_eps, f"step {t}")
             mask[t] = torch.as_tensor(valid, dtype=torch.float32)
             rewards[t] = torch.as_tensor(np.where(valid, reward, 0.0), dtype=torch.float32)
             truncated_any |= alive & np.asarray(truncated, dtype=bool)
@@ -190,6 +201,17 @@ class EpisodeSampler:
             tasks=list(tasks),
             truncated=torch.as_tensor(truncated_any).reshape(n_tasks, n_eps),
         )
+
+    def _check_observations(self, obs: np.ndarray, used: np.ndarray, tasks: Sequence[Any], n_eps: int,
+                            when: str) -> None:
+        """Raise naming the family if an observation the policy will read is not finite."""
+        if np.issubdtype(np.asarray(obs).dtype, np.floating):
+            bad = ~np.all(np.isfinite(np.asarray(obs).reshape(len(used), -1)), axis=1) & used
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise NonFiniteError(f"non-finite observation from {self.env_id} at {when} of task "
+                                     f"{tasks[i // n_eps]!r}: the family returned it (check its step/reset), "
+                                     "before any policy acted on it")
 
     def close(self) -> None:
         """Close the envs."""

@@ -38,6 +38,8 @@ __all__ = [
     "check_positive_int",
     "list_families",
     "make_env",
+    "check_env_kwargs",
+    "tasks_to_json",
     "NAMESPACE",
 ]
 
@@ -259,15 +261,76 @@ def list_families(namespace: str = NAMESPACE) -> list[str]:
     return sorted(k for k, spec in gym.registry.items() if spec.namespace == namespace)
 
 
+def _entry_point_hints(env_id: str) -> tuple[dict[str, Any], set[str] | None]:
+    """Annotations of the family's constructor kwargs, and their names (``None`` if it takes ``**kwargs``)."""
+    import inspect
+    import typing
+
+    spec = gym.registry.get(env_id)
+    entry = spec.entry_point if spec is not None else None
+    if isinstance(entry, str):
+        module, _, attr = entry.partition(":")
+        try:
+            entry = getattr(__import__(module, fromlist=[attr]), attr)
+        except (ImportError, AttributeError):
+            return {}, None
+    if entry is None:
+        return {}, None
+    init = entry.__init__ if isinstance(entry, type) else entry
+    try:
+        hints = typing.get_type_hints(init)
+        params = inspect.signature(init).parameters
+    except (TypeError, ValueError, NameError):
+        return {}, None
+    names = None if any(p.kind is p.VAR_KEYWORD for p in params.values()) else \
+        {n for n in params if n != "self"}
+    return hints, names
+
+
+def check_env_kwargs(env_id: str, kwargs: Mapping[str, Any]) -> None:
+    """Reject family kwargs that cannot work, naming them: a wrong type for an annotated kwarg, a NaN,
+    an infinite scalar, a ``*_range`` pair that is not increasing, a name the family does not take.
+
+    Raises:
+        ValueError: naming the kwarg and the family.
+    """
+    hints, names = _entry_point_hints(env_id)
+    for key, value in kwargs.items():
+        if key in ("max_episode_steps", "render_mode"):
+            continue
+        if names is not None and key not in names:
+            raise ValueError(f"{env_id} takes no kwarg {key!r}; it takes {sorted(names)}")
+        hint = hints.get(key)
+        where = f"env kwarg {key} of {env_id}"
+        if hint in (float, int) and (isinstance(value, bool) or not isinstance(value, (int, float, np.number))):
+            raise ValueError(f"{where} must be a number, got {value!r}")
+        if hint is bool and not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"{where} must be True or False, got {value!r}")
+        if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+            raise ValueError(f"{where} must be a finite number, got {value!r}")
+        if isinstance(value, (tuple, list)) and any(isinstance(v, float) and math.isnan(v) for v in value):
+            raise ValueError(f"{where} holds NaN: {value!r}")
+        if key.endswith("_range") and isinstance(value, (tuple, list)) and len(value) == 2 \
+                and all(isinstance(v, (int, float)) for v in value) and not value[0] < value[1]:
+            raise ValueError(f"{where} must be an increasing (low, high) pair, got {value!r}")
+
+
 def make_env(env_id: str, **kwargs: Any) -> gym.Env:
     """``gymnasium.make`` with errors that say what to do.
 
     Accepts Gymnasium's module-prefixed ids (``"mypkg.families:MyFamily-v0"``), which import
-    the user's module (registering their family) first.
+    the user's module (registering their family) first; its kwargs are checked first
+    (:func:`check_env_kwargs`).
     """
     if not isinstance(env_id, str) or not env_id:
         raise ValueError(f"env id must be a non-empty string, got {env_id!r}")
+    module = env_id.partition(":")[0] if ":" in env_id else None
     try:
+        if module is not None:
+            import importlib
+
+            importlib.import_module(module)
+        check_env_kwargs(env_id.split(":")[-1], kwargs)
         return gym.make(env_id, **kwargs)
     except (gym.error.NameNotFound, gym.error.NamespaceNotFound, gym.error.VersionNotFound,
             gym.error.UnregisteredEnv) as exc:
@@ -277,9 +340,35 @@ def make_env(env_id: str, **kwargs: Any) -> gym.Env:
             "'your.module:YourFamily-v0' so the module is imported first"
         ) from exc
     except ModuleNotFoundError as exc:
-        raise ValueError(f"cannot import the module named in env id {env_id!r}: {exc}") from exc
+        if module is not None and exc.name == module.split(".")[0] or exc.name == module:
+            import sys
+
+            looked = ", ".join(p or "." for p in sys.path[:4])
+            raise ValueError(f"cannot import module {module!r} named in env id {env_id!r}: no {module}.py or package "
+                             f"on the import path (looked in {looked}, ...); run from the directory holding it or add "
+                             "that directory to PYTHONPATH") from exc
+        raise ValueError(f"importing the module of env id {env_id!r} failed: {exc}") from exc
+    except TypeError as exc:
+        if "unexpected keyword argument" in str(exc):
+            raise ValueError(f"{env_id} rejected its kwargs: {exc}") from exc
+        raise
 
 
 def tasks_to_json(tasks: Sequence[Any]) -> list[Any]:
-    """Serialise tasks for logs (Task objects via ``to_json``, anything else via ``repr``)."""
-    return [t.to_json() if isinstance(t, Task) else repr(t) for t in tasks]
+    """Serialise tasks for logs: Task objects via ``to_json``, numbers as numbers, arrays as lists,
+    anything else via ``repr``."""
+    out: list[Any] = []
+    for t in tasks:
+        if isinstance(t, Task):
+            out.append(t.to_json())
+        elif isinstance(t, (bool, np.bool_)):
+            out.append(bool(t))
+        elif isinstance(t, (int, float, np.integer, np.floating)):
+            out.append(t.item() if isinstance(t, np.generic) else t)
+        elif isinstance(t, (np.ndarray, list, tuple)):
+            out.append(np.asarray(t).tolist())
+        elif isinstance(t, (str, dict)):
+            out.append(t)
+        else:
+            out.append(repr(t))
+    return out

@@ -43,6 +43,8 @@ class FewShotConfig(RunConfig):
     queries: int = field(5, "query examples per class (sinusoid: per task) in training episodes", bounds="[0, inf)")
     inner_lr: float = field(0.4, "inner step size alpha (Meta-SGD: initial learned step size)", bounds="(0, inf)")
     inner_steps: int = field(1, "inner gradient steps in meta-training", bounds="[1, inf)")
+    multi_step_loss: bool = field(False, "gradient learners: average the query loss over the states after each inner "
+                                         "step (MAML++'s multi-step loss), so that every step count is trained")
     metatest_steps: int = field(1, "inner gradient steps at meta-test (and validation)", bounds="[0, inf)")
     outer_lr: float = field(1e-3, "Adam learning rate of the meta-update", bounds="(0, inf)")
     grad_clip: float = field(0.0, "clip the meta-gradient norm to this value (0: no clipping)", bounds="[0, inf)")

@@ -123,6 +123,32 @@ class GradientLearner(nn.Module):
             step_size=self.step_size(), first_order=self.first_order if first_order is None else first_order,
         )
 
+    def adapt_tasks_each_step(self, support_inputs: torch.Tensor, support_targets: torch.Tensor, *, steps: int,
+                              ways: int | None = None) -> list[Params]:
+        """The adapted parameters of a stack of tasks after each of ``steps`` inner steps (differentiable)."""
+        params, batched, states = self.initial_parameters(ways), False, []
+        for _ in range(steps):
+            params = adapt_batch(self.loss, params, (support_inputs, support_targets), steps=1,
+                                 step_size=self.step_size(), first_order=self.first_order, batched_params=batched)
+            states.append(params)
+            batched = True
+        return states
+
+    def query_loss(self, support_inputs: torch.Tensor, support_targets: torch.Tensor, query_inputs: torch.Tensor,
+                   query_targets: torch.Tensor, *, steps: int, multi_step: bool, ways: int | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean query loss over tasks after ``steps`` inner steps, and the query outputs after the last step.
+
+        With ``multi_step`` the loss is the mean over the states after each step (MAML++'s multi-step loss,
+        Antoniou et al. 2019): every step count is trained, not only the last.
+        """
+        if multi_step:
+            states = self.adapt_tasks_each_step(support_inputs, support_targets, steps=steps, ways=ways)
+        else:
+            states = [self.adapt_tasks(support_inputs, support_targets, steps=steps, ways=ways)]
+        losses = [vmap(self.loss)(state, (query_inputs, query_targets)).mean() for state in states]
+        return torch.stack(losses).mean(), vmap(self.predict)(states[-1], query_inputs)
+
     def adapt_one(self, support_inputs: torch.Tensor, support_targets: torch.Tensor, *, steps: int,
                   ways: int | None = None) -> Params:
         """Adapted parameters for one task (no task axis)."""
@@ -269,9 +295,8 @@ class SinusoidMetaLearning(_TrainedModule):
     def meta_train_step(self, rng: np.random.Generator) -> dict[str, float]:
         s = self.settings
         batch = self.tasks.sample(rng, s.meta_batch_size, s.shots, s.queries)
-        adapted = self.module.adapt_tasks(batch.support_inputs, batch.support_labels, steps=s.inner_steps)
-        query_losses = vmap(self.module.loss)(adapted, (batch.query_inputs, batch.query_labels))
-        loss = query_losses.mean()
+        loss, _ = self.module.query_loss(batch.support_inputs, batch.support_labels, batch.query_inputs,
+                                         batch.query_labels, steps=s.inner_steps, multi_step=s.multi_step_loss)
         self._step(loss)
         return {"train/query_mse": loss.item(), "samples": s.meta_batch_size * (s.shots + s.queries)}
 
@@ -366,8 +391,12 @@ class FewShotClassification(_TrainedModule):
         if s.augment:
             batch = batch._replace(support_inputs=random_affine(batch.support_inputs, rng),
                                    query_inputs=random_affine(batch.query_inputs, rng))
-        logits = classifier_query_logits(self.module, batch, s.ways, steps=s.inner_steps)
-        loss = F.cross_entropy(logits.flatten(0, 1), batch.query_labels.flatten())
+        if s.multi_step_loss and isinstance(self.module, GradientLearner):
+            loss, logits = self.module.query_loss(batch.support_inputs, batch.support_labels, batch.query_inputs,
+                                                  batch.query_labels, steps=s.inner_steps, multi_step=True, ways=s.ways)
+        else:
+            logits = classifier_query_logits(self.module, batch, s.ways, steps=s.inner_steps)
+            loss = F.cross_entropy(logits.flatten(0, 1), batch.query_labels.flatten())
         self._step(loss)
         images = s.meta_batch_size * s.ways * (s.shots + s.queries)
         return {"train/query_loss": loss.item(), "train/query_accuracy": float(_accuracy(logits, batch.query_labels).mean()),
