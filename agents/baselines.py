@@ -47,14 +47,13 @@ from __future__ import annotations
 import abc
 import functools
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-from metarl.batched import BatchedEnv, make_batched_env
 from metarl.tasks import Task, check_positive_int, check_rng, check_task_family, make_env
 
 __all__ = [
@@ -77,7 +76,7 @@ __all__ = [
     "episode_horizon",
     "BaselineResult",
     "evaluate_baselines",
-    "run_trials",
+    "BaselineActor",
 ]
 
 
@@ -709,39 +708,40 @@ def default_baselines(env: gym.Env, episodes_per_trial: int = 1) -> dict[str, Ba
     raise ValueError(f"no default baselines for {type(base).__name__}; pass baselines={{name: policy}}")
 
 
-def run_trials(backend: BatchedEnv, policy: BaselinePolicy, seeds: np.ndarray, horizon: int,
-               rng: np.random.Generator) -> np.ndarray:
-    """Run one trial per simulation of ``backend``: ``len(seeds)`` episodes, learning kept across them.
+class BaselineActor:
+    """A baseline as the shared sampler's act function over RL^2 trials (one trial per simulation).
+
+    It reads the raw observation out of the RL^2 input, starts a new episode of its policy when the
+    trial's inner episode changes, and learns from every transition the sampler shows it
+    (:meth:`observe`), so its knowledge persists across the episodes of a trial as an RL^2 policy's does.
 
     Args:
-        backend: batched env with one simulation per trial.
-        policy: the baseline (reset here).
-        seeds: ``(episodes, num_envs)`` reset seeds, episode by episode.
-        horizon: steps per episode at most.
-        rng: the policy's generator.
-
-    Returns:
-        Undiscounted episode returns, ``(episodes, num_envs)``.
+        policy: the baseline (reset here for the backend's simulations).
+        backend: the trial backend the sampler steps (:class:`~metarl.wrappers.RL2TrialBatchedEnv`).
+        rng: the policy's own generator.
     """
-    seeds = np.asarray(seeds)
-    if seeds.ndim != 2 or seeds.shape[1] != backend.num_envs:
-        raise ValueError(f"seeds must have shape (episodes, {backend.num_envs}), got {seeds.shape}")
-    returns = np.zeros(seeds.shape)
-    policy.reset(backend.num_envs, rng)
-    for episode, episode_seeds in enumerate(seeds):
-        obs = backend.reset(episode_seeds)
-        policy.start_episode()
-        active = np.ones(backend.num_envs, dtype=bool)
-        for _ in range(horizon):
-            actions = policy.act(obs)
-            next_obs, rewards, terminated, truncated, _ = backend.step(actions)
-            returns[episode] += np.where(active, rewards, 0.0)
-            policy.update(obs, actions, rewards, next_obs, active)
-            active &= ~(np.asarray(terminated) | np.asarray(truncated))
-            if not active.any():
-                break
-            obs = next_obs
-    return returns
+
+    def __init__(self, policy: BaselinePolicy, backend: Any, rng: np.random.Generator):
+        self.policy, self.backend = policy, backend
+        policy.reset(backend.num_envs, rng)
+        self._episode = -1
+        self._obs: np.ndarray | None = None
+
+    def __call__(self, obs: Any, generator: Any) -> Any:
+        import torch
+
+        lead = obs.shape[:2]
+        self._obs = obs.reshape(-1, obs.shape[-1]).numpy()[:, self.backend.inputs.obs_slice]
+        if self.backend.episode_index != self._episode:
+            self._episode = self.backend.episode_index
+            self.policy.start_episode()
+        actions = np.asarray(self.policy.act(self._obs))
+        return torch.as_tensor(actions).reshape(*lead, *actions.shape[1:])
+
+    def observe(self, actions: np.ndarray, rewards: np.ndarray, info: Mapping[str, Any], valid: np.ndarray) -> None:
+        """Learn from the step just taken (``valid``: the simulations that moved)."""
+        self.policy.update(self._obs, actions.reshape(len(valid), *actions.shape[2:]), rewards,
+                           info["observation"], valid)
 
 
 @dataclass(frozen=True)
@@ -763,8 +763,9 @@ class BaselineResult:
 
 def evaluate_baselines(env_id: str, env_kwargs: Mapping[str, Any] | None, tasks: Sequence[Task],
                        episodes_per_trial: int, rng: np.random.Generator,
-                       baselines: Mapping[str, BaselinePolicy] | None = None) -> dict[str, BaselineResult]:
-    """Run every baseline for one trial on each task, on the family's batched env.
+                       baselines: Mapping[str, BaselinePolicy] | None = None,
+                       max_episode_steps: int | None = None) -> dict[str, BaselineResult]:
+    """Run every baseline for one trial on each task, through the shared sampler (as RL^2 is run).
 
     All baselines see the same reset seeds (common random numbers), so their differences are
     less noisy than independent runs would be.
@@ -777,30 +778,32 @@ def evaluate_baselines(env_id: str, env_kwargs: Mapping[str, Any] | None, tasks:
             in the RL^2 paper).
         rng: source of the reset seeds and of the baselines' own randomness.
         baselines: ``{name: policy}``; default :func:`default_baselines` for the family.
+        max_episode_steps: inner-episode horizon (default: the family's).
 
     Returns:
         ``{name: BaselineResult}``.
     """
+    from metarl.wrappers import RL2TrialSampler
+
     episodes_per_trial = check_positive_int("episodes_per_trial", episodes_per_trial)
     rng = check_rng(rng)
     if len(tasks) == 0:
         raise ValueError("need at least one task to evaluate baselines on")
-    kwargs = dict(env_kwargs or {})
-    env_fn: Callable[[], gym.Env] = lambda: make_env(env_id, **kwargs)  # noqa: E731
-    env = env_fn()
-    check_task_family(env)
-    horizon = episode_horizon(env)
-    policies = dict(baselines) if baselines is not None else default_baselines(env, episodes_per_trial)
-    env.close()
-    backend = make_batched_env(env_fn, tasks, 1)
-    seeds = rng.integers(0, 2**31 - 1, size=(episodes_per_trial, len(tasks)))
-    results = {}
-    for (name, policy), policy_rng in zip(policies.items(), rng.spawn(len(policies))):
-        returns = run_trials(backend, policy, seeds, horizon, policy_rng)
-        totals = returns.sum(axis=0)
-        stderr = float(totals.std(ddof=1) / math.sqrt(len(totals))) if len(totals) > 1 else float("nan")
-        results[name] = BaselineResult(float(totals.mean()), stderr, returns.mean(axis=1), totals)
-    backend.close()
+    sampler = RL2TrialSampler(env_id, dict(env_kwargs or {}), episodes_per_trial=episodes_per_trial,
+                              max_episode_steps=max_episode_steps)
+    try:
+        policies = dict(baselines) if baselines is not None else default_baselines(sampler.env, episodes_per_trial)
+        trial_seed = int(rng.integers(0, 2**63 - 1))  # the same trials (reset seeds) for every baseline
+        results = {}
+        for (name, policy), policy_rng in zip(policies.items(), rng.spawn(len(policies))):
+            actor = BaselineActor(policy, sampler.backend(tasks, 1), policy_rng)
+            trials = sampler.sample(actor, tasks, 1, np.random.default_rng(trial_seed))
+            returns = sampler.episode_returns_by_index(trials.rewards)[:, 0].double().numpy()  # (tasks, episodes)
+            totals = returns.sum(axis=1)
+            stderr = float(totals.std(ddof=1) / math.sqrt(len(totals))) if len(totals) > 1 else float("nan")
+            results[name] = BaselineResult(float(totals.mean()), stderr, returns.mean(axis=0), totals)
+    finally:
+        sampler.close()
     return results
 
 

@@ -314,7 +314,7 @@ class RL2PPO(MetaAlgorithm):
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         n = len(batch)
-        stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "entropy", "approx_kl",
+        stats: dict[str, list[float]] = {k: [] for k in ("policy_gradient_loss", "value_loss", "entropy_loss", "approx_kl",
                                                           "clip_fraction", "grad_norm")}
         for _ in range(cfg.ppo_epochs):
             perm = torch.randperm(n, generator=generator)
@@ -340,9 +340,9 @@ class RL2PPO(MetaAlgorithm):
                 check_finite(grad_norm, "RL^2 PPO gradient")
                 self.optimizer.step()
                 with torch.no_grad():
-                    stats["policy_loss"].append(float(policy_loss))
+                    stats["policy_gradient_loss"].append(float(policy_loss))
                     stats["value_loss"].append(float(value_loss))
-                    stats["entropy"].append(float(entropy))
+                    stats["entropy_loss"].append(-float(entropy))
                     stats["approx_kl"].append(float(masked_mean((ratio - 1) - log_ratio, mask)))
                     clipped = ((ratio - 1).abs() > cfg.clip_range).float()
                     stats["clip_fraction"].append(float(masked_mean(clipped, mask)))
@@ -352,6 +352,8 @@ class RL2PPO(MetaAlgorithm):
         explained = 1.0 - float((flat_returns - flat_values).var()) / var if var > 0 else float("nan")
         out = {f"train/{k}": float(np.mean(v)) for k, v in stats.items()}
         out.update({"train/explained_variance": explained, "train/learning_rate": lr, "train/ent_coef": ent_coef})
+        if not self.net.discrete:
+            out["train/std"] = float(torch.exp(self.net.log_std.detach()).mean())
         return out
 
     # ----- meta-test -----------------------------------------------------------------------------------
@@ -360,19 +362,17 @@ class RL2PPO(MetaAlgorithm):
         from metarl.agents.baselines import default_baselines, evaluate_baselines
 
         cfg = self.cfg
-        env_kwargs = dict(cfg.env_kwargs)
-        if cfg.max_episode_steps is not None:
-            env_kwargs["max_episode_steps"] = cfg.max_episode_steps
         probe = self.sampler.env_fn()
         try:
-            default_baselines(probe)
+            default_baselines(probe, cfg.episodes_per_trial)
             has_baselines = True
         except ValueError:
             has_baselines = False
         finally:
             probe.close()
         if has_baselines:
-            results = evaluate_baselines(cfg.env, env_kwargs, tasks, cfg.episodes_per_trial, rng)
+            results = evaluate_baselines(cfg.env, cfg.env_kwargs, tasks, cfg.episodes_per_trial, rng,
+                                         max_episode_steps=cfg.max_episode_steps)
             out = {}
             for name, result in results.items():
                 # evaluate_baselines keeps the totals per task and the episode means over tasks

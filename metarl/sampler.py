@@ -133,13 +133,15 @@ class EpisodeSampler:
         """Roll out ``episodes_per_task`` episodes of every task with ``act_fn``.
 
         Reset seeds and the action-noise generator are drawn from ``rng``, so the same generator
-        state gives the same episodes.
+        state gives the same episodes. An ``act_fn`` with an ``observe(actions, rewards, info, valid)``
+        method is shown every transition after the step (``valid``: the simulations that really moved).
         """
         check_positive_int("episodes_per_task", episodes_per_task)
         if len(tasks) == 0:
             raise ValueError("need at least one task to sample")
         rng = check_rng(rng)
         backend = self.backend(tasks, episodes_per_task)
+        observe = getattr(act_fn, "observe", None)
         n_tasks, n_eps, horizon = len(tasks), episodes_per_task, self.horizon
         n_sims = n_tasks * n_eps
         seeds = rng.integers(0, 2**31 - 1, size=n_sims)
@@ -171,6 +173,8 @@ class EpisodeSampler:
                 )
             obs, reward, terminated, truncated, info = backend.step(act.numpy())
             valid = alive & np.asarray(info["valid"], dtype=bool) if "valid" in info else alive
+            if observe is not None:  # an act function that learns from its transitions (e.g. a classic baseline)
+                observe(act.numpy(), np.asarray(reward), info, valid)
             if not np.all(np.isfinite(reward[valid])):
                 bad = int(np.flatnonzero(~np.isfinite(reward) & valid)[0])
                 raise NonFiniteError(

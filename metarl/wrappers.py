@@ -298,6 +298,7 @@ class RL2TrialBatchedEnv(BatchedEnv):
         valid = self.active
         obs, reward, terminated, truncated, _ = self.env.step(actions)
         obs = np.asarray(obs, dtype=np.float32).reshape(self.num_envs, -1)
+        next_observation = obs.copy()  # the transition's own next state, before a new inner episode resets it
         reward = np.where(valid, np.asarray(reward, dtype=np.float64), 0.0)
         self._t += 1
         slot_over = self._t >= self.horizon
@@ -320,7 +321,7 @@ class RL2TrialBatchedEnv(BatchedEnv):
         dones = np.full(self.num_envs, 1.0) if slot_over else ended.astype(np.float64)
         out = self.inputs.compose(self._last_obs, self._prev_actions, self._prev_rewards, dones)
         no = np.zeros(self.num_envs, dtype=bool)
-        return out, reward, trial_ends, no, {"valid": valid, "episode_ended": ended}
+        return out, reward, trial_ends, no, {"valid": valid, "episode_ended": ended, "observation": next_observation}
 
     def close(self) -> None:
         self.env.close()

@@ -13,3 +13,41 @@ def test_thread_benchmark_measures_idle_and_loaded(tmp_path):
     rows = module.main(["--threads", "1", "--iterations", "1", "--json", str(out)])
     assert set(rows[1]) == {"idle", "loaded"} and all(v > 0 for v in rows[1].values())
     assert json.loads(out.read_text())["1"]["idle"] == rows[1]["idle"]
+
+
+def _documented(tag: str, doc: str) -> bool:
+    import re
+
+    generic = re.sub(r"\d+", "{k}", tag)
+    prefix = tag.split("/")[0]
+    parent = tag.rsplit("/", 1)[0]
+    return f"`{tag}`" in doc or f"`{generic}`" in doc or f"`{prefix}/*`" in doc or f"`{parent}/<" in doc \
+        or f"`{tag}`".replace("_", "") in doc.replace("_", "") or tag in doc
+
+
+def test_every_tensorboard_tag_is_documented(tmp_path):
+    """Tiny runs of each kind; every scalar tag they write appears in docs/tensorboard.md."""
+    from metarl.cli import main
+    from tests.conftest import REPO
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    doc = (REPO / "docs" / "tensorboard.md").read_text()
+    runs = {
+        "maml": ["train", "--algo", "maml-ppo", "--meta-batch-size", "2", "--episodes-per-task", "2",
+                 "--max-episode-steps", "5", "--hidden-sizes", "8", "--metatest-tasks", "2", "--inner-steps", "2",
+                 "--eval-every", "1", "--eval-tasks", "2"],
+        "trpo": ["train", "--algo", "maml-trpo", "--meta-batch-size", "2", "--episodes-per-task", "2",
+                 "--max-episode-steps", "5", "--hidden-sizes", "8", "--metatest-tasks", "2", "--cg-iters", "2"],
+        "rl2": ["train", "--algo", "rl2-ppo", "--meta-batch-size", "2", "--num-minibatches", "1", "--hidden-size", "8",
+                "--metatest-tasks", "2", "--max-episode-steps", "5"],
+        "sin": ["fewshot", "--algo", "maml", "--dataset", "sinusoid", "--metatest-tasks", "5", "--eval-every", "1",
+                "--eval-tasks", "5"],
+    }
+    missing = []
+    for name, argv in runs.items():
+        logdir = tmp_path / name
+        assert main([*argv, "--iterations", "2", "--logdir", str(logdir), "--no-progress"]) == 0, name
+        ea = EventAccumulator(str(logdir))
+        ea.Reload()
+        missing += [f"{name}: {tag}" for tag in ea.Tags()["scalars"] if not _documented(tag, doc)]
+    assert not missing, missing

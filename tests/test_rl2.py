@@ -137,7 +137,7 @@ def test_resume_gives_the_same_curve_and_weights_as_an_uninterrupted_run(tmp_pat
     full = _train(cfg, tmp_path / "full", 3)
     _train(cfg, tmp_path / "split", 2)
     resumed = _train(cfg, tmp_path / "split", 3, resume=True)
-    for tag in ("rollout/trial_return", "train/policy_loss", "train/value_loss"):
+    for tag in ("rollout/trial_return", "train/policy_gradient_loss", "train/value_loss"):
         assert scalars(tmp_path / "split", tag) == scalars(tmp_path / "full", tag)
     assert len(scalars(tmp_path / "full", "rollout/trial_return")) == 3
     assert resumed["mean_total_return"] == full["mean_total_return"]
