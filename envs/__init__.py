@@ -10,33 +10,34 @@ import gymnasium as gym
 
 _FAMILIES: dict[str, dict] = {
     "metarl/Navigation2D-v0": dict(entry_point="metarl.envs.navigation:Navigation2DEnv", max_episode_steps=100),
-    # MuJoCo locomotion (envs/locomotion.py, docs/mujoco_families.md); horizon 200 as in the MAML experiments.
-    "metarl/HalfCheetahVel-v0": dict(entry_point="metarl.envs.locomotion:HalfCheetahVelEnv", max_episode_steps=200,
+    # MuJoCo locomotion (envs/cheetah.py, ant.py, rand_params.py on envs/locomotion.py; docs/mujoco_families.md); horizon 200 as in the MAML experiments.
+    "metarl/HalfCheetahVel-v0": dict(entry_point="metarl.envs.cheetah:HalfCheetahVelEnv", max_episode_steps=200,
                                      kwargs=dict(velocity_low=0.0, velocity_high=2.0, ctrl_cost_weight=0.05)),
-    "metarl/HalfCheetahDir-v0": dict(entry_point="metarl.envs.locomotion:HalfCheetahDirEnv", max_episode_steps=200,
+    "metarl/HalfCheetahDir-v0": dict(entry_point="metarl.envs.cheetah:HalfCheetahDirEnv", max_episode_steps=200,
                                      kwargs=dict(ctrl_cost_weight=0.05)),
-    "metarl/AntVel-v0": dict(entry_point="metarl.envs.locomotion:AntVelEnv", max_episode_steps=200,
+    "metarl/AntVel-v0": dict(entry_point="metarl.envs.ant:AntVelEnv", max_episode_steps=200,
                              kwargs=dict(velocity_low=0.0, velocity_high=3.0, ctrl_cost_weight=0.005,
                                          contact_cost_weight=5e-4, healthy_reward=0.05, healthy_z_range=(0.2, 1.0))),
-    "metarl/AntDir-v0": dict(entry_point="metarl.envs.locomotion:AntDirEnv", max_episode_steps=200,
+    "metarl/AntDir-v0": dict(entry_point="metarl.envs.ant:AntDirEnv", max_episode_steps=200,
                              kwargs=dict(ctrl_cost_weight=0.005, contact_cost_weight=5e-4, healthy_reward=0.05,
                                          healthy_z_range=(0.2, 1.0))),
-    "metarl/AntGoal-v0": dict(entry_point="metarl.envs.locomotion:AntGoalEnv", max_episode_steps=200,
+    "metarl/AntGoal-v0": dict(entry_point="metarl.envs.ant:AntGoalEnv", max_episode_steps=200,
                               kwargs=dict(goal_low=-3.0, goal_high=3.0, ctrl_cost_weight=0.005, contact_cost_weight=5e-4,
                                           healthy_reward=0.05, healthy_z_range=(0.2, 1.0),
                                           exclude_current_positions_from_observation=False)),
-    "metarl/HopperRandParams-v0": dict(entry_point="metarl.envs.locomotion:HopperRandParamsEnv", max_episode_steps=200,
+    "metarl/HopperRandParams-v0": dict(entry_point="metarl.envs.rand_params:HopperRandParamsEnv", max_episode_steps=200,
                                        kwargs=dict(log_scale_limit=3.0, frame_skip=4)),
-    "metarl/Walker2dRandParams-v0": dict(entry_point="metarl.envs.locomotion:Walker2dRandParamsEnv",
+    "metarl/Walker2dRandParams-v0": dict(entry_point="metarl.envs.rand_params:Walker2dRandParamsEnv",
                                          max_episode_steps=200, kwargs=dict(log_scale_limit=3.0, frame_skip=5)),
     # The bandit truncates itself after its `n` pulls (a kwarg), so it has no registered time limit.
     "metarl/BernoulliBandit-v0": dict(entry_point="metarl.envs.bandits:BernoulliBanditEnv", max_episode_steps=None),
     "metarl/TabularMDP-v0": dict(entry_point="metarl.envs.tabular:TabularMDPEnv", max_episode_steps=10),
 }
 
-#: ids of the MuJoCo locomotion families (envs/locomotion.py)
+#: ids of the MuJoCo locomotion families
 MUJOCO_FAMILY_IDS: tuple[str, ...] = tuple(
-    env_id for env_id, spec in _FAMILIES.items() if spec["entry_point"].startswith("metarl.envs.locomotion:"))
+    env_id for env_id, spec in _FAMILIES.items()
+    if spec["entry_point"].split(":")[0] in ("metarl.envs.cheetah", "metarl.envs.ant", "metarl.envs.rand_params"))
 
 
 def register_families() -> None:

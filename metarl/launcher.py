@@ -73,7 +73,7 @@ def _fewshot(name: str) -> Callable[[], AlgorithmSpec]:
     def factory() -> AlgorithmSpec:
         from metarl.fewshot.build import build_algorithm
         from metarl.fewshot.config import FewShotConfig
-        from metarl.fewshot.learners import FewShotClassification, MANNMetaLearning, SinusoidMetaLearning
+        from metarl.fewshot.algorithms import FewShotClassification, MANNMetaLearning, SinusoidMetaLearning
 
         def metatest_only(config: Any) -> tuple[str, ...]:
             if config.dataset == "sinusoid":

@@ -23,12 +23,8 @@ import metarl.fewshot
 from metarl.adaptation import adapt_batch, functional_forward, parameters_of
 from metarl.checkpoint import CheckpointError
 from metarl.fewshot.data import EpisodicSampler
-from metarl.fewshot.learners import (
-    FewShotClassification,
-    MANNMetaLearning,
-    SinusoidMetaLearning,
-    classifier_query_logits,
-)
+from metarl.fewshot.algorithms import FewShotClassification, MANNMetaLearning, SinusoidMetaLearning
+from metarl.fewshot.learners import classifier_query_logits
 from metarl.fewshot.networks import MANN, ConvClassifier, LSTMBaseline
 from metarl.fewshot.omniglot import LabelledImages
 from metarl.cli import fewshot_main

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from metarl.fewshot.config import FewShotConfig, check_algo_dataset
-from metarl.fewshot.learners import FewShotClassification, MANNMetaLearning, SinusoidMetaLearning
+from metarl.fewshot.algorithms import FewShotClassification, MANNMetaLearning, SinusoidMetaLearning
 from metarl.fewshot.omniglot import LabelledImages, default_omniglot_path, load_omniglot
 from metarl.training import MetaAlgorithm
 

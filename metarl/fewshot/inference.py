@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from metarl.checkpoint import CheckpointError, load_checkpoint
+from metarl.checkpoint import CheckpointError
 from metarl.fewshot.learners import GradientLearner, PrototypicalNetwork, build_classifier, build_regressor
 from metarl.fewshot.omniglot import preprocess_images
 from metarl.fewshot.config import FEWSHOT_ALGORITHMS, FewShotConfig

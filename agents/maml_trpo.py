@@ -1,0 +1,117 @@
+"""MAML-TRPO's outer step (Finn et al. 2017): one natural-gradient step in a KL trust region, differentiated
+through the inner steps (conjugate gradient on the Fisher-vector product, backtracking line search)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.func import grad, jvp, vjp, vmap
+
+from metarl.adaptation import Params, detach_params, functional_forward
+from metarl.agents.maml import Batch, MAMLBase, MAMLConfig
+from metarl.returns import masked_mean
+from metarl.training import check_finite
+from metarl.trpo import backtracking_line_search, conjugate_gradient, flat, unflat_like
+
+__all__ = ["MAMLTRPO"]
+
+
+class MAMLTRPO(MAMLBase):
+    """MAML-TRPO on a task family: the outer step is one TRPO step through the inner step.
+
+    Args:
+        config: the settings (:class:`MAMLConfig`).
+    """
+
+    name = "maml-trpo"
+    config_class = MAMLConfig
+    cfg: MAMLConfig
+
+    def _surrogate(self, params: Params, train: list[Batch], valid: Batch, old_log_probs: torch.Tensor, old_dist: Any,
+                   first_order: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        dist, log_probs = self.post_adaptation_log_probs(params, train, valid, first_order)
+        ratio = torch.exp(log_probs - old_log_probs)
+        dims = (1, 2)
+        loss = -masked_mean(ratio * valid["advantages"], valid["mask"], dim=dims).mean()
+        kl = masked_mean(old_dist.kl(dist), valid["mask"], dim=dims).mean()
+        return loss, kl
+
+    def fisher_vector_product(self, params: Params, train: list[Batch], valid: Batch, adapted: Params, old_dist: Any) -> Any:
+        """``v -> (H + damping I) v`` with ``H`` the Hessian of the mean KL through the inner step at ``params``.
+
+        At the current parameters the KL's gradient vanishes, so ``H = J^T F J`` exactly, with
+        ``J`` the Jacobian of the adapted parameters (a forward-mode product through the inner
+        step) and ``F`` the Fisher of each adapted policy; ``fisher_subsample`` estimates both
+        from every k-th episode.
+        """
+        k, n_tasks = self.cfg.fisher_subsample, len(next(iter(valid.values())))
+        names = list(params)
+        start = detach_params(params)
+        train_sub = [{key: value[:, ::k] for key, value in batch.items()} for batch in train]
+        obs, mask = valid["observations"][:, ::k], valid["mask"][:, ::k]
+        old_fields = [field[:, ::k].contiguous() for field in old_dist]
+        adapted = detach_params(adapted)
+
+        def adapt_fn(p: Params) -> Params:
+            return self.adapt_through(p, train_sub, first_order=False)
+
+        def task_kl(p: Params, o: torch.Tensor, m: torch.Tensor, *old: torch.Tensor) -> torch.Tensor:
+            return masked_mean(type(old_dist)(*old).kl(functional_forward(self.policy, p, o)), m) / n_tasks
+
+        def task_hvp(p: Params, u: Params, o: torch.Tensor, m: torch.Tensor, *old: torch.Tensor) -> Params:
+            return jvp(lambda q: grad(task_kl)(q, o, m, *old), (p,), (u,))[1]
+
+        _, transpose = vjp(adapt_fn, start)
+        like = list(start.values())
+
+        def fvp(vector: torch.Tensor) -> torch.Tensor:
+            v = dict(zip(names, unflat_like(vector, like)))
+            _, jv = jvp(adapt_fn, (start,), (v,))
+            hv = vmap(task_hvp)(adapted, jv, obs, mask, *old_fields)
+            out = transpose(hv)[0]
+            return flat([out[n] for n in names]) + self.cfg.cg_damping * vector
+
+        return fvp
+
+    def outer_step(self, params: Params, train: list[Batch], valid: Batch, adapted: Params, old_dist: Any
+                   ) -> dict[str, float]:
+        """A TRPO step: conjugate gradient on the Fisher through the inner step, then a line search."""
+        cfg = self.cfg
+        old_log_probs = old_dist.log_prob(valid["actions"])
+        param_list = list(params.values())
+        loss, _ = self._surrogate(params, train, valid, old_log_probs, old_dist, cfg.first_order)
+        check_finite(loss, "MAML-TRPO surrogate loss")
+        grads = flat(torch.autograd.grad(loss, param_list))
+        check_finite(grads, "MAML-TRPO meta-gradient")
+        fvp = self.fisher_vector_product(params, train, valid, adapted, old_dist)
+        step_dir = conjugate_gradient(fvp, grads, cfg.cg_iters)
+        shs = 0.5 * (step_dir @ fvp(step_dir))
+        step = step_dir / torch.sqrt(shs / cfg.max_kl).clamp_min(1e-12)
+        check_finite(step, "TRPO step direction (conjugate gradient)")
+        old_flat = flat([p.detach() for p in param_list]).clone()
+
+        def set_params(vector: torch.Tensor) -> None:
+            with torch.no_grad():
+                for p, v in zip(param_list, unflat_like(vector, param_list)):
+                    p.copy_(v)
+
+        def evaluate(fraction: float) -> tuple[float, float]:
+            set_params(old_flat - fraction * step)
+            with torch.no_grad():
+                new_loss, new_kl = self._surrogate(params, train, valid, old_log_probs, old_dist, True)
+            return float(new_loss), float(new_kl)
+
+        old_loss = float(loss.detach())
+        del loss, fvp
+        fraction, ls_steps = backtracking_line_search(evaluate, old_loss, cfg.max_kl, cfg.ls_max_steps,
+                                                      cfg.ls_backtrack_ratio)
+        set_params(old_flat - fraction * step)
+        new_loss, new_kl = evaluate(fraction) if fraction > 0 else (old_loss, 0.0)
+        return {
+            "train/surrogate_loss_before": old_loss,
+            "train/surrogate_loss_after": new_loss,
+            "train/approx_kl": new_kl,
+            "train/line_search_steps": ls_steps,
+            "train/step_accepted": float(fraction > 0),
+        }
