@@ -76,6 +76,10 @@ class MAMLBaseConfig(EnvRunConfig):
         "vpg", "inner-step loss: 'vpg', the original MAML's REINFORCE loss log pi * A, or 'lvc', ProMP's "
                "low-variance curvature loss pi / stop_grad(pi) * A: the same inner gradient, but the meta-gradient "
                "keeps the curvature term of the pre-adaptation episodes' dependence on the meta-parameters")
+    multi_step_loss: bool = field(False, "with inner_steps > 1: the outer loss averages the post-adaptation "
+                                         "losses after every inner step (MAML++'s multi-step loss), each on the "
+                                         "episodes of the policies adapted that many steps, so that every step "
+                                         "count is trained, not only the last")
     metatest_tasks: int = field(40, "held-out tasks in the final meta-test", bounds="[1, inf)")
     metatest_steps: int = field(3, "adaptation steps evaluated in the meta-test (each on fresh episodes)",
                                 bounds="[0, inf)")
@@ -213,16 +217,18 @@ class MAMLBase(MetaAlgorithm):
     #: meta-parameters away from those that sampled the support episodes, as MAML-PPO's epochs)
     importance_weighted_inner_steps: bool = False
 
-    def adapt_through(self, params: Params, supports: list[Batch], *, first_order: bool) -> Params:
+    def adapt_through(self, params: Params, supports: list[Batch], *, first_order: bool) -> list[Params]:
         """One inner step on each support batch in turn: ``supports[j]`` holds the episodes sampled by the
-        policy adapted ``j`` steps (differentiable through every step unless ``first_order``)."""
-        batched = False
+        policy adapted ``j`` steps (differentiable through every step unless ``first_order``). Returns the
+        parameters after each step (leading task axis)."""
+        batched, states = False, []
         for batch in supports:
             if self.importance_weighted_inner_steps:
                 batch = {**batch, "importance_weights": self.importance_weights(params, batch, batched)}
             params = self.adapt(params, batch, steps=1, first_order=first_order, batched_params=batched)
+            states.append(params)
             batched = True
-        return params
+        return states
 
     def importance_weights(self, params: Params, batch: Batch, batched: bool) -> torch.Tensor:
         """``pi_params(a|s) / pi_sampling(a|s)`` on a support batch (constants; 0 on padding)."""
@@ -231,31 +237,37 @@ class MAMLBase(MetaAlgorithm):
             ratio = torch.exp(log_probs - batch["sampling_log_probs"])
             return torch.where(batch["mask"] > 0, ratio, torch.zeros_like(ratio))
 
-    def post_adaptation_log_probs(self, params: Params, train: list[Batch], valid: Batch,
-                                  first_order: bool) -> tuple[Any, torch.Tensor]:
-        """Adapt ``params`` on the support batches ``train`` (differentiably); each adapted policy's distribution
-        on ``valid``'s observations and log-probabilities of its actions, ``(tasks, episodes, T)``."""
-        adapted = self.adapt_through(params, train, first_order=first_order)
-        dist = self._dist(adapted, valid["observations"], batched=True)
-        return dist, dist.log_prob(valid["actions"])
+    def post_adaptation_log_probs(self, params: Params, train: list[Batch], queries: list[Batch],
+                                  first_order: bool) -> list[tuple[Any, torch.Tensor]]:
+        """Adapt ``params`` on the support batches ``train`` (differentiably); for each query batch, the
+        distribution of the policies adapted as many steps as sampled it (the last ``len(queries)`` steps) on
+        its observations and the log-probabilities of its actions, ``(tasks, episodes, T)``."""
+        states = self.adapt_through(params, train, first_order=first_order)[-len(queries):]
+        out = []
+        for state, query in zip(states, queries):
+            dist = self._dist(state, query["observations"], batched=True)
+            out.append((dist, dist.log_prob(query["actions"])))
+        return out
 
     # ----- one meta-iteration ------------------------------------------------------------------------
     @abc.abstractmethod
-    def outer_step(self, params: Params, train: list[Batch], valid: Batch, adapted: Params, old_dist: Any
-                   ) -> dict[str, float]:
+    def outer_step(self, params: Params, train: list[Batch], queries: list[Batch], adapted: list[Params],
+                   old_dists: list[Any]) -> dict[str, float]:
         """Update the meta-parameters in place from one meta-batch; return ``train/`` metrics.
 
         Args:
             params: the meta-parameters (the policy's own tensors).
             train: the support data, one batch (:meth:`task_batch`) per inner step: ``train[0]`` the
                 pre-adaptation episodes, ``train[j]`` those of the policies adapted ``j`` steps.
-            valid: post-adaptation episodes of each task: the query data.
-            adapted: the detached adapted parameters that sampled ``valid`` (leading task axis).
-            old_dist: their detached action distributions on ``valid["observations"]``.
+            queries: the query data the outer loss is measured on: the episodes of the policies adapted
+                ``inner_steps`` steps, and with ``multi_step_loss`` first those adapted 1 .. inner_steps - 1
+                steps (``train[1:]``), each scored with the policies that sampled it.
+            adapted: the detached adapted parameters that sampled each query batch (leading task axis).
+            old_dists: their detached action distributions on the query observations.
 
         Returns:
             At least ``train/surrogate_loss_before``, ``train/surrogate_loss_after`` and ``train/kl``
-            (mean KL of the post-adaptation policies from ``old_dist`` after the update).
+            (mean KL of the post-adaptation policies from ``old_dists`` after the update).
         """
 
     def meta_train_step(self, rng: np.random.Generator) -> dict[str, float]:
@@ -264,7 +276,7 @@ class MAMLBase(MetaAlgorithm):
         tasks = self.sampler.sample_tasks(cfg.meta_batch_size, rng)
         params = self.meta_params()
         sample_time = 0.0
-        returns, supports = [], []
+        returns, supports, states = [], [], []
         adapted, batched = detach_params(params), False
         for step in range(cfg.inner_steps + 1):  # support episodes of each inner step, then the query episodes
             t0 = time.perf_counter()
@@ -282,16 +294,20 @@ class MAMLBase(MetaAlgorithm):
                 adapted = self.adapt(adapted, batch, steps=1, first_order=True, batched_params=batched)
             batched = True
             supports.append(batch)
+            states.append(adapted)
             for name, value in adapted.items():
                 check_finite(value, f"adapted policy parameter {name} after inner step {step + 1} "
                                     f"(inner_lr={cfg.inner_lr})")
         steps = sum(int(b["mask"].sum()) for b in supports) + int(valid["mask"].sum())
         self.env_steps += steps
+        queries = [*supports[1:], valid] if cfg.multi_step_loss else [valid]
+        sampled_by = states[-len(queries):]
         with torch.no_grad():
-            old_dist = self._dist(adapted, valid["observations"], batched=True).detach()
+            old_dists = [self._dist(state, query["observations"], batched=True).detach()
+                         for state, query in zip(sampled_by, queries)]
             entropy = masked_mean(self._dist(detach_params(params), supports[0]["observations"], batched=False)
                                   .entropy(), supports[0]["mask"])
-        outer_metrics = self.outer_step(params, supports, valid, adapted, old_dist)
+        outer_metrics = self.outer_step(params, supports, queries, sampled_by, old_dists)
         metrics = {
             "samples": steps,
             "rollout/return_before_adaptation": returns[0],

@@ -50,28 +50,34 @@ class MAMLPPO(MAMLBase):
 
     def __init__(self, config: MAMLPPOConfig | None = None, **settings: Any):
         super().__init__(config, **settings)
-        self.outer_opt = torch.optim.Adam(self.policy.parameters(), lr=config.outer_lr)
+        self.outer_opt = torch.optim.Adam(self.policy.parameters(), lr=self.cfg.outer_lr)
 
-    def clipped_objective(self, params: Params, train: list[Batch], valid: Batch, old_log_probs: torch.Tensor,
-                          first_order: bool) -> tuple[torch.Tensor, torch.Tensor, Any]:
-        """The clipped surrogate loss through the inner step, the likelihood ratios and the adapted distributions."""
-        dist, log_probs = self.post_adaptation_log_probs(params, train, valid, first_order)
-        ratio = torch.exp(log_probs - old_log_probs)
-        eps, adv = self.cfg.clip_range, valid["advantages"]
-        objective = torch.minimum(ratio * adv, ratio.clamp(1 - eps, 1 + eps) * adv)
-        loss = -masked_mean(objective, valid["mask"], dim=(1, 2)).mean()
-        return loss, ratio, dist
+    def clipped_objective(self, params: Params, train: list[Batch], queries: list[Batch],
+                          old_log_probs: list[torch.Tensor], first_order: bool
+                          ) -> tuple[torch.Tensor, list[torch.Tensor], list[Any]]:
+        """The clipped surrogate loss through the inner steps (mean over the query batches), and per query batch
+        the likelihood ratios and the adapted distributions."""
+        eps, losses, ratios, dists = self.cfg.clip_range, [], [], []
+        terms = self.post_adaptation_log_probs(params, train, queries, first_order)
+        for (dist, log_probs), query, old_lp in zip(terms, queries, old_log_probs):
+            ratio = torch.exp(log_probs - old_lp)
+            adv = query["advantages"]
+            objective = torch.minimum(ratio * adv, ratio.clamp(1 - eps, 1 + eps) * adv)
+            losses.append(-masked_mean(objective, query["mask"], dim=(1, 2)).mean())
+            ratios.append(ratio)
+            dists.append(dist)
+        return torch.stack(losses).mean(), ratios, dists
 
     def _inner_kl(self, params: Params, train: Batch, sampling_dist: Any) -> torch.Tensor:
         """Mean KL(sampling pre-adaptation policy || current meta-policy) on the pre-adaptation episodes."""
         dist = self._dist(params, train["observations"], batched=False)
         return masked_mean(sampling_dist.kl(dist), train["mask"], dim=(1, 2)).mean()
 
-    def outer_step(self, params: Params, train: list[Batch], valid: Batch, adapted: Params, old_dist: Any
-                   ) -> dict[str, float]:
+    def outer_step(self, params: Params, train: list[Batch], queries: list[Batch], adapted: list[Params],
+                   old_dists: list[Any]) -> dict[str, float]:
         """``ppo_epochs`` Adam steps on the clipped objective, all on this meta-batch's episodes."""
         cfg = self.cfg
-        old_log_probs = old_dist.log_prob(valid["actions"])
+        old_log_probs = [old_dist.log_prob(query["actions"]) for old_dist, query in zip(old_dists, queries)]
         with torch.no_grad():
             sampling_dist = self._dist(params, train[0]["observations"], batched=False).detach()
         loss_before = float("nan")
@@ -79,12 +85,14 @@ class MAMLPPO(MAMLBase):
         limit = 1.5 * cfg.target_kl
         before_step: dict[str, torch.Tensor] = {}
 
-        def adapted_kl(dist: Any) -> float:
-            return float(masked_mean(old_dist.kl(dist.detach()), valid["mask"], dim=(1, 2)).mean())
+        def adapted_kl(dists: list[Any]) -> float:
+            """Mean KL(sampling adapted policies || current ones) over the query batches."""
+            return float(torch.stack([masked_mean(old.kl(dist.detach()), query["mask"], dim=(1, 2)).mean()
+                                      for old, dist, query in zip(old_dists, dists, queries)]).mean())
 
-        def current_dist() -> Any:
+        def current_dist() -> list[Any]:
             """The adapted policies' distributions at the current parameters (no gradient)."""
-            return self.clipped_objective(params, train, valid, old_log_probs, True)[2]
+            return self.clipped_objective(params, train, queries, old_log_probs, True)[2]
 
         def shrink_last_step() -> float:
             """Halve the last step until the adapted policies are inside the limit; the fraction kept (0: undone)."""
@@ -102,7 +110,7 @@ class MAMLPPO(MAMLBase):
             return 0.0
 
         for epoch in range(cfg.ppo_epochs):
-            loss, _, dist = self.clipped_objective(params, train, valid, old_log_probs, cfg.first_order)
+            loss, _, dist = self.clipped_objective(params, train, queries, old_log_probs, cfg.first_order)
             if epoch == 0:
                 loss_before = float(loss.detach())
             elif cfg.target_kl > 0 and adapted_kl(dist) > limit:
@@ -128,10 +136,10 @@ class MAMLPPO(MAMLBase):
                     kept = shrink_last_step()
                     if kept == 0.0:
                         epochs -= 1
-            loss_after, ratio, dist = self.clipped_objective(params, train, valid, old_log_probs, True)
-            mask = valid["mask"]
-            kl = masked_mean(old_dist.kl(dist), mask, dim=(1, 2)).mean()
-            clip_fraction = masked_mean(((ratio - 1).abs() > cfg.clip_range).to(mask.dtype), mask)
+            loss_after, ratios, dists = self.clipped_objective(params, train, queries, old_log_probs, True)
+            kl = adapted_kl(dists)
+            clip_fraction = torch.stack([masked_mean(((ratio - 1).abs() > cfg.clip_range).to(query["mask"].dtype),
+                                                     query["mask"]) for ratio, query in zip(ratios, queries)]).mean()
             inner_kl = self._inner_kl(params, train[0], sampling_dist)
         return {
             "train/surrogate_loss_before": loss_before,

@@ -28,36 +28,40 @@ class MAMLTRPO(MAMLBase):
     config_class = MAMLConfig
     cfg: MAMLConfig
 
-    def _surrogate(self, params: Params, train: list[Batch], valid: Batch, old_log_probs: torch.Tensor, old_dist: Any,
-                   first_order: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        dist, log_probs = self.post_adaptation_log_probs(params, train, valid, first_order)
-        ratio = torch.exp(log_probs - old_log_probs)
-        dims = (1, 2)
-        loss = -masked_mean(ratio * valid["advantages"], valid["mask"], dim=dims).mean()
-        kl = masked_mean(old_dist.kl(dist), valid["mask"], dim=dims).mean()
-        return loss, kl
+    def _surrogate(self, params: Params, train: list[Batch], queries: list[Batch], old_log_probs: list[torch.Tensor],
+                   old_dists: list[Any], first_order: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The surrogate loss and the mean KL from the sampling policies, averaged over the query batches."""
+        losses, kls = [], []
+        terms = self.post_adaptation_log_probs(params, train, queries, first_order)
+        for (dist, log_probs), query, old_lp, old_dist in zip(terms, queries, old_log_probs, old_dists):
+            ratio = torch.exp(log_probs - old_lp)
+            losses.append(-masked_mean(ratio * query["advantages"], query["mask"], dim=(1, 2)).mean())
+            kls.append(masked_mean(old_dist.kl(dist), query["mask"], dim=(1, 2)).mean())
+        return torch.stack(losses).mean(), torch.stack(kls).mean()
 
-    def fisher_vector_product(self, params: Params, train: list[Batch], valid: Batch, adapted: Params, old_dist: Any) -> Any:
-        """``v -> (H + damping I) v`` with ``H`` the Hessian of the mean KL through the inner step at ``params``.
+    def fisher_vector_product(self, params: Params, train: list[Batch], queries: list[Batch], adapted: list[Params],
+                              old_dists: list[Any]) -> Any:
+        """``v -> (H + damping I) v`` with ``H`` the Hessian of the mean KL through the inner steps at ``params``.
 
-        At the current parameters the KL's gradient vanishes, so ``H = J^T F J`` exactly, with
-        ``J`` the Jacobian of the adapted parameters (a forward-mode product through the inner
-        step) and ``F`` the Fisher of each adapted policy; ``fisher_subsample`` estimates both
-        from every k-th episode.
+        At the current parameters the KL's gradient vanishes, so ``H = mean_j J_j^T F_j J_j`` exactly, with
+        ``J_j`` the Jacobian of the parameters adapted for query batch ``j`` (a forward-mode product through
+        the inner steps) and ``F_j`` the Fisher of those adapted policies; ``fisher_subsample`` estimates
+        both from every k-th episode.
         """
-        k, n_tasks = self.cfg.fisher_subsample, len(next(iter(valid.values())))
+        k, n_tasks, n_queries = self.cfg.fisher_subsample, len(next(iter(queries[0].values()))), len(queries)
         names = list(params)
         start = detach_params(params)
         train_sub = [{key: value[:, ::k] for key, value in batch.items()} for batch in train]
-        obs, mask = valid["observations"][:, ::k], valid["mask"][:, ::k]
-        old_fields = [field[:, ::k].contiguous() for field in old_dist]
-        adapted = detach_params(adapted)
+        subsampled = [(query["observations"][:, ::k], query["mask"][:, ::k],
+                       [field[:, ::k].contiguous() for field in old_dist]) for query, old_dist in zip(queries, old_dists)]
+        adapted = [detach_params(state) for state in adapted]
+        dist_type = type(old_dists[0])
 
-        def adapt_fn(p: Params) -> Params:
-            return self.adapt_through(p, train_sub, first_order=False)
+        def adapt_fn(p: Params) -> tuple[Params, ...]:
+            return tuple(self.adapt_through(p, train_sub, first_order=False)[-n_queries:])
 
         def task_kl(p: Params, o: torch.Tensor, m: torch.Tensor, *old: torch.Tensor) -> torch.Tensor:
-            return masked_mean(type(old_dist)(*old).kl(functional_forward(self.policy, p, o)), m) / n_tasks
+            return masked_mean(dist_type(*old).kl(functional_forward(self.policy, p, o)), m) / (n_tasks * n_queries)
 
         def task_hvp(p: Params, u: Params, o: torch.Tensor, m: torch.Tensor, *old: torch.Tensor) -> Params:
             return jvp(lambda q: grad(task_kl)(q, o, m, *old), (p,), (u,))[1]
@@ -67,24 +71,25 @@ class MAMLTRPO(MAMLBase):
 
         def fvp(vector: torch.Tensor) -> torch.Tensor:
             v = dict(zip(names, unflat_like(vector, like)))
-            _, jv = jvp(adapt_fn, (start,), (v,))
-            hv = vmap(task_hvp)(adapted, jv, obs, mask, *old_fields)
-            out = transpose(hv)[0]
+            _, tangents = jvp(adapt_fn, (start,), (v,))
+            hvs = tuple(vmap(task_hvp)(state, tangent, obs, mask, *old)
+                        for state, tangent, (obs, mask, old) in zip(adapted, tangents, subsampled))
+            out = transpose(hvs)[0]
             return flat([out[n] for n in names]) + self.cfg.cg_damping * vector
 
         return fvp
 
-    def outer_step(self, params: Params, train: list[Batch], valid: Batch, adapted: Params, old_dist: Any
-                   ) -> dict[str, float]:
-        """A TRPO step: conjugate gradient on the Fisher through the inner step, then a line search."""
+    def outer_step(self, params: Params, train: list[Batch], queries: list[Batch], adapted: list[Params],
+                   old_dists: list[Any]) -> dict[str, float]:
+        """A TRPO step: conjugate gradient on the Fisher through the inner steps, then a line search."""
         cfg = self.cfg
-        old_log_probs = old_dist.log_prob(valid["actions"])
+        old_log_probs = [old_dist.log_prob(query["actions"]) for old_dist, query in zip(old_dists, queries)]
         param_list = list(params.values())
-        loss, _ = self._surrogate(params, train, valid, old_log_probs, old_dist, cfg.first_order)
+        loss, _ = self._surrogate(params, train, queries, old_log_probs, old_dists, cfg.first_order)
         check_finite(loss, "MAML-TRPO surrogate loss")
         grads = flat(torch.autograd.grad(loss, param_list))
         check_finite(grads, "MAML-TRPO meta-gradient")
-        fvp = self.fisher_vector_product(params, train, valid, adapted, old_dist)
+        fvp = self.fisher_vector_product(params, train, queries, adapted, old_dists)
         step_dir = conjugate_gradient(fvp, grads, cfg.cg_iters)
         shs = 0.5 * (step_dir @ fvp(step_dir))
         step = step_dir / torch.sqrt(shs / cfg.max_kl).clamp_min(1e-12)
@@ -99,7 +104,7 @@ class MAMLTRPO(MAMLBase):
         def evaluate(fraction: float) -> tuple[float, float]:
             set_params(old_flat - fraction * step)
             with torch.no_grad():
-                new_loss, new_kl = self._surrogate(params, train, valid, old_log_probs, old_dist, True)
+                new_loss, new_kl = self._surrogate(params, train, queries, old_log_probs, old_dists, True)
             return float(new_loss), float(new_kl)
 
         old_loss = float(loss.detach())

@@ -22,7 +22,7 @@ Every family reports MuJoCo's silent reset after a numerical blow-up: the step i
 returns the threaded batched backend (:class:`metarl.envs.mujoco_batched.MujocoBatchedEnv`).
 
 This module holds what the families share; the families are in :mod:`metarl.envs.cheetah`,
-:mod:`metarl.envs.ant` and :mod:`metarl.envs.rand_params` (re-exported here).
+:mod:`metarl.envs.ant` and :mod:`metarl.envs.rand_params`.
 """
 
 from __future__ import annotations
@@ -42,16 +42,7 @@ from gymnasium import utils
 from metarl.envs.mujoco_batched import MujocoBatchedEnv, SimBatch, simulation_unstable
 from metarl.tasks import Task, TaskFamily, TaskParam
 
-__all__ = [
-    "HalfCheetahVelEnv",
-    "HalfCheetahDirEnv",
-    "AntVelEnv",
-    "AntDirEnv",
-    "AntGoalEnv",
-    "HopperRandParamsEnv",
-    "Walker2dRandParamsEnv",
-    "RAND_PARAMS",
-]
+__all__ = ["RAND_PARAMS", "SimBatch"]
 
 #: Model fields the RandParams families rescale (rand_param_envs' ``RAND_PARAMS``).
 RAND_PARAMS = ("body_mass", "body_inertia", "dof_damping", "geom_friction")
@@ -252,8 +243,3 @@ class _DirectionTasks:
 
     def _apply_task(self, task: Task) -> None:
         self._direction = float(task["direction"])
-
-
-from metarl.envs.ant import AntDirEnv, AntGoalEnv, AntVelEnv  # noqa: E402  (the families, after their base)
-from metarl.envs.cheetah import HalfCheetahDirEnv, HalfCheetahVelEnv  # noqa: E402
-from metarl.envs.rand_params import HopperRandParamsEnv, Walker2dRandParamsEnv  # noqa: E402

@@ -67,9 +67,9 @@ def test_first_epoch_meta_gradient_is_maml_trpos():
     params, train, valid, old = _meta_batch(ppo)
     assert torch.equal(ppo.importance_weights(params, train, batched=False), train["mask"])
     old_log_probs = old.log_prob(valid["actions"])
-    loss, ratio, _ = ppo.clipped_objective(params, [train], valid, old_log_probs, first_order=False)
+    loss, (ratio,), _ = ppo.clipped_objective(params, [train], [valid], [old_log_probs], first_order=False)
     torch.testing.assert_close(ratio, torch.ones_like(ratio), atol=1e-5, rtol=0)
-    reference, _ = trpo._surrogate(trpo.meta_params(), [train], valid, old_log_probs, old, first_order=False)
+    reference, _ = trpo._surrogate(trpo.meta_params(), [train], [valid], [old_log_probs], [old], first_order=False)
     ours = torch.autograd.grad(loss, list(params.values()))
     theirs = torch.autograd.grad(reference, list(trpo.meta_params().values()))
     for a, b in zip(ours, theirs):
@@ -88,7 +88,7 @@ def test_meta_gradient_flows_through_the_inner_step(first_order, estimator):
         for p in params.values():  # move theta off the sampling parameters, as after a PPO epoch: ratios != 1
             p.add_(0.3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
     old_log_probs = old.log_prob(valid["actions"])
-    loss, ratio, _ = algo.clipped_objective(params, [train], valid, old_log_probs, first_order=first_order)
+    loss, (ratio,), _ = algo.clipped_objective(params, [train], [valid], [old_log_probs], first_order=first_order)
     assert float((ratio.detach() - 1).abs().max()) > 0.3, "some ratios are clipped"
     ours = torch.autograd.grad(loss, list(params.values()))
 
@@ -120,7 +120,7 @@ def test_second_order_term_changes_the_meta_gradient():
     params, train, valid, old = _meta_batch(algo)
     grads = {}
     for first_order in (False, True):
-        loss, _, _ = algo.clipped_objective(params, [train], valid, old.log_prob(valid["actions"]), first_order)
+        loss, _, _ = algo.clipped_objective(params, [train], [valid], [old.log_prob(valid["actions"])], first_order)
         grads[first_order] = torch.autograd.grad(loss, list(params.values()))
     assert sum(float((a - b).abs().sum()) for a, b in zip(grads[False], grads[True])) > 1e-6
 

@@ -187,8 +187,42 @@ def test_fisher_vector_product_equals_kl_hessian_through_the_inner_step(tiny_mam
     valid = algo.task_batch(algo.sampler.sample(algo.act_fn(adapted, True), tasks, 4, rng))
     with torch.no_grad():
         old = algo._dist(adapted, valid["observations"], batched=True).detach()
-    _, kl = algo._surrogate(params, [train], valid, old.log_prob(valid["actions"]), old, first_order=False)
+    _, kl = algo._surrogate(params, [train], [valid], [old.log_prob(valid["actions"])], [old], first_order=False)
     reference = fisher_vector_product_fn(kl, list(params.values()), damping=tiny_maml_config.cg_damping)
-    ours = algo.fisher_vector_product(params, [train], valid, adapted, old)
+    ours = algo.fisher_vector_product(params, [train], [valid], [adapted], [old])
     v = torch.randn(flat(list(params.values())).numel(), generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(ours(v), reference(v), atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("multi_step_loss", [False, True])
+def test_fisher_vector_product_through_two_inner_steps_on_fresh_episodes(tiny_maml_config, multi_step_loss):
+    """With --inner-steps 2 (each step on the episodes of the policies adapted so far) the forward-mode product
+    still equals double backprop of the mean KL, with the multi-step loss's two query batches too."""
+    from metarl.trpo import fisher_vector_product_fn, flat
+
+    torch.manual_seed(0)
+    algo = MAMLTRPO(dataclasses.replace(tiny_maml_config, inner_steps=2, multi_step_loss=multi_step_loss))
+    rng = np.random.default_rng(0)
+    tasks = algo.sampler.sample_tasks(3, rng)
+    params = algo.meta_params()
+    state, batched, supports, states = detach_params(params), False, [], []
+    for _ in range(2):
+        batch = algo.task_batch(algo.sampler.sample(algo.act_fn(state, batched), tasks, 4, rng))
+        with torch.no_grad():
+            state = algo.adapt(state, batch, steps=1, first_order=True, batched_params=batched)
+        supports.append(batch)
+        states.append(state)
+        batched = True
+    valid = algo.task_batch(algo.sampler.sample(algo.act_fn(state, True), tasks, 4, rng))
+    queries = [supports[1], valid] if multi_step_loss else [valid]
+    sampled_by = states[-len(queries):]
+    with torch.no_grad():
+        olds = [algo._dist(s, q["observations"], batched=True).detach() for s, q in zip(sampled_by, queries)]
+    _, kl = algo._surrogate(params, supports, queries, [o.log_prob(q["actions"]) for o, q in zip(olds, queries)], olds,
+                            first_order=False)
+    reference = fisher_vector_product_fn(kl, list(params.values()), damping=tiny_maml_config.cg_damping)
+    ours = algo.fisher_vector_product(params, supports, queries, sampled_by, olds)
+    v = torch.randn(flat(list(params.values())).numel(), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(ours(v), reference(v), atol=1e-6, rtol=1e-4)
+    metrics = algo.meta_train_step(np.random.default_rng(1))
+    assert metrics["train/step_accepted"] == 1.0 and "rollout/return_after_1_steps" in metrics
