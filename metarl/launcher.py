@@ -174,12 +174,7 @@ def load_run(run_dir: str | os.PathLike, weights: bool = True, best: bool = Fals
     algo, config, state = run_config(run_dir, best=best)
     algorithm = make_algorithm(algo, config)
     if weights:
-        try:
-            algorithm.load_state_dict(state["algorithm"])
-        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-            raise CheckpointError(f"checkpoint in {run_dir} does not fit the {algo} model of its settings "
-                                  f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); it is damaged or from "
-                                  "another version") from exc
+        algorithm.restore(state["algorithm"], where=str(run_dir))
     return algorithm
 
 

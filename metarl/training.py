@@ -141,6 +141,19 @@ class MetaAlgorithm(abc.ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Inverse of :meth:`state_dict`."""
 
+    def restore(self, state: dict[str, Any], where: str) -> None:
+        """:meth:`load_state_dict` from a checkpoint read from ``where``, with a one-line error if it does not fit.
+
+        Raises:
+            CheckpointError: a missing key or a weight of another shape (a damaged or foreign checkpoint).
+        """
+        try:
+            self.load_state_dict(state)
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            raise CheckpointError(f"checkpoint {where} does not fit the {self.name} model built from its settings "
+                                  f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); it is damaged or from "
+                                  "another version - start a new --logdir") from exc
+
     def config(self) -> dict[str, Any]:
         """The run's settings (JSON-serialisable) with the algorithm's name; stored in checkpoints,
         ``config.yaml`` and logged as text."""
@@ -273,11 +286,18 @@ def run_meta_training(
                          "run it without eval_every (--eval-every 0)")
     if eval_every:  # before training, not at the first score
         check_validation_seed(eval_seed, algorithm.config().get("metatest_seed"))
+    threads = getattr(getattr(algorithm, "cfg", None), "threads", None)
+    previous_threads = torch.get_num_threads()
     with lock_run_dir(logdir) as run_dir:
         remove_stale_temporaries(run_dir)
-        return _train_locked(algorithm, iterations=iterations, seed=seed, logdir=run_dir, resume=resume,
-                             checkpoint_every=checkpoint_every, progress=progress, print_fn=print_fn,
-                             eval_every=eval_every, eval_tasks=eval_tasks, eval_seed=eval_seed)
+        if threads is not None:  # the run's own thread count, for the run only (curves depend on it)
+            torch.set_num_threads(threads)
+        try:
+            return _train_locked(algorithm, iterations=iterations, seed=seed, logdir=run_dir, resume=resume,
+                                 checkpoint_every=checkpoint_every, progress=progress, print_fn=print_fn,
+                                 eval_every=eval_every, eval_tasks=eval_tasks, eval_seed=eval_seed)
+        finally:
+            torch.set_num_threads(previous_threads)
 
 
 def _train_locked(algorithm: MetaAlgorithm, *, iterations: int, seed: int, logdir: Path, resume: bool,
@@ -304,12 +324,7 @@ def _train_locked(algorithm: MetaAlgorithm, *, iterations: int, seed: int, logdi
         if iterations < int(state["iteration"]):
             raise ValueError(f"{logdir} is at meta-iteration {state['iteration']}: --iterations {iterations} would "
                              "end it before that; give at least that many (or leave --iterations out)")
-        try:
-            algorithm.load_state_dict(state["algorithm"])
-        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-            raise CheckpointError(f"checkpoint {ckpt_path} does not fit the {algorithm.name} model built from its "
-                                  f"settings ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); it is damaged "
-                                  "or from another version - start a new --logdir") from exc
+        algorithm.restore(state["algorithm"], where=str(ckpt_path))
         set_rng_state(state["rng"], rng)
         torch.set_rng_state(state["torch_rng"])
         start, samples = int(state["iteration"]), int(state["samples"])
