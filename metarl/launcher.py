@@ -219,7 +219,7 @@ def _base_parser(command: str, algo: str, spec: AlgorithmSpec | None) -> argpars
         prog=f"metarl {command}", description=f"meta-train a {kind}, then meta-test it",
         epilog="Defaults shown are the ones this run would use: the algorithm's preset for the family/dataset "
                "(metarl/presets/<algo>.yaml), then --config, then the flags. Settings are saved to DIR/config.yaml.")
-    parser.add_argument("--algo", "--method", default=algo, choices=sorted(ALGORITHMS),
+    parser.add_argument("--algo", default=algo, choices=sorted(ALGORITHMS),
                         help=f"meta-learning algorithm (default: {algo})")
     parser.add_argument("--config", type=Path, default=None, metavar="FILE",
                         help="YAML file of settings (e.g. a run's config.yaml); flags override it")
@@ -259,7 +259,7 @@ def launch(command: str, argv: Sequence[str] | None = None) -> dict[str, Any]:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--algo", "--method", default=None)
+    pre.add_argument("--algo", default=None)
     pre.add_argument("--config", type=Path, default=None)
     pre.add_argument("--resume", type=Path, default=None)
     pre.add_argument("--env", default=None)

@@ -387,3 +387,21 @@ def test_images_too_small_for_the_embedding_are_a_clear_error():
     with pytest.raises(ValueError, match="too small.*--image-size"):
         FewShotClassification(classifier_settings("protonet", downsample="maxpool"), "protonet",
                               synthetic_characters(20, 8, 14, seed=0), synthetic_characters(20, 8, 14, seed=1))
+
+
+def test_multi_step_loss_is_the_mean_of_the_query_losses_after_each_step():
+    settings = fewshot_config("maml", dataset="sinusoid")
+    learner = SinusoidMetaLearning(settings, "maml").module
+    batch = SinusoidTasks().sample(np.random.default_rng(0), 4, 10, 10)
+    loss, outputs = learner.query_loss(batch.support_inputs, batch.support_labels, batch.query_inputs,
+                                       batch.query_labels, steps=3, multi_step=True)
+    per_step = []
+    for steps in (1, 2, 3):
+        adapted = learner.adapt_tasks(batch.support_inputs, batch.support_labels, steps=steps)
+        per_step.append(vmap(learner.loss)(adapted, (batch.query_inputs, batch.query_labels)).mean())
+    torch.testing.assert_close(loss, torch.stack(per_step).mean())
+    torch.testing.assert_close(outputs, vmap(learner.predict)(adapted, batch.query_inputs))
+    last_only, _ = learner.query_loss(batch.support_inputs, batch.support_labels, batch.query_inputs,
+                                      batch.query_labels, steps=3, multi_step=False)
+    torch.testing.assert_close(last_only, per_step[-1])
+    assert settings.inner_steps == 3 and settings.multi_step_loss, "the sinusoid preset trains every step count"
