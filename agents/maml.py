@@ -76,6 +76,9 @@ class MAMLBaseConfig(EnvRunConfig):
         "vpg", "inner-step loss: 'vpg', the original MAML's REINFORCE loss log pi * A, or 'lvc', ProMP's "
                "low-variance curvature loss pi / stop_grad(pi) * A: the same inner gradient, but the meta-gradient "
                "keeps the curvature term of the pre-adaptation episodes' dependence on the meta-parameters")
+    learn_step_sizes: bool = field(False, "meta-learn one inner step size per inner step (initialised at inner_lr; "
+                                          "MAML++'s per-step learning rates), so that later steps may be shorter "
+                                          "than the first; meta-test steps past inner_steps take the last")
     multi_step_loss: bool = field(False, "with inner_steps > 1: the outer loss averages the post-adaptation "
                                          "losses after every inner step (MAML++'s multi-step loss), each on the "
                                          "episodes of the policies adapted that many steps, so that every step "
@@ -139,6 +142,9 @@ class MAMLBase(MetaAlgorithm):
         self.sampler = EpisodeSampler(config.env, config.env_kwargs, max_episode_steps=config.max_episode_steps)
         self.policy = make_policy(self.sampler.observation_space, self.sampler.action_space,
                                   config.hidden_sizes, config.activation, config.init_std, config.weight_init)
+        if config.learn_step_sizes:  # meta-parameters of the policy module, so every optimiser and checkpoint has them
+            self.policy.log_step_sizes = torch.nn.Parameter(
+                torch.full((config.inner_steps,), math.log(config.inner_lr), dtype=torch.float32))
         self.linear_baseline = LinearFeatureBaseline()
         self.value_net: ValueNetwork | None = None
         if config.baseline == "value":
@@ -207,10 +213,20 @@ class MAMLBase(MetaAlgorithm):
         return {"observations": episodes.observations, "actions": episodes.actions, "advantages": adv,
                 "mask": episodes.mask}
 
+    def step_size(self, meta_params: Params, step: int) -> float | torch.Tensor:
+        """The size of inner step ``step`` (0-based): ``inner_lr``, or the learned one (``learn_step_sizes``),
+        read from the meta-parameters ``meta_params`` (differentiable) and the last for steps past them."""
+        sizes = meta_params.get("log_step_sizes")
+        if sizes is None:
+            return self.cfg.inner_lr
+        return torch.exp(sizes[min(step, sizes.shape[-1] - 1)])
+
     def adapt(self, params: Params, batch: Batch, *, steps: int, first_order: bool,
-              batched_params: bool = False) -> Params:
-        """Per-task adapted parameters (leading task axis), through the shared core."""
-        return adapt_batch(self.inner_loss, params, batch, steps=steps, step_size=self.cfg.inner_lr,
+              batched_params: bool = False, step_size: float | torch.Tensor | None = None) -> Params:
+        """Per-task adapted parameters (leading task axis), through the shared core (step size: ``inner_lr``
+        unless given)."""
+        return adapt_batch(self.inner_loss, params, batch, steps=steps,
+                           step_size=self.cfg.inner_lr if step_size is None else step_size,
                            first_order=first_order, batched_params=batched_params)
 
     #: weight each inner step's terms by pi_current / pi_sampling (outer optimisers that move the
@@ -221,11 +237,12 @@ class MAMLBase(MetaAlgorithm):
         """One inner step on each support batch in turn: ``supports[j]`` holds the episodes sampled by the
         policy adapted ``j`` steps (differentiable through every step unless ``first_order``). Returns the
         parameters after each step (leading task axis)."""
-        batched, states = False, []
-        for batch in supports:
+        batched, states, meta_params = False, [], params
+        for step, batch in enumerate(supports):
             if self.importance_weighted_inner_steps:
                 batch = {**batch, "importance_weights": self.importance_weights(params, batch, batched)}
-            params = self.adapt(params, batch, steps=1, first_order=first_order, batched_params=batched)
+            params = self.adapt(params, batch, steps=1, first_order=first_order, batched_params=batched,
+                                step_size=self.step_size(meta_params, step))
             states.append(params)
             batched = True
         return states
@@ -291,7 +308,8 @@ class MAMLBase(MetaAlgorithm):
             with torch.no_grad():
                 batch["sampling_log_probs"] = self._dist(adapted, batch["observations"], batched).log_prob(
                     batch["actions"])
-                adapted = self.adapt(adapted, batch, steps=1, first_order=True, batched_params=batched)
+                adapted = self.adapt(adapted, batch, steps=1, first_order=True, batched_params=batched,
+                                     step_size=self.step_size(params, step))
             batched = True
             supports.append(batch)
             states.append(adapted)
@@ -320,6 +338,9 @@ class MAMLBase(MetaAlgorithm):
         }
         if hasattr(self.policy, "log_std"):  # Gaussian policies
             metrics["train/std"] = float(torch.exp(self.policy.log_std.detach()).mean())
+        if cfg.learn_step_sizes:
+            for k, size in enumerate(torch.exp(self.policy.log_step_sizes.detach()).tolist(), start=1):
+                metrics[f"train/step_size_{k}"] = size
         return metrics
 
     # ----- meta-test -------------------------------------------------------------------------------
@@ -347,8 +368,8 @@ class MAMLBase(MetaAlgorithm):
         cfg = self.cfg
         rng = np.random.default_rng(seed)
         tasks = self.sampler.sample_tasks(n_tasks, rng)
-        params: Params = detach_params(self.meta_params())
-        batched = False
+        meta_params: Params = detach_params(self.meta_params())
+        params, batched = meta_params, False
         by_task = []
         for step in range(steps + 1):
             eps = self.sampler.sample(self.act_fn(params, batched), tasks, cfg.episodes_per_task, rng)
@@ -356,7 +377,8 @@ class MAMLBase(MetaAlgorithm):
             if step < steps:
                 batch = self.task_batch(eps)
                 with torch.no_grad():
-                    params = self.adapt(params, batch, steps=1, first_order=True, batched_params=batched)
+                    params = self.adapt(params, batch, steps=1, first_order=True, batched_params=batched,
+                                        step_size=self.step_size(meta_params, step))
                 batched = True
         return tasks, by_task
 

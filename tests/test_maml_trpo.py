@@ -194,22 +194,26 @@ def test_fisher_vector_product_equals_kl_hessian_through_the_inner_step(tiny_mam
     torch.testing.assert_close(ours(v), reference(v), atol=1e-6, rtol=1e-4)
 
 
-@pytest.mark.parametrize("multi_step_loss", [False, True])
-def test_fisher_vector_product_through_two_inner_steps_on_fresh_episodes(tiny_maml_config, multi_step_loss):
+@pytest.mark.parametrize("multi_step_loss,learn_step_sizes", [(False, False), (True, False), (True, True)])
+def test_fisher_vector_product_through_two_inner_steps_on_fresh_episodes(tiny_maml_config, multi_step_loss,
+                                                                         learn_step_sizes):
     """With --inner-steps 2 (each step on the episodes of the policies adapted so far) the forward-mode product
-    still equals double backprop of the mean KL, with the multi-step loss's two query batches too."""
+    still equals double backprop of the mean KL, with the multi-step loss's two query batches and learned
+    per-step step sizes (meta-parameters the inner steps depend on) too."""
     from metarl.trpo import fisher_vector_product_fn, flat
 
     torch.manual_seed(0)
-    algo = MAMLTRPO(dataclasses.replace(tiny_maml_config, inner_steps=2, multi_step_loss=multi_step_loss))
+    algo = MAMLTRPO(dataclasses.replace(tiny_maml_config, inner_steps=2, multi_step_loss=multi_step_loss,
+                                        learn_step_sizes=learn_step_sizes))
     rng = np.random.default_rng(0)
     tasks = algo.sampler.sample_tasks(3, rng)
     params = algo.meta_params()
     state, batched, supports, states = detach_params(params), False, [], []
-    for _ in range(2):
+    for step in range(2):
         batch = algo.task_batch(algo.sampler.sample(algo.act_fn(state, batched), tasks, 4, rng))
         with torch.no_grad():
-            state = algo.adapt(state, batch, steps=1, first_order=True, batched_params=batched)
+            state = algo.adapt(state, batch, steps=1, first_order=True, batched_params=batched,
+                               step_size=algo.step_size(params, step))
         supports.append(batch)
         states.append(state)
         batched = True
@@ -226,3 +230,6 @@ def test_fisher_vector_product_through_two_inner_steps_on_fresh_episodes(tiny_ma
     torch.testing.assert_close(ours(v), reference(v), atol=1e-6, rtol=1e-4)
     metrics = algo.meta_train_step(np.random.default_rng(1))
     assert metrics["train/step_accepted"] == 1.0 and "rollout/return_after_1_steps" in metrics
+    if learn_step_sizes:
+        assert "log_step_sizes" in algo.policy.state_dict()
+        assert metrics["train/step_size_1"] != metrics["train/step_size_2"], "each step's size is learned"
