@@ -18,7 +18,7 @@ baselines of :mod:`metarl.agents.baselines` on the same tasks (bandits: random, 
 epsilon-greedy, UCB1, Thompson, Gittins, Bayes-optimal for short trials; tabular MDPs: random,
 PSRL), or a uniformly random policy for families without baselines.
 
-Defaults for a family (:func:`family_defaults`) are the settings behind the numbers in ``docs/rl2.md``.
+Each family's preset (``metarl/presets/rl2-ppo.yaml``) holds the settings behind the numbers in ``docs/rl2.md``.
 """
 
 from __future__ import annotations

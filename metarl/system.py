@@ -5,7 +5,7 @@ advantages of a whole meta-batch) every iteration. glibc's ``malloc`` serves blo
 mmap threshold with fresh ``mmap`` calls and unmaps them on ``free``, so every iteration faults
 the same memory in again page by page. On a HalfCheetah MAML-TRPO iteration (40 tasks x 20
 episodes x 200 steps) that was 2.5 million minor page faults and 4 s of system time per 20 s
-iteration (``python scripts/benchmark_malloc.py``). :func:`keep_freed_memory` raises the
+iteration (measured with a profiling script since removed). :func:`keep_freed_memory` raises the
 thresholds so freed blocks stay in the heap and are reused.
 """
 

@@ -158,7 +158,7 @@ def _rllab_body_comvels(model: mujoco.MjModel, data: mujoco.MjData) -> np.ndarra
 
 
 def test_original_cheetah_velocity_is_the_whole_body_center_of_mass_velocity():
-    # docs/mujoco_families.md and scripts/velocity_definitions.py: rllab's get_body_comvel("torso") is
+    # docs/mujoco_families.md: rllab's get_body_comvel("torso") is
     # MuJoCo's subtree_linvel of the torso, and it differs from v5's x_velocity while the legs swing
     env = make("metarl/HalfCheetahVel-v0", frame_skip=1)
     env.reset(seed=0)
