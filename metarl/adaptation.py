@@ -4,8 +4,8 @@ Parameters are plain ``dict[str, Tensor]`` (as from :func:`parameters_of`) and a
 function ``loss_fn(params, batch) -> scalar``; :func:`adapt` takes ``steps`` gradient steps on
 it. The result stays differentiable with respect to the starting parameters (second-order MAML)
 unless ``first_order`` is set, and with respect to learned step sizes (Meta-SGD). Because the loop
-is a pure function it ``vmap``s over a leading task dimension (:func:`adapt_batch`). MAML-RL,
-few-shot classification/regression and the continual learner all call these functions; none keep
+is a pure function it ``vmap``s over a leading task dimension (:func:`adapt_batch`). MAML-RL and
+few-shot classification/regression all call these functions; none keep
 their own inner loop.
 
     params = parameters_of(model)
