@@ -83,6 +83,9 @@ class MAMLBaseConfig(EnvRunConfig):
                                          "losses after every inner step (MAML++'s multi-step loss), each on the "
                                          "episodes of the policies adapted that many steps, so that every step "
                                          "count is trained, not only the last")
+    multi_step_weights: tuple[float, ...] | None = field(
+        None, "with multi_step_loss: the weight of the loss after each inner step (default: equal); e.g. 3 1 keeps "
+              "the first step's return the main objective while the second is still trained", bounds="[0, inf)")
     metatest_tasks: int = field(40, "held-out tasks in the final meta-test", bounds="[1, inf)")
     metatest_steps: int = field(3, "adaptation steps evaluated in the meta-test (each on fresh episodes)",
                                 bounds="[0, inf)")
@@ -142,6 +145,11 @@ class MAMLBase(MetaAlgorithm):
         self.sampler = EpisodeSampler(config.env, config.env_kwargs, max_episode_steps=config.max_episode_steps)
         self.policy = make_policy(self.sampler.observation_space, self.sampler.action_space,
                                   config.hidden_sizes, config.activation, config.init_std, config.weight_init)
+        if config.multi_step_weights is not None and (not config.multi_step_loss
+                                                      or len(config.multi_step_weights) != config.inner_steps
+                                                      or sum(config.multi_step_weights) <= 0):
+            raise ValueError(f"multi_step_weights needs --multi-step-loss and one non-negative weight per inner step "
+                             f"({config.inner_steps}), not all zero; got {config.multi_step_weights}")
         if config.learn_step_sizes:  # meta-parameters of the policy module, so every optimiser and checkpoint has them
             self.policy.log_step_sizes = torch.nn.Parameter(
                 torch.full((config.inner_steps,), math.log(config.inner_lr), dtype=torch.float32))
@@ -265,6 +273,12 @@ class MAMLBase(MetaAlgorithm):
             dist = self._dist(state, query["observations"], batched=True)
             out.append((dist, dist.log_prob(query["actions"])))
         return out
+
+    def query_weights(self, n_queries: int) -> torch.Tensor:
+        """Normalised weights of the losses on the ``n_queries`` query batches (the last is the final step's)."""
+        weights = self.cfg.multi_step_weights if n_queries > 1 and self.cfg.multi_step_weights else [1.0] * n_queries
+        weights = torch.as_tensor(list(weights)[-n_queries:], dtype=torch.float32)
+        return weights / weights.sum()
 
     # ----- one meta-iteration ------------------------------------------------------------------------
     @abc.abstractmethod

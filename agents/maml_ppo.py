@@ -66,7 +66,7 @@ class MAMLPPO(MAMLBase):
             losses.append(-masked_mean(objective, query["mask"], dim=(1, 2)).mean())
             ratios.append(ratio)
             dists.append(dist)
-        return torch.stack(losses).mean(), ratios, dists
+        return (self.query_weights(len(queries)) * torch.stack(losses)).sum(), ratios, dists
 
     def _inner_kl(self, params: Params, train: Batch, sampling_dist: Any) -> torch.Tensor:
         """Mean KL(sampling pre-adaptation policy || current meta-policy) on the pre-adaptation episodes."""

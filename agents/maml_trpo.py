@@ -37,7 +37,7 @@ class MAMLTRPO(MAMLBase):
             ratio = torch.exp(log_probs - old_lp)
             losses.append(-masked_mean(ratio * query["advantages"], query["mask"], dim=(1, 2)).mean())
             kls.append(masked_mean(old_dist.kl(dist), query["mask"], dim=(1, 2)).mean())
-        return torch.stack(losses).mean(), torch.stack(kls).mean()
+        return (self.query_weights(len(queries)) * torch.stack(losses)).sum(), torch.stack(kls).mean()
 
     def fisher_vector_product(self, params: Params, train: list[Batch], queries: list[Batch], adapted: list[Params],
                               old_dists: list[Any]) -> Any:
