@@ -233,3 +233,32 @@ def test_fisher_vector_product_through_two_inner_steps_on_fresh_episodes(tiny_ma
     if learn_step_sizes:
         assert "log_step_sizes" in algo.policy.state_dict()
         assert metrics["train/step_size_1"] != metrics["train/step_size_2"], "each step's size is learned"
+
+
+def test_multi_step_weights_weigh_each_inner_steps_loss(tiny_maml_config):
+    torch.manual_seed(0)
+    algo = MAMLTRPO(dataclasses.replace(tiny_maml_config, inner_steps=2, multi_step_loss=True, learn_step_sizes=True,
+                                        multi_step_weights=(3.0, 1.0)))
+    rng = np.random.default_rng(0)
+    tasks = algo.sampler.sample_tasks(3, rng)
+    params = algo.meta_params()
+    state, batched, supports, states = detach_params(params), False, [], []
+    for step in range(2):
+        batch = algo.task_batch(algo.sampler.sample(algo.act_fn(state, batched), tasks, 4, rng))
+        with torch.no_grad():
+            state = algo.adapt(state, batch, steps=1, first_order=True, batched_params=batched,
+                               step_size=algo.step_size(params, step))
+        supports.append(batch)
+        states.append(state)
+        batched = True
+    valid = algo.task_batch(algo.sampler.sample(algo.act_fn(state, True), tasks, 4, rng))
+    queries = [supports[1], valid]
+    with torch.no_grad():
+        olds = [algo._dist(s, q["observations"], batched=True).detach() for s, q in zip(states, queries)]
+    old_lps = [o.log_prob(q["actions"]) for o, q in zip(olds, queries)]
+    both, _ = algo._surrogate(params, supports, queries, old_lps, olds, first_order=False)
+    first, _ = algo._surrogate(params, supports[:1], queries[:1], old_lps[:1], olds[:1], first_order=False)
+    second, _ = algo._surrogate(params, supports, queries[1:], old_lps[1:], olds[1:], first_order=False)
+    torch.testing.assert_close(both, 0.75 * first + 0.25 * second)
+    with pytest.raises(ValueError, match="one non-negative weight per inner step"):
+        MAMLTRPO(dataclasses.replace(tiny_maml_config, inner_steps=2, multi_step_loss=True, multi_step_weights=(1.0,)))
