@@ -32,7 +32,8 @@ def test_train_script_writes_curves_checkpoint_and_metatest(tmp_path):
     assert result["n_tasks"] == 3 and len(result["returns_by_step"]) == 4
     assert (logdir / "checkpoint.pt").is_file()
     steps = [s for s, _ in scalars(logdir, "rollout/return_after_adaptation")]
-    assert steps == sorted(steps) and steps[0] == 2 * 2 * 3 * 10, "x axis counts env steps"
+    # the Navigation2D preset trains two inner steps: support episodes for each, then the query episodes
+    assert steps == sorted(steps) and steps[0] == 3 * 2 * 3 * 10, "x axis counts env steps"
     for tag in ("rollout/return_before_adaptation", "train/approx_kl", "train/surrogate_loss_after", "time/fps"):
         assert len(scalars(logdir, tag)) == 2
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
