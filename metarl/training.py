@@ -1,6 +1,6 @@
 """The outer meta-training loop, written once for every learner.
 
-An algorithm (MAML-TRPO, RL^2, a few-shot learner, ...) implements :class:`MetaAlgorithm`:
+An algorithm (MAML-TRPO, RL^2, a few-shot learner, ...) implements :class:`~metarl.algorithm.MetaAlgorithm`:
 ``meta_train_step`` samples a meta-batch of tasks, adapts on their support data and updates the
 meta-parameters on the query data. :func:`run_meta_training` does everything around it: the
 progress bar, TensorBoard scalars, non-finite checks, atomic checkpoints, ``--resume``, and the
@@ -21,9 +21,7 @@ the exact curve of an uninterrupted one.
 
 from __future__ import annotations
 
-import abc
 import copy
-import json
 import math
 import os
 import signal
@@ -39,7 +37,8 @@ import torch
 from tqdm.auto import tqdm
 
 from metarl.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from metarl.config import RUNTIME_SETTINGS, RunConfig, config_to_dict
+from metarl.algorithm import MetaAlgorithm, NonFiniteError, check_finite, check_validation_seed
+from metarl.config import RUNTIME_SETTINGS, RunConfig
 from metarl.logger import Logger
 from metarl.rundir import CONFIG_NAME, lock_run_dir, remove_stale_temporaries, write_json_atomic, write_yaml_atomic
 
@@ -61,10 +60,6 @@ METATEST_BEST_NAME = "metatest_best.json"
 BEST_CHECKPOINT_NAME = "best.pt"
 
 
-class NonFiniteError(FloatingPointError):
-    """A loss, gradient, parameter or return became NaN or infinite; the message says where."""
-
-
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C stopped a run; its state at the end of the last whole meta-iteration was checkpointed."""
 
@@ -72,110 +67,6 @@ class TrainingInterrupted(KeyboardInterrupt):
         super().__init__(f"interrupted at meta-iteration {iteration}; continue with --resume {logdir}")
         self.logdir, self.iteration = logdir, iteration
 
-
-def check_finite(value: Any, where: str) -> None:
-    """Raise :class:`NonFiniteError` naming ``where`` if ``value`` (number, array or tensor) is not finite."""
-    if isinstance(value, torch.Tensor):
-        ok = bool(torch.isfinite(value).all())
-    else:
-        ok = bool(np.all(np.isfinite(np.asarray(value, dtype=np.float64))))
-    if not ok:
-        raise NonFiniteError(
-            f"non-finite value in {where}; the run was stopped before it was applied "
-            "(the last checkpoint is intact). Lower the learning rate / step size or check the task's rewards"
-        )
-
-
-def check_validation_seed(seed: int, metatest_seed: int | None) -> None:
-    """Raise ``ValueError`` if the validation seed is the meta-test's (the best checkpoint would be chosen on
-    the test tasks)."""
-    if metatest_seed is not None and seed == metatest_seed:
-        raise ValueError(f"the validation seed {seed} equals metatest_seed: choose another --eval-seed, "
-                         "so the best checkpoint is not chosen on the test tasks")
-
-
-class MetaAlgorithm(abc.ABC):
-    """A meta-learner plugged into :func:`run_meta_training`."""
-
-    #: short name used in logs and ``metatest.json`` (e.g. ``"maml-trpo"``)
-    name: str = ""
-    #: :meth:`config` keys that only affect :meth:`meta_test`: a resumed run may change them
-    metatest_only_settings: tuple[str, ...] = ()
-    #: the settings dataclass of the algorithm (a :class:`~metarl.config.RunConfig` subclass)
-    config_class: type[RunConfig] = RunConfig
-    #: the run's settings
-    cfg: RunConfig
-
-    def resolve_settings(self, config: RunConfig | None, settings: Mapping[str, Any]) -> Any:
-        """The validated settings of a new instance: ``config`` as given, or ``settings`` by name on top of
-        the algorithm's preset for the family or dataset (:func:`metarl.presets.resolve_config`)."""
-        if config is not None:
-            if settings:
-                raise TypeError(f"{type(self).__name__}: pass either a config or settings by name, not both")
-            if not isinstance(config, self.config_class):
-                raise TypeError(f"{type(self).__name__} takes a {self.config_class.__name__}, "
-                                f"got {type(config).__name__}")
-            config.validate()
-            return config
-        from metarl.presets import resolve_config
-
-        return resolve_config(self.name, self.config_class, settings)
-
-    @abc.abstractmethod
-    def meta_train_step(self, rng: np.random.Generator) -> dict[str, float]:
-        """One meta-iteration; return scalar metrics.
-
-        The metric ``"samples"`` (environment steps or examples consumed by this step) advances the
-        TensorBoard x axis; other keys are logged as given (``train/`` prefix when un-namespaced).
-        """
-
-    @abc.abstractmethod
-    def meta_test(self) -> dict[str, Any]:
-        """Final evaluation on held-out tasks (fixed seed); a JSON-serialisable dict."""
-
-    @abc.abstractmethod
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue training (model, optimiser, baselines, counters)."""
-
-    @abc.abstractmethod
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Inverse of :meth:`state_dict`."""
-
-    def restore(self, state: dict[str, Any], where: str) -> None:
-        """:meth:`load_state_dict` from a checkpoint read from ``where``, with a one-line error if it does not fit.
-
-        Raises:
-            CheckpointError: a missing key or a weight of another shape (a damaged or foreign checkpoint).
-        """
-        try:
-            self.load_state_dict(state)
-        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-            raise CheckpointError(f"checkpoint {where} does not fit the {self.name} model built from its settings "
-                                  f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); it is damaged or from "
-                                  "another version - start a new --logdir") from exc
-
-    def config(self) -> dict[str, Any]:
-        """The run's settings (JSON-serialisable) with the algorithm's name; stored in checkpoints,
-        ``config.yaml`` and logged as text."""
-        return {"algo": self.name, **config_to_dict(self.cfg)}
-
-    def validation_scores(self, n_tasks: int, seed: int) -> dict[str, float]:
-        """Scores of the current meta-parameters on ``n_tasks`` validation tasks drawn from ``seed``.
-
-        Used by :func:`run_meta_training`'s ``eval_every`` to keep the best checkpoint. The key
-        ``"score"`` is the one maximised; other keys are logged under ``eval/``. Must not draw from the
-        training generator or torch's global RNG (the training curve stays the same with or without
-        validation), and must refuse the meta-test's seed. Algorithms without it cannot use ``eval_every``.
-        """
-        raise NotImplementedError(f"{self.name or type(self).__name__} has no validation score")
-
-    def format_metatest(self, result: Mapping[str, Any]) -> str:
-        """Human-readable meta-test table printed at the end of training."""
-        return json.dumps(result, indent=2)
-
-    def metatest_scalars(self, result: Mapping[str, Any]) -> dict[str, float]:
-        """Scalars from the meta-test result to log under ``metatest/``."""
-        return {}
 
 
 def _config_mismatch(saved: Mapping[str, Any], current: Mapping[str, Any], also_ignore: Sequence[str] = ()

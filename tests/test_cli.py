@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from metarl.cli import main, parse_env_kwargs, train_main
-from tests.conftest import REPO, load_script
+from tests.conftest import REPO
 from tests.test_save_load import scalars
 
 TINY = ["--meta-batch-size", "2", "--episodes-per-task", "3", "--max-episode-steps", "10", "--hidden-sizes", "16",

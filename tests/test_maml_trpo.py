@@ -194,6 +194,24 @@ def test_fisher_vector_product_equals_kl_hessian_through_the_inner_step(tiny_mam
     torch.testing.assert_close(ours(v), reference(v), atol=1e-6, rtol=1e-4)
 
 
+def _two_step_batches(algo, params, n_tasks=3, episodes=4):
+    """Support episodes of two inner steps (each from the policies adapted so far), the adapted parameters after
+    each, and the query episodes: what ``meta_train_step`` samples with ``inner_steps=2``."""
+    rng = np.random.default_rng(0)
+    tasks = algo.sampler.sample_tasks(n_tasks, rng)
+    state, batched, supports, states = detach_params(params), False, [], []
+    for step in range(2):
+        batch = algo.task_batch(algo.sampler.sample(algo.act_fn(state, batched), tasks, episodes, rng))
+        with torch.no_grad():
+            state = algo.adapt(state, batch, steps=1, first_order=True, batched_params=batched,
+                               step_size=algo.step_size(params, step))
+        supports.append(batch)
+        states.append(state)
+        batched = True
+    valid = algo.task_batch(algo.sampler.sample(algo.act_fn(state, True), tasks, episodes, rng))
+    return supports, states, valid
+
+
 @pytest.mark.parametrize("multi_step_loss,learn_step_sizes", [(False, False), (True, False), (True, True)])
 def test_fisher_vector_product_through_two_inner_steps_on_fresh_episodes(tiny_maml_config, multi_step_loss,
                                                                          learn_step_sizes):
@@ -205,19 +223,8 @@ def test_fisher_vector_product_through_two_inner_steps_on_fresh_episodes(tiny_ma
     torch.manual_seed(0)
     algo = MAMLTRPO(dataclasses.replace(tiny_maml_config, inner_steps=2, multi_step_loss=multi_step_loss,
                                         learn_step_sizes=learn_step_sizes))
-    rng = np.random.default_rng(0)
-    tasks = algo.sampler.sample_tasks(3, rng)
     params = algo.meta_params()
-    state, batched, supports, states = detach_params(params), False, [], []
-    for step in range(2):
-        batch = algo.task_batch(algo.sampler.sample(algo.act_fn(state, batched), tasks, 4, rng))
-        with torch.no_grad():
-            state = algo.adapt(state, batch, steps=1, first_order=True, batched_params=batched,
-                               step_size=algo.step_size(params, step))
-        supports.append(batch)
-        states.append(state)
-        batched = True
-    valid = algo.task_batch(algo.sampler.sample(algo.act_fn(state, True), tasks, 4, rng))
+    supports, states, valid = _two_step_batches(algo, params)
     queries = [supports[1], valid] if multi_step_loss else [valid]
     sampled_by = states[-len(queries):]
     with torch.no_grad():
@@ -239,19 +246,8 @@ def test_multi_step_weights_weigh_each_inner_steps_loss(tiny_maml_config):
     torch.manual_seed(0)
     algo = MAMLTRPO(dataclasses.replace(tiny_maml_config, inner_steps=2, multi_step_loss=True, learn_step_sizes=True,
                                         multi_step_weights=(3.0, 1.0)))
-    rng = np.random.default_rng(0)
-    tasks = algo.sampler.sample_tasks(3, rng)
     params = algo.meta_params()
-    state, batched, supports, states = detach_params(params), False, [], []
-    for step in range(2):
-        batch = algo.task_batch(algo.sampler.sample(algo.act_fn(state, batched), tasks, 4, rng))
-        with torch.no_grad():
-            state = algo.adapt(state, batch, steps=1, first_order=True, batched_params=batched,
-                               step_size=algo.step_size(params, step))
-        supports.append(batch)
-        states.append(state)
-        batched = True
-    valid = algo.task_batch(algo.sampler.sample(algo.act_fn(state, True), tasks, 4, rng))
+    supports, states, valid = _two_step_batches(algo, params)
     queries = [supports[1], valid]
     with torch.no_grad():
         olds = [algo._dist(s, q["observations"], batched=True).detach() for s, q in zip(states, queries)]
