@@ -232,7 +232,8 @@ def _base_parser(command: str, algo: str, spec: AlgorithmSpec | None) -> argpars
     return parser
 
 
-def _describe(algo: str, config: Any) -> str:
+def _describe(config: Any) -> str:
+    """The run's settings as wrapped `key=value` lines for its first printed lines."""
     values = config_to_dict(config)
     lines = textwrap.wrap(", ".join(f"{k}={v}" for k, v in values.items()), width=110,
                           initial_indent="  settings: ", subsequent_indent="            ")
@@ -328,7 +329,7 @@ def launch(command: str, argv: Sequence[str] | None = None) -> dict[str, Any]:
     algorithm = make_algorithm(algo, config)
     state = "resuming" if resume_state is not None else "starting"
     print(f"metarl: {state} {algo} on {getattr(config, type(config).preset_key, '')}, seed {config.seed}, "
-          f"{config.iterations} meta-iterations, logdir {config.logdir}\n{_describe(algo, config)}", file=sys.stderr)
+          f"{config.iterations} meta-iterations, logdir {config.logdir}\n{_describe(config)}", file=sys.stderr)
     keep_freed_memory()  # no page-fault churn from per-iteration arrays (metarl/system.py)
     return run_meta_training(algorithm, logdir=config.logdir, resume=resume_state is not None,
                              progress=not args.no_progress)
