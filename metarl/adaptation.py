@@ -30,6 +30,7 @@ __all__ = [
     "gradient_step",
     "adapt",
     "adapt_batch",
+    "adapt_sequence",
     "functional_forward",
     "MetaSGDStepSizes",
     "detach_params",
@@ -117,6 +118,36 @@ def adapt(
         raise ValueError(f"number of inner steps must be a non-negative integer, got {steps!r}")
     _check_step_size(step_size)
     for _ in range(steps):
+        params = gradient_step(loss_fn, params, batch, step_size, first_order=first_order)
+    return params
+
+
+def adapt_sequence(
+    loss_fn: LossFn,
+    params: Params,
+    batches: Any,
+    *,
+    step_size: StepSize = 0.1,
+    first_order: bool = False,
+) -> Params:
+    """One gradient step per batch of a sequence, in order: online learning from a stream.
+
+    ``batches`` is a ``list`` of batches, or a pytree (tuple, dict, tensor) whose tensors have a
+    leading step axis (step ``k`` uses index ``k`` of every leaf). Like :func:`adapt`, the result is differentiable with
+    respect to ``params`` (and to anything the batches were computed from) unless ``first_order``:
+    OML meta-learns a representation by back-propagating through such a trajectory of
+    single-example steps.
+    """
+    _check_step_size(step_size)
+    if isinstance(batches, list):
+        sequence = batches
+    else:
+        leaves, spec = torch.utils._pytree.tree_flatten(batches)
+        if not leaves:
+            raise ValueError("batches holds no tensors")
+        sequence = [torch.utils._pytree.tree_unflatten([leaf[k] for leaf in leaves], spec)
+                    for k in range(leaves[0].shape[0])]
+    for batch in sequence:
         params = gradient_step(loss_fn, params, batch, step_size, first_order=first_order)
     return params
 

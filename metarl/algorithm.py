@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -124,6 +125,10 @@ class MetaAlgorithm(abc.ABC):
     def format_metatest(self, result: Mapping[str, Any]) -> str:
         """Human-readable meta-test table printed at the end of training."""
         return json.dumps(result, indent=2)
+
+    def write_artifacts(self, logdir: Path, result: Mapping[str, Any]) -> list[Path]:
+        """Write files that picture the meta-test (figures) into the run directory; returns their paths."""
+        return []
 
     def metatest_scalars(self, result: Mapping[str, Any]) -> dict[str, float]:
         """Scalars from the meta-test result to log under ``metatest/``."""

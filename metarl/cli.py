@@ -4,6 +4,7 @@
     metarl train --resume runs/nav                # continue a stopped run (any kind)
     metarl train --config runs/nav/config.yaml --logdir runs/nav2    # rerun a run's settings
     metarl fewshot --algo maml --dataset sinusoid # supervised few-shot learners
+    metarl continual --method oml --dataset omniglot   # continual learners (OML, ER, baselines)
     metarl envs                                   # list registered task families
 
 ``scripts/train.py`` is ``metarl train``. Every mistake of the user's (an unknown id, a setting out of
@@ -23,10 +24,10 @@ from metarl.launcher import ALGORITHMS, AlgorithmSpec, launch, load_run, parse_e
 from metarl.tasks import list_families
 from metarl.training import NonFiniteError, TrainingInterrupted
 
-__all__ = ["main", "train_main", "fewshot_main", "ALGORITHMS", "AlgorithmSpec", "parse_env_kwargs",
+__all__ = ["main", "train_main", "fewshot_main", "continual_main", "ALGORITHMS", "AlgorithmSpec", "parse_env_kwargs",
            "register_algorithm", "load_run"]
 
-COMMANDS = "train | fewshot | envs"
+COMMANDS = "train | fewshot | continual | envs"
 
 
 def train_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -37,6 +38,11 @@ def train_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 def fewshot_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """``metarl fewshot``: meta-train a few-shot learner; returns the meta-test result."""
     return launch("fewshot", argv)
+
+
+def continual_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """``metarl continual``: train a continual learner's representation; returns the meta-test result."""
+    return launch("continual", argv)
 
 
 def _error(message: str, code: int) -> int:
@@ -75,6 +81,8 @@ def _dispatch(command: str, rest: list[str]) -> int:
         train_main(rest)
     elif command == "fewshot":
         fewshot_main(rest)
+    elif command == "continual":
+        continual_main(rest)
     elif command == "envs":
         print("\n".join(list_families()))
     else:

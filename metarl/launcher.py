@@ -86,16 +86,30 @@ def _fewshot(name: str) -> Callable[[], AlgorithmSpec]:
     return factory
 
 
+def _continual(name: str) -> Callable[[], AlgorithmSpec]:
+    def factory() -> AlgorithmSpec:
+        from metarl.continual.algorithm import ContinualLearning
+        from metarl.continual.config import ContinualConfig
+
+        return AlgorithmSpec(name, "continual", ContinualConfig, lambda config: ContinualLearning(config, name),
+                             lambda config: ContinualLearning.metatest_only_settings)
+
+    return factory
+
+
 #: algorithm name -> lazy spec factory (lazy so ``metarl envs`` imports no agent)
 ALGORITHMS: dict[str, Callable[[], AlgorithmSpec]] = {
     "maml-trpo": _rl("maml-trpo", "metarl.agents.maml", "MAMLTRPO", "MAMLConfig"),
     "maml-ppo": _rl("maml-ppo", "metarl.agents.maml", "MAMLPPO", "MAMLPPOConfig"),
     "rl2-ppo": _rl("rl2-ppo", "metarl.agents.rl2", "RL2PPO", "RL2Config"),
     **{name: _fewshot(name) for name in ("maml", "fomaml", "metasgd", "protonet", "mann")},
+    **{name: _continual(name) for name in ("oml", "oml-er", "pretrain", "finetune", "er", "iid")},
 }
 
 #: the algorithm each command runs when neither --algo nor a config file names one
-DEFAULT_ALGO = {"train": "maml-trpo", "fewshot": "maml"}
+DEFAULT_ALGO = {"train": "maml-trpo", "fewshot": "maml", "continual": "oml"}
+#: what each command meta-trains, for its --help
+_KINDS = {"train": "RL meta-learner", "fewshot": "few-shot learner", "continual": "continual learner"}
 
 
 def register_algorithm(name: str, spec_factory: Callable[[], AlgorithmSpec]) -> None:
@@ -214,13 +228,13 @@ def _read_config_file(path: Path) -> dict[str, Any]:
 
 
 def _base_parser(command: str, algo: str, spec: AlgorithmSpec | None) -> argparse.ArgumentParser:
-    kind = "RL meta-learner" if command == "train" else "few-shot learner"
+    kind = _KINDS[command]
     parser = argparse.ArgumentParser(
         prog=f"metarl {command}", description=f"meta-train a {kind}, then meta-test it",
         epilog="Defaults shown are the ones this run would use: the algorithm's preset for the family/dataset "
                "(metarl/presets/<algo>.yaml), then --config, then the flags. Settings are saved to DIR/config.yaml.")
-    parser.add_argument("--algo", default=algo, choices=sorted(ALGORITHMS),
-                        help=f"meta-learning algorithm (default: {algo})")
+    parser.add_argument("--algo", "--method", dest="algo", default=algo, choices=sorted(ALGORITHMS),
+                        help=f"meta-learning algorithm or continual method (default: {algo})")
     parser.add_argument("--config", type=Path, default=None, metavar="FILE",
                         help="YAML file of settings (e.g. a run's config.yaml); flags override it")
     parser.add_argument("--resume", type=Path, default=None, metavar="DIR",
@@ -260,7 +274,7 @@ def launch(command: str, argv: Sequence[str] | None = None) -> dict[str, Any]:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--algo", default=None)
+    pre.add_argument("--algo", "--method", dest="algo", default=None)
     pre.add_argument("--config", type=Path, default=None)
     pre.add_argument("--resume", type=Path, default=None)
     pre.add_argument("--env", default=None)

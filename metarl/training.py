@@ -321,6 +321,7 @@ def _train_locked(algorithm: MetaAlgorithm, *, iterations: int, seed: int, logdi
                   "train_seconds": seconds}
         # the last state's meta-test is written before best.pt is read, so a damaged best.pt cannot lose it
         write_json_atomic(logdir / METATEST_NAME, result)
+        algorithm.write_artifacts(logdir, result)
         logger.scalars({f"metatest/{k}": v for k, v in algorithm.metatest_scalars(result).items()}, step=samples)
         logger.text("metatest", "```\n" + algorithm.format_metatest(result) + "\n```")
         if print_fn is not None:

@@ -5,6 +5,7 @@ settings that differ from the config class's generic defaults: the settings behi
 ``docs/results/``. The command line and the Python API read them through :func:`resolve_config`, so
 ``MAMLTRPO(env="metarl/Navigation2D-v0")`` built in Python trains with what ``metarl train`` uses.
 
+A file may start with ``same_as: <algo>`` to take that algorithm's presets (entries it gives replace them).
 An entry may hold ``cases``: a list of further settings, each applied when its ``when`` condition on
 the family's constructor kwargs holds (``when: n > 20``; a kwarg not given takes the family's
 default). A value ``{expr: "10 / n"}`` is computed from the kwargs the same way.
@@ -66,7 +67,9 @@ def _load(algo: str) -> dict[str, Any]:
         text = resources.files(__package__).joinpath(f"{algo}.yaml").read_text()
     except FileNotFoundError:
         return {}
-    return yaml.safe_load(text) or {}
+    data = yaml.safe_load(text) or {}
+    same_as = data.pop("same_as", None)  # methods that share another's training settings say so
+    return {**_load(same_as), **data} if same_as else data
 
 
 def preset_names(algo: str) -> list[str]:
