@@ -3,7 +3,8 @@
 Importing ``metarl`` registers its task families with Gymnasium (``metarl/Navigation2D-v0``
 and the others listed by :func:`metarl.list_families`). :func:`make_algorithm` builds any learner with
 the settings ``metarl train`` would use, :func:`load_run` gives back a trained one, and
-``metarl.fewshot.load_learner`` a few-shot learner ready to adapt (submodules load on first use).
+``metarl.fewshot.load_learner`` a few-shot learner ready to adapt, ``metarl.continual.load_learner`` an
+online learner (submodules load on first use).
 """
 
 import importlib
@@ -39,7 +40,7 @@ __all__ = [
 
 
 _LAZY = {"make_algorithm": "metarl.launcher", "load_run": "metarl.launcher", "run_meta_training": "metarl.training"}
-_SUBMODULES = ("fewshot", "agents", "launcher", "training", "presets", "config")
+_SUBMODULES = ("fewshot", "continual", "agents", "launcher", "training", "presets", "config")
 
 
 def __getattr__(name: str) -> Any:

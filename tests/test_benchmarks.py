@@ -42,6 +42,9 @@ def test_every_tensorboard_tag_is_documented(tmp_path):
                 "--metatest-tasks", "2", "--max-episode-steps", "5"],
         "sin": ["fewshot", "--algo", "maml", "--dataset", "sinusoid", "--metatest-tasks", "5", "--eval-every", "1",
                 "--eval-tasks", "5"],
+        "continual": ["continual", "--method", "oml", "--dataset", "sinusoid", "--hidden", "8", "--sine-functions",
+                      "2", "--sine-batches", "2", "--metatest-streams", "2", "--lr-streams", "1", "--lr-candidates",
+                      "0.01"],
     }
     missing = []
     for name, argv in runs.items():

@@ -207,8 +207,12 @@ def test_continual_errors_are_one_line(png_tree, tmp_path, capsys):
 
 
 def test_load_learner_learns_new_labels_online_from_pngs(png_tree, tmp_path):
-    logdir = tmp_path / "oml"
-    continual_main(tiny_args(png_tree, logdir, "oml", 2))
+    import shutil
+
+    logdir, data = tmp_path / "oml", tmp_path / "data"
+    shutil.copytree(png_tree, data)
+    continual_main(tiny_args(data, logdir, "oml", 2))
+    shutil.rmtree(data)  # loading a learner needs the checkpoint, not the training data
     learner = metarl.continual.load_learner(logdir)
     assert learner.method == "oml" and not learner.train_rln and learner.memory is None
     folder = png_tree / "images_background" / "Test_C"
@@ -271,3 +275,17 @@ def test_oml_beats_pretraining_on_a_small_stream(png_tree, tmp_path):
     oml = continual_main([*tiny_args(png_tree, tmp_path / "oml", "oml", 400), *common, "oml"])
     pre = continual_main([*tiny_args(png_tree, tmp_path / "pre", "pretrain", 400), *common, "pretrain"])
     assert oml["methods"]["oml"]["generalisation"]["8"]["mean"] > pre["methods"]["pretrain"]["generalisation"]["8"]["mean"]
+
+
+def test_table_script_merges_runs_into_one_table_and_figure(png_tree, tmp_path):
+    from tests.conftest import load_script
+
+    runs = []
+    for method, seed in (("oml", 0), ("oml", 1), ("pretrain", 0)):
+        runs.append(tmp_path / f"{method}-{seed}")
+        continual_main(tiny_args(png_tree, runs[-1], method, 1, "--seed", str(seed), "--lr-candidates", "0.01"))
+    table = load_script("continual_table").main([*map(str, runs), "-o", str(tmp_path / "all.png")])
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]}
+    assert set(rows) == {"oml", "oml-er", "pretrain", "finetune", "er", "iid (oml)", "iid (pretrain)"}
+    assert rows["oml"].split("|")[2].strip() == "2" and rows["pretrain"].split("|")[2].strip() == "1"
+    assert (tmp_path / "all.png").read_bytes()[:4] == b"\x89PNG"

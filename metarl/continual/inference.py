@@ -21,7 +21,7 @@ import torch
 
 from metarl.checkpoint import CheckpointError
 from metarl.continual.algorithm import build_network
-from metarl.continual.config import CONTINUAL_METHODS, ContinualConfig
+from metarl.continual.config import CONTINUAL_METHODS, REPRESENTATION, ContinualConfig
 from metarl.continual.evaluation import make_learner
 from metarl.continual.learner import ContinualLearner
 
@@ -65,7 +65,7 @@ def load_learner(run_dir: str | os.PathLike | None = None, *, method: str | None
         CheckpointError: ``run_dir`` holds no continual run.
         ValueError: an unknown method.
     """
-    from metarl.launcher import load_run
+    from metarl.launcher import run_config
 
     if run_dir is None:
         config = ContinualConfig(dataset=dataset, seed=seed)
@@ -74,11 +74,20 @@ def load_learner(run_dir: str | os.PathLike | None = None, *, method: str | None
         network = build_network(config, 1, torch.Generator().manual_seed(seed))
         chosen = None
     else:
-        algorithm = load_run(run_dir, best=best)
-        if not hasattr(algorithm, "network") or not isinstance(algorithm.cfg, ContinualConfig):
-            raise CheckpointError(f"{run_dir} is a {algorithm.name} run, not a continual one; "
+        run_algo, config, state = run_config(run_dir, best=best)
+        if not isinstance(config, ContinualConfig):
+            raise CheckpointError(f"{run_dir} is a {run_algo} run, not a continual one; "
                                   "metarl.continual.load_learner loads runs of `metarl continual`")
-        config, network, algo = algorithm.cfg, algorithm.network, method or algorithm.name
+        # the network alone, from the checkpoint: loading a learner needs no training data
+        try:
+            weights = state["algorithm"]["network"]
+            network = build_network(config, int(weights["pln.weight"].shape[0]), torch.Generator())
+            network.load_state_dict(weights)
+        except (KeyError, RuntimeError, AttributeError) as exc:
+            raise CheckpointError(f"{run_dir}: its checkpoint does not hold the {run_algo} network its settings "
+                                  f"describe ({type(exc).__name__}); it is damaged or from another version") from exc
+        # an iid run's online learner is its representation's (the iid reference learns offline)
+        algo = method or (REPRESENTATION[run_algo] if run_algo == "iid" else run_algo)
         chosen = _chosen_lr(Path(run_dir) if Path(run_dir).is_dir() else Path(run_dir).parent, algo)
     if algo not in CONTINUAL_METHODS or algo == "iid":
         raise ValueError(f"method {algo!r} has no online learner; choose from "
