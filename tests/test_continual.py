@@ -204,6 +204,12 @@ def test_continual_errors_are_one_line(png_tree, tmp_path, capsys):
     assert "lower --stream-lengths" in capsys.readouterr().err
     assert main(["continual", *tiny_args(tmp_path / "missing", tmp_path / "z", "oml", 1)]) == 2
     assert "--data" in capsys.readouterr().err
+    assert main(["continual", *tiny_args(png_tree, tmp_path / "w", "oml", 1, "--traj-classes", "99")]) == 2
+    assert "--traj-classes 99 exceeds" in capsys.readouterr().err
+    assert main(["continual", *tiny_args(png_tree, tmp_path / "v", "oml", 1, "--test-alphabets", "Train_A")]) == 2
+    assert "never seen in training" in capsys.readouterr().err
+    assert main(["continual", *tiny_args(png_tree, tmp_path / "u", "oml", 1, "--lr-candidates", "0")]) == 2
+    assert "lr_candidates" in capsys.readouterr().err
 
 
 def test_load_learner_learns_new_labels_online_from_pngs(png_tree, tmp_path):

@@ -79,6 +79,8 @@ class ContinualLearning(MetaAlgorithm):
         else:
             self.data = load_data(config)
             outputs = self.data["train"].num_classes
+            if config.traj_classes > outputs:
+                raise ValueError(f"--traj-classes {config.traj_classes} exceeds the {outputs} training classes; lower it")
         self.network = build_network(config, outputs, generator)
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.outer_lr)
 
@@ -132,7 +134,8 @@ class ContinualLearning(MetaAlgorithm):
             return torch.cat([traj_x.flatten(0, 1), meta_x]), torch.cat([traj_y.flatten(0, 1), meta_y])
         data = self.data["train"]
         pool = data.stream_pool()
-        index = torch.from_numpy(pool[rng.choice(len(pool), size=self.cfg.batch_size, replace=False)])
+        index = torch.from_numpy(pool[rng.choice(len(pool), size=self.cfg.batch_size,
+                                                 replace=len(pool) < self.cfg.batch_size)])
         return data.images[index], data.labels[index]
 
     def _pln_params(self) -> dict[str, torch.Tensor]:
