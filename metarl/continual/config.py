@@ -12,8 +12,8 @@ import typing
 from dataclasses import dataclass
 from typing import Literal
 
-from metarl.config import RunConfig, field
-from metarl.fewshot.omniglot import SMALL1_ALPHABETS, SMALL2_ONLY_ALPHABETS
+from metarl.config import field
+from metarl.fewshot.config import OmniglotRunConfig
 
 __all__ = ["ContinualConfig", "CONTINUAL_METHODS", "REPRESENTATION", "CONTINUAL_DATASETS"]
 
@@ -26,7 +26,7 @@ CONTINUAL_DATASETS = ("omniglot", "sinusoid")
 
 
 @dataclass
-class ContinualConfig(RunConfig):
+class ContinualConfig(OmniglotRunConfig):
     """Everything that defines a continual-learning run (generic defaults; presets per method and dataset)."""
 
     dataset: Literal["omniglot", "sinusoid"] = field(
@@ -53,12 +53,6 @@ class ContinualConfig(RunConfig):
     batch_size: int = field(64, "pretraining mini-batch (sinusoid: also the points per stream batch)",
                             bounds="[1, inf)")
     # ---- data
-    data: str | None = field(None, "Omniglot directory or zip (default: $METARL_OMNIGLOT or ../shared/data/omniglot)")
-    image_size: int = field(28, "Omniglot images are resized to image_size x image_size", bounds="[4, inf)")
-    rotations: bool = field(True, "add the 90/180/270-degree rotations of training characters as training classes")
-    train_alphabets: tuple[str, ...] = field(SMALL1_ALPHABETS, "Omniglot alphabets for (meta-)training and for "
-                                                                "choosing the online learning rate")
-    test_alphabets: tuple[str, ...] = field(SMALL2_ONLY_ALPHABETS, "held-out Omniglot alphabets of the test streams")
     stream_drawings: int = field(15, "drawings per class shown in a stream (the class's other drawings measure "
                                      "generalisation); training uses only these drawings", bounds="[1, 19]")
     # ---- meta-test protocol
@@ -87,10 +81,6 @@ class ContinualConfig(RunConfig):
         unknown = sorted(set(self.eval_methods or ()) - set(CONTINUAL_METHODS))
         if unknown:
             raise ValueError(f"--eval-methods {unknown} unknown; choose from {list(CONTINUAL_METHODS)}")
-        overlap = sorted(set(self.train_alphabets) & set(self.test_alphabets))
-        if overlap:
-            raise ValueError(f"alphabets {overlap} are both training and test alphabets; test streams must come from "
-                             "alphabets never seen in training")
         if not self.stream_lengths:
             raise ValueError("--stream-lengths needs at least one length")
         if not self.lr_candidates:

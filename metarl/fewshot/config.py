@@ -13,7 +13,7 @@ from typing import Literal
 from metarl.config import RunConfig, field
 from metarl.fewshot.omniglot import SMALL1_ALPHABETS, SMALL2_ONLY_ALPHABETS
 
-__all__ = ["FewShotConfig", "FEWSHOT_ALGORITHMS", "GRADIENT_METHODS", "DATASETS", "check_algo_dataset"]
+__all__ = ["FewShotConfig", "OmniglotRunConfig", "FEWSHOT_ALGORITHMS", "GRADIENT_METHODS", "DATASETS", "check_algo_dataset"]
 
 FEWSHOT_ALGORITHMS = ("maml", "fomaml", "metasgd", "protonet", "mann")
 GRADIENT_METHODS = ("maml", "fomaml", "metasgd")
@@ -28,7 +28,26 @@ def check_algo_dataset(algo: str, dataset: str) -> None:
 
 
 @dataclass
-class FewShotConfig(RunConfig):
+class OmniglotRunConfig(RunConfig):
+    """The Omniglot settings of few-shot and continual runs: where the data is, its size, the alphabet split."""
+
+    data: str | None = field(None, "Omniglot directory or zip (default: $METARL_OMNIGLOT or ../shared/data/omniglot)")
+    image_size: int = field(28, "Omniglot images are resized to image_size x image_size", bounds="[4, inf)")
+    rotations: bool = field(True, "add the 90/180/270-degree rotations of training characters as training classes")
+    train_alphabets: tuple[str, ...] = field(SMALL1_ALPHABETS, "Omniglot alphabets used for (meta-)training")
+    test_alphabets: tuple[str, ...] = field(SMALL2_ONLY_ALPHABETS, "held-out Omniglot alphabets for the meta-test")
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming any setting that cannot train."""
+        super().validate()
+        overlap = sorted(set(self.train_alphabets) & set(self.test_alphabets))
+        if overlap:
+            raise ValueError(f"alphabets {overlap} are both training and held-out alphabets; the meta-test must use "
+                             "alphabets never seen in training")
+
+
+@dataclass
+class FewShotConfig(OmniglotRunConfig):
     """Everything that defines a few-shot meta-training run (generic defaults; presets per algorithm and dataset)."""
 
     dataset: Literal["sinusoid", "omniglot"] = field("sinusoid", "sinusoid regression or Omniglot classification")
@@ -53,12 +72,7 @@ class FewShotConfig(RunConfig):
                                   bounds="[1, inf)")
     metatest_chunk: int = field(50, "meta-test episodes evaluated together (memory/speed trade-off)",
                                 bounds="[1, inf)")
-    data: str | None = field(None, "Omniglot directory or zip (default: $METARL_OMNIGLOT or ../shared/data/omniglot)")
-    image_size: int = field(28, "Omniglot images are resized to image_size x image_size", bounds="[1, inf)")
-    rotations: bool = field(True, "add the 90/180/270-degree rotations of training characters as new classes")
     augment: bool = field(True, "randomly rotate (+-10 deg), scale (0.9-1.1) and shift (+-2 px) every training image")
-    train_alphabets: tuple[str, ...] = field(SMALL1_ALPHABETS, "Omniglot alphabets used for meta-training")
-    test_alphabets: tuple[str, ...] = field(SMALL2_ONLY_ALPHABETS, "held-out Omniglot alphabets for the meta-test")
     hidden: int = field(64, "Conv-4 filters per block", bounds="[1, inf)")
     downsample: Literal["stride", "maxpool"] = field(
         "stride", "Conv-4 downsampling: stride-2 convolutions (MAML paper's Omniglot net) or 2x2 max-pooling "
@@ -71,10 +85,3 @@ class FewShotConfig(RunConfig):
 
     preset_key: typing.ClassVar[str] = "dataset"
 
-    def validate(self) -> None:
-        """Raise ``ValueError`` naming any setting that cannot train."""
-        super().validate()
-        overlap = sorted(set(self.train_alphabets) & set(self.test_alphabets))
-        if overlap:
-            raise ValueError(f"alphabets {overlap} are both meta-training and held-out; the meta-test must use "
-                             "alphabets never seen in training")
