@@ -66,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dispatch(command, rest)
     except NonFiniteError as exc:
         return _error(f"training stopped: {exc}", 1)
+    except FloatingPointError as exc:
+        return _error(f"stopped: {exc}", 1)
     except TrainingInterrupted as exc:
         return _error(f"interrupted at meta-iteration {exc.iteration}; the state is saved: continue with "
                       f"metarl train --resume {exc.logdir}", 130)

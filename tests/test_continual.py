@@ -261,11 +261,13 @@ def test_sinusoid_run_and_regression_learner(tmp_path):
     result = continual_main(["--method", "oml", "--dataset", "sinusoid", "--iterations", "3", "--hidden", "16",
                              "--rln-layers", "2", "--sine-functions", "3", "--sine-batches", "4", "--traj-classes",
                              "3", "--traj-shots", "2", "--batch-size", "4", "--remember-size", "4",
-                             "--metatest-streams", "2", "--lr-streams", "1", "--lr-candidates", "0.003",
+                             "--metatest-streams", "2", "--lr-streams", "1", "--lr-candidates", "1e6", "0.003",
                              "--logdir", str(logdir), "--no-progress"])
     for method in ("oml", "oml-er", "iid"):
         entry = result["methods"][method]
         assert set(entry["mse_by_functions"]) == {"1", "2", "3"} and entry["mse"]["mean"] > 0
+        # a diverging candidate scores an infinite MSE and is passed over, without stopping the meta-test
+        assert entry["lr_search"]["1000000.0"] == float("inf") and entry["lr"] == 0.003
     learner = metarl.continual.load_learner(logdir)
     x = np.zeros((5, 4), dtype=np.float32)
     x[:, 0], x[:, -1] = 1.0, np.linspace(-1, 1, 5)

@@ -17,6 +17,9 @@ Methods (each a :class:`~metarl.continual.learner.ContinualLearner`): ``oml``/``
 online on the frozen representation; ``oml-er`` adds replay from a reservoir memory; ``finetune`` learns
 the whole network online; ``er`` adds replay to it; ``iid`` learns the PLN on the frozen representation
 offline, ``iid_epochs`` shuffled passes over the stream's data (the upper reference).
+
+A learning rate under which a learner's loss becomes non-finite scores 0 accuracy (infinite MSE), so the
+choice passes it over; the results of the chosen rate are reported as they are.
 """
 
 from __future__ import annotations
@@ -74,7 +77,17 @@ def _features(network: ContinualNetwork, inputs: torch.Tensor) -> torch.Tensor:
 
 def _omniglot_stream(network: ContinualNetwork, method: str, lr: float, config: ContinualConfig, data: ClassSet,
                      inputs: torch.Tensor, classes: np.ndarray, seed: int) -> tuple[float, float]:
-    """(memorisation, generalisation) accuracy of ``method`` after one single-pass stream of ``classes``."""
+    """(memorisation, generalisation) accuracy of ``method`` after one single-pass stream of ``classes``; a
+    learner whose loss diverges (too large a learning rate) scores 0."""
+    try:
+        return _omniglot_stream_accuracy(network, method, lr, config, data, inputs, classes, seed)
+    except FloatingPointError:
+        return 0.0, 0.0
+
+
+def _omniglot_stream_accuracy(network: ContinualNetwork, method: str, lr: float, config: ContinualConfig,
+                              data: ClassSet, inputs: torch.Tensor, classes: np.ndarray, seed: int
+                              ) -> tuple[float, float]:
     learner = make_learner(network, method, lr, config, seed, on_features=method not in TRAINS_RLN)
     stream = np.concatenate([data.stream[c] for c in classes])
     held_out = np.concatenate([data.held_out[c] for c in classes])
@@ -142,13 +155,23 @@ def _sine_sequence(sine: SineFunctions, config: ContinualConfig, rng: np.random.
 
 def _sine_run(network: ContinualNetwork, method: str, lr: float, config: ContinualConfig, seed: int,
               sequence: tuple[list, list]) -> list[float]:
-    """MSE over the functions learned so far, after each function of one sequence."""
+    """MSE over the functions learned so far, after each function of one sequence; from the function where a
+    learner's loss diverges (too large a learning rate) on, the MSE is infinite."""
+    curve: list[float] = []
+    try:
+        _sine_curve(network, method, lr, config, seed, sequence, curve)
+    except FloatingPointError:
+        curve += [float("inf")] * (config.sine_functions - len(curve))
+    return curve
+
+
+def _sine_curve(network: ContinualNetwork, method: str, lr: float, config: ContinualConfig, seed: int,
+                sequence: tuple[list, list], curve: list[float]) -> None:
     stream, test = sequence
     frozen = method not in TRAINS_RLN
     encode = (lambda x: _features(network, x)) if frozen else (lambda x: x)
     learner = make_learner(network, method, lr, config, seed, on_features=frozen)
     test_inputs = [encode(x) for x, _ in test]
-    curve = []
     per_function = config.sine_batches
     if method == "iid":
         x = encode(torch.cat([x for x, _ in stream]))
@@ -156,14 +179,14 @@ def _sine_run(network: ContinualNetwork, method: str, lr: float, config: Continu
         learner.fit_offline(x, y, epochs=config.iid_epochs, batch_size=config.batch_size,
                             rng=np.random.default_rng([seed, 2]))
         errors = [float(((learner.outputs(xt) - yt) ** 2).mean()) for xt, (_, yt) in zip(test_inputs, test)]
-        return [float(np.mean(errors[: k + 1])) for k in range(len(errors))]
+        curve += [float(np.mean(errors[: k + 1])) for k in range(len(errors))]
+        return
     for k in range(config.sine_functions):
         for x, y in stream[k * per_function:(k + 1) * per_function]:
             learner.learn(encode(x), y)
         errors = [float(((learner.outputs(xt) - yt) ** 2).mean())
                   for xt, (_, yt) in zip(test_inputs[: k + 1], test[: k + 1])]
         curve.append(float(np.mean(errors)))
-    return curve
 
 
 def evaluate_sine(network: ContinualNetwork, config: ContinualConfig, methods: Sequence[str]) -> dict[str, Any]:
