@@ -297,3 +297,13 @@ def test_table_script_merges_runs_into_one_table_and_figure(png_tree, tmp_path):
     assert set(rows) == {"oml", "oml-er", "pretrain", "finetune", "er", "iid (oml)", "iid (pretrain)"}
     assert rows["oml"].split("|")[2].strip() == "2" and rows["pretrain"].split("|")[2].strip() == "1"
     assert (tmp_path / "all.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_same_seed_same_run_also_across_resume(png_tree, tmp_path):
+    straight = continual_main(tiny_args(png_tree, tmp_path / "a", "oml", 4))
+    continual_main(tiny_args(png_tree, tmp_path / "b", "oml", 2))
+    resumed = continual_main(["--resume", str(tmp_path / "b"), "--iterations", "4", "--no-progress"])
+    assert straight["methods"] == resumed["methods"]
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)["algorithm"]["network"]
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["algorithm"]["network"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
