@@ -42,7 +42,13 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
         lines = ["| method | runs | MSE after all functions (mean over runs) | range over runs |", "| --- | --- | --- | --- |"]
         for label, entries in merged.items():
             values = np.array([e["mse"]["mean"] for e in entries])
-            lines.append(f"| {label} | {len(values)} | {values.mean():.3f} | {values.min():.3f} - {values.max():.3f} |")
+            cell = f"{values.mean():.3f}"
+            diverged = sum(e.get("diverged", 0) for e in entries)
+            if diverged:  # a run with a diverged sequence has an infinite mean: give the others' too
+                converged = np.array([(e.get("mse_converged") or {"mean": np.nan})["mean"] for e in entries])
+                cell += f" ({diverged} of {sum(r['streams'] for r in results if label.split(' ')[0] in r['methods'])} " \
+                        f"sequences diverged; the others {np.nanmean(converged):.3f})"
+            lines.append(f"| {label} | {len(values)} | {cell} | {values.min():.3f} - {values.max():.3f} |")
         return "\n".join(lines)
     lengths = sorted({k for entries in merged.values() for e in entries for k in e["generalisation"]}, key=int)
     header = "| method | runs | " + " | ".join(f"N={n} held-out (streamed)" for n in lengths) + " |"

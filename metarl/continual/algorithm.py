@@ -194,7 +194,10 @@ class ContinualLearning(MetaAlgorithm):
             result = evaluate_sine(self.network, self.cfg, self.methods)
         else:
             result = evaluate_omniglot(self.network, self.cfg, self.methods, self.data)
-        return {"dataset": self.cfg.dataset, "representation": self.representation, **result}
+        # a resumed run may have changed these: the result says which it was computed with
+        settings = {k: getattr(self.cfg, k) for k in self.metatest_only_settings}
+        return {"dataset": self.cfg.dataset, "representation": self.representation, **result,
+                "metatest_settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}}
 
     def format_metatest(self, result: dict[str, Any]) -> str:
         from metarl.continual.evaluation import format_table

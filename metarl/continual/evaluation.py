@@ -207,9 +207,14 @@ def evaluate_sine(network: ContinualNetwork, config: ContinualConfig, methods: S
         curves = np.array([_sine_run(network, method, best, config, config.metatest_seed + i, seq)
                            for i, seq in enumerate(test)])
         mean, ci = mean_and_ci95(curves[:, -1])
+        finite = np.isfinite(curves[:, -1])
         out["methods"][method] = {
             "lr": best, "lr_search": {str(lr): s for lr, s in scores.items()}, "mse": {"mean": mean, "ci95": ci},
-            "mse_by_functions": {str(k + 1): dict(zip(("mean", "ci95"), mean_and_ci95(curves[:, k])))
+            "diverged": int((~finite).sum()),
+            "mse_converged": dict(zip(("mean", "ci95"), mean_and_ci95(curves[finite, -1]))) if finite.any() else None,
+            # the curve over the sequences that did not diverge (all of them, unless "diverged" says otherwise)
+            "mse_by_functions": {str(k + 1): dict(zip(("mean", "ci95"), mean_and_ci95(curves[finite if finite.any()
+                                                                                            else slice(None), k])))
                                  for k in range(curves.shape[1])}}
     return out
 
@@ -225,7 +230,11 @@ def format_table(result: dict[str, Any]) -> str:
                  "(MSE over all functions after the whole sequence, 95% interval)",
                  f"{'method':10s} {'lr':>8s} {'MSE':>16s}"]
         for method, values in methods.items():
-            lines.append(f"{method:10s} {values['lr']:8.2g} {values['mse']['mean']:8.3f} +- {values['mse']['ci95']:.3f}")
+            line = f"{method:10s} {values['lr']:8.2g} {values['mse']['mean']:8.3f} +- {values['mse']['ci95']:.3f}"
+            if values.get("diverged") and values.get("mse_converged"):
+                line += (f"   ({values['diverged']}/{result['streams']} sequences diverged; the others "
+                         f"{values['mse_converged']['mean']:.3f})")
+            lines.append(line)
         return "\n".join(lines)
     lengths = [str(n) for n in result["stream_lengths"]]
     lines = [f"class-incremental Omniglot, {result['streams']} streams per length "

@@ -60,7 +60,9 @@ def plot_continual(results: Sequence[dict[str, Any]], path: str | os.PathLike) -
             keys = sorted(entries[0][metric], key=int)
             x = np.array([int(k) for k in keys])
             mean, half = _curve(entries, metric, keys)
-            line, = ax.plot(x, mean, marker="o", label=label, linestyle="--" if label.startswith("iid") else "-")
+            diverged = sum(entry.get("diverged", 0) for entry in entries)
+            shown = f"{label} ({diverged} sequences diverged, not drawn)" if diverged else label
+            line, = ax.plot(x, mean, marker="o", label=shown, linestyle="--" if label.startswith("iid") else "-")
             ax.fill_between(x, mean - half, mean + half, color=line.get_color(), alpha=0.2)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
@@ -69,8 +71,8 @@ def plot_continual(results: Sequence[dict[str, Any]], path: str | os.PathLike) -
             ax.set_yscale("log")
     axes_list = panels[0][0]
     axes_list.legend(fontsize=8)
-    seeds = len(results)
-    fig.suptitle(f"continual {datasets.pop()}: mean of {seeds} run(s), 95% band", fontsize=10)
+    runs = max(len(entries) for entries in merged.values())
+    fig.suptitle(f"continual {datasets.pop()}: mean over {runs} run(s) (seeds) per method, 95% band", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
