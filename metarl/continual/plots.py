@@ -72,7 +72,7 @@ def plot_continual(results: Sequence[dict[str, Any]], path: str | os.PathLike) -
     axes_list = panels[0][0]
     axes_list.legend(fontsize=8)
     runs = max(len(entries) for entries in merged.values())
-    fig.suptitle(f"continual {datasets.pop()}: mean over {runs} run(s) (seeds) per method, 95% band", fontsize=10)
+    fig.suptitle(f"continual {datasets.pop()}: mean over {runs} seed(s) per method, 95% band", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
