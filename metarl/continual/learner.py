@@ -233,7 +233,7 @@ class ContinualLearner:
         """Class scores ``(n, classes learned)`` or regression outputs ``(n, 1)``."""
         inputs = self._inputs(x)
         with torch.no_grad():
-            return self._head(self._encode(inputs) if not self.train_rln else inputs)
+            return self._head(self._encode(inputs))
 
     def predict(self, x: Any) -> np.ndarray:
         """The predicted label of each input (one of the labels learned) or the regression output ``(n,)``.
