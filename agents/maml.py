@@ -367,34 +367,42 @@ class MAMLBase(MetaAlgorithm):
         figure 5; tasks and episodes come from ``metatest_seed``, so the test set is fixed.
         """
         cfg = self.cfg
-        tasks, by_task = self._adaptation_returns(cfg.metatest_tasks, cfg.metatest_steps, cfg.metatest_seed)
+        tasks, by_task, success = self._adaptation_returns(cfg.metatest_tasks, cfg.metatest_steps, cfg.metatest_seed)
         means, ci95 = [], []
         for per_task in by_task:
             means.append(float(per_task.mean()))
             ci95.append(float(1.96 * per_task.std(ddof=1) / math.sqrt(len(per_task))) if len(per_task) > 1 else 0.0)
-        return {"env": cfg.env, "n_tasks": cfg.metatest_tasks, "episodes_per_task": cfg.episodes_per_task,
-                "returns_by_step": means, "ci95_by_step": ci95, "inner_lr": cfg.inner_lr,
-                "metatest_seed": cfg.metatest_seed, "tasks": tasks_to_json(tasks),
-                "returns_by_task": [[float(r) for r in per_task] for per_task in by_task]}
+        result = {"env": cfg.env, "n_tasks": cfg.metatest_tasks, "episodes_per_task": cfg.episodes_per_task,
+                  "returns_by_step": means, "ci95_by_step": ci95, "inner_lr": cfg.inner_lr,
+                  "env_steps": self.env_steps, "metatest_seed": cfg.metatest_seed, "tasks": tasks_to_json(tasks),
+                  "returns_by_task": [[float(r) for r in per_task] for per_task in by_task]}
+        if success is not None:  # families with a goal: the fraction of episodes that reached it, per step
+            result["success_rate_by_step"] = [float(s.mean()) for s in success]
+        return result
 
-    def _adaptation_returns(self, n_tasks: int, steps: int, seed: int) -> tuple[list[Any], list[np.ndarray]]:
-        """``n_tasks`` tasks from ``seed`` and each task's mean return after 0..``steps`` inner steps."""
+    def _adaptation_returns(self, n_tasks: int, steps: int, seed: int
+                            ) -> tuple[list[Any], list[np.ndarray], list[np.ndarray] | None]:
+        """``n_tasks`` tasks from ``seed``, each task's mean return after 0..``steps`` inner steps and, for families
+        with a success criterion, each task's fraction of successful episodes after each step (else ``None``)."""
         cfg = self.cfg
         rng = np.random.default_rng(seed)
         tasks = self.sampler.sample_tasks(n_tasks, rng)
         meta_params: Params = detach_params(self.meta_params())
         params, batched = meta_params, False
-        by_task = []
+        by_task, success = [], []
         for step in range(steps + 1):
             eps = self.sampler.sample(self.act_fn(params, batched), tasks, cfg.episodes_per_task, rng)
             by_task.append(eps.episode_returns.mean(1).numpy())
+            reached = self.sampler.episode_success(eps.rewards * eps.mask)
+            if reached is not None:
+                success.append(reached.mean(1))
             if step < steps:
                 batch = self.task_batch(eps)
                 with torch.no_grad():
                     params = self.adapt(params, batch, steps=1, first_order=True, batched_params=batched,
                                         step_size=self.step_size(meta_params, step))
                 batched = True
-        return tasks, by_task
+        return tasks, by_task, (success or None)
 
     def validation_scores(self, n_tasks: int, seed: int) -> dict[str, float]:
         """Mean return on ``n_tasks`` validation tasks before and after ``inner_steps`` inner steps.
@@ -408,7 +416,7 @@ class MAMLBase(MetaAlgorithm):
         saved = None if self.value_net is None else copy.deepcopy(
             (self.value_net.state_dict(), self.value_opt.state_dict()))
         try:
-            _, by_task = self._adaptation_returns(n_tasks, steps, seed)
+            _, by_task, _ = self._adaptation_returns(n_tasks, steps, seed)
         finally:
             if saved is not None:
                 self.value_net.load_state_dict(saved[0])
@@ -423,6 +431,8 @@ class MAMLBase(MetaAlgorithm):
                  "---------------- | ----------- | ------"]
         for k, (m, c) in enumerate(zip(result["returns_by_step"], result["ci95_by_step"])):
             lines.append(f"{k:>16} | {m:>11.2f} | +/- {c:.2f}")
+        if "success_rate_by_step" in result:
+            lines.append("success rate by step: " + " ".join(f"{x:.3f}" for x in result["success_rate_by_step"]))
         return "\n".join(lines)
 
     def metatest_scalars(self, result: dict[str, Any]) -> dict[str, float]:

@@ -273,13 +273,16 @@ class RL2PPO(MetaAlgorithm):
             trials = self.rollout(tasks, 1, rl2_rng)
         per_episode = self.sampler.episode_returns_by_index(trials.rewards)[:, 0].double().numpy()
         results = {"rl2": (per_episode.sum(1), per_episode.mean(0))}
+        # families with a goal: whether each inner episode reached it
+        episode_rewards = trials.rewards[:, 0].reshape(len(tasks), cfg.episodes_per_trial, -1)
+        success = self.sampler.episode_success(episode_rewards)
         results.update(self._baseline_returns(tasks, baseline_rng))
         n = len(tasks)
 
         def ci95(x: np.ndarray) -> float:
             return float(1.96 * x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else 0.0
 
-        return {
+        result = {
             "env": cfg.env,
             "env_kwargs": dict(cfg.env_kwargs),
             "n_tasks": n,
@@ -287,8 +290,14 @@ class RL2PPO(MetaAlgorithm):
             "mean_total_return": {k: float(tot.mean()) for k, (tot, _) in results.items()},
             "ci95_total_return": {k: ci95(tot) for k, (tot, _) in results.items()},
             "mean_return_by_episode": {k: [float(x) for x in eps] for k, (_, eps) in results.items()},
+            "env_steps": self.env_steps,
             "metatest_seed": cfg.metatest_seed,
         }
+        if success is not None:
+            result["rl2_success_rate_by_episode"] = [float(x) for x in success.mean(0)]
+            result["rl2_success_rate_by_episode_cumulative"] = [
+                float(x) for x in np.maximum.accumulate(success, axis=1).mean(0)]
+        return result
 
     def validation_scores(self, n_tasks: int, seed: int) -> dict[str, float]:
         """Mean total return of one trial on each of ``n_tasks`` validation tasks (``score``), and of its

@@ -4,7 +4,8 @@ Importing ``metarl`` registers its task families with Gymnasium (``metarl/Naviga
 and the others listed by :func:`metarl.list_families`). :func:`make_algorithm` builds any learner with
 the settings ``metarl train`` would use, :func:`load_run` gives back a trained one, and
 ``metarl.fewshot.load_learner`` a few-shot learner ready to adapt, ``metarl.continual.load_learner`` an
-online learner (submodules load on first use).
+online learner, :class:`TaskEncoder` (``metarl.encoders``) PEARL's context encoder for any agent (submodules
+load on first use).
 """
 
 import importlib
@@ -28,6 +29,7 @@ __all__ = [
     "make_algorithm",
     "load_run",
     "run_meta_training",
+    "TaskEncoder",
     "Task",
     "TaskFamily",
     "TaskParam",
@@ -39,8 +41,9 @@ __all__ = [
 ]
 
 
-_LAZY = {"make_algorithm": "metarl.launcher", "load_run": "metarl.launcher", "run_meta_training": "metarl.training"}
-_SUBMODULES = ("fewshot", "continual", "agents", "launcher", "training", "presets", "config")
+_LAZY = {"make_algorithm": "metarl.launcher", "load_run": "metarl.launcher", "run_meta_training": "metarl.training",
+         "TaskEncoder": "metarl.encoders"}
+_SUBMODULES = ("fewshot", "continual", "agents", "launcher", "training", "presets", "config", "encoders")
 
 
 def __getattr__(name: str) -> Any:

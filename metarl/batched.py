@@ -105,15 +105,19 @@ class GenericBatchedEnv(BatchedEnv):
         rewards = np.zeros(self.num_envs)
         terminated = np.zeros(self.num_envs, dtype=bool)
         truncated = np.zeros(self.num_envs, dtype=bool)
+        scalars: dict[str, np.ndarray] = {}
         for i, env in enumerate(self.envs):
             if self._done[i]:
                 terminated[i] = True
                 continue
-            obs, r, term, trunc, _ = env.step(actions[i])
+            obs, r, term, trunc, info = env.step(actions[i])
             self._last_obs[i] = obs
             rewards[i], terminated[i], truncated[i] = r, term, trunc
             self._done[i] = term or trunc
-        return np.stack(self._last_obs), rewards, terminated, truncated, {}
+            for key, value in info.items():  # numeric scalars batch like the fast paths' info
+                if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+                    scalars.setdefault(key, np.zeros(self.num_envs))[i] = value
+        return np.stack(self._last_obs), rewards, terminated, truncated, scalars
 
     def close(self) -> None:
         for env in self.envs:

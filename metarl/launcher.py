@@ -102,6 +102,7 @@ ALGORITHMS: dict[str, Callable[[], AlgorithmSpec]] = {
     "maml-trpo": _rl("maml-trpo", "metarl.agents.maml", "MAMLTRPO", "MAMLConfig"),
     "maml-ppo": _rl("maml-ppo", "metarl.agents.maml", "MAMLPPO", "MAMLPPOConfig"),
     "rl2-ppo": _rl("rl2-ppo", "metarl.agents.rl2", "RL2PPO", "RL2Config"),
+    "pearl": _rl("pearl", "metarl.agents.pearl", "PEARL", "PEARLConfig"),
     **{name: _fewshot(name) for name in ("maml", "fomaml", "metasgd", "protonet", "mann")},
     **{name: _continual(name) for name in ("oml", "oml-er", "pretrain", "finetune", "er", "iid")},
 }

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
@@ -43,6 +43,11 @@ class Episodes:
         tasks: the task of each leading index.
         truncated: ``(tasks, episodes)`` whether the episode was cut by the env (e.g. a MuJoCo blow-up)
             rather than terminated or run to the horizon.
+        terminated: ``(tasks, episodes)`` whether the episode ended in a terminal state (no value after it).
+        final_observations: ``(tasks, episodes, *obs_shape)`` the observation the episode's last step
+            returned (``s_{T}``, what an off-policy critic bootstraps from at the horizon).
+        infos: per-step ``(tasks, episodes, T)`` values of the ``info`` keys asked for with ``info_keys``
+            (0 on masked steps), e.g. SparsePointRobot's ``dense_reward``.
     """
 
     observations: torch.Tensor
@@ -51,6 +56,9 @@ class Episodes:
     mask: torch.Tensor
     tasks: list[Any]
     truncated: torch.Tensor
+    terminated: torch.Tensor | None = None
+    final_observations: torch.Tensor | None = None
+    infos: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def episode_returns(self) -> torch.Tensor:
@@ -119,6 +127,14 @@ class EpisodeSampler:
                              "exactly the number asked for")
         return tasks
 
+    def episode_success(self, rewards: torch.Tensor) -> np.ndarray | None:
+        """Whether each episode reached the family's goal, from its rewards ``(..., T)`` (masked steps 0), where
+        the family defines ``episode_success(rewards)`` (e.g. SparsePointRobot); else ``None``."""
+        success = getattr(self.family, "episode_success", None)
+        if success is None:
+            return None
+        return np.asarray(success(rewards.detach().numpy()), dtype=bool)
+
     def backend(self, tasks: Sequence[Any], episodes_per_task: int) -> BatchedEnv:
         """The (cached) batched backend for this many tasks and episodes, set to ``tasks``."""
         key = (len(tasks), episodes_per_task)
@@ -129,12 +145,14 @@ class EpisodeSampler:
         return backend
 
     def sample(self, act_fn: ActFn, tasks: Sequence[Any], episodes_per_task: int,
-               rng: np.random.Generator) -> Episodes:
+               rng: np.random.Generator, *, info_keys: Sequence[str] = ()) -> Episodes:
         """Roll out ``episodes_per_task`` episodes of every task with ``act_fn``.
 
         Reset seeds and the action-noise generator are drawn from ``rng``, so the same generator
         state gives the same episodes. An ``act_fn`` with an ``observe(actions, rewards, info, valid)``
         method is shown every transition after the step (``valid``: the simulations that really moved).
+        ``info_keys``: numeric per-simulation entries of the backend's step ``info`` to keep in
+        :attr:`Episodes.infos` (a key the backend does not return is an error naming it).
         """
         check_positive_int("episodes_per_task", episodes_per_task)
         if len(tasks) == 0:
@@ -154,6 +172,9 @@ class EpisodeSampler:
         rewards = torch.zeros((horizon, n_sims), dtype=torch.float32)
         mask = torch.zeros((horizon, n_sims), dtype=torch.float32)
         truncated_any = np.zeros(n_sims, dtype=bool)
+        terminated_any = np.zeros(n_sims, dtype=bool)
+        final_obs = np.zeros((n_sims, *obs_shape), dtype=np.float32)
+        infos = {key: torch.zeros((horizon, n_sims), dtype=torch.float32) for key in info_keys}
         actions_t: torch.Tensor | None = None
         alive = np.ones(n_sims, dtype=bool)
         for t in range(horizon):
@@ -185,6 +206,14 @@ class EpisodeSampler:
             mask[t] = torch.as_tensor(valid, dtype=torch.float32)
             rewards[t] = torch.as_tensor(np.where(valid, reward, 0.0), dtype=torch.float32)
             truncated_any |= alive & np.asarray(truncated, dtype=bool)
+            terminated_any |= valid & np.asarray(terminated, dtype=bool)
+            final_obs[valid] = np.asarray(obs)[valid]
+            for key, values in infos.items():
+                if key not in info:
+                    raise KeyError(f"{self.env_id}'s batched step returns no info[{key!r}]; it returns "
+                                   f"{sorted(info)} (info_keys names the per-step values to keep)")
+                values[t] = torch.as_tensor(np.where(valid, np.asarray(info[key], dtype=np.float64), 0.0),
+                                            dtype=torch.float32)
             alive = alive & ~np.asarray(terminated, dtype=bool) & ~np.asarray(truncated, dtype=bool)
             if not alive.any():
                 break
@@ -204,6 +233,9 @@ class EpisodeSampler:
             mask=to_tasks_first(mask),
             tasks=list(tasks),
             truncated=torch.as_tensor(truncated_any).reshape(n_tasks, n_eps),
+            terminated=torch.as_tensor(terminated_any).reshape(n_tasks, n_eps),
+            final_observations=torch.as_tensor(final_obs).reshape(n_tasks, n_eps, *obs_shape),
+            infos={key: to_tasks_first(values) for key, values in infos.items()},
         )
 
     def _check_observations(self, obs: np.ndarray, used: np.ndarray, tasks: Sequence[Any], n_eps: int,

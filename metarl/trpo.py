@@ -29,13 +29,21 @@ def unflat_like(vector: torch.Tensor, like: Sequence[torch.Tensor]) -> list[torc
 
 def conjugate_gradient(matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int = 10,
                        residual_tol: float = 1e-10) -> torch.Tensor:
-    """Approximately solve ``A x = b`` for symmetric positive-definite ``A`` given as ``matvec``."""
+    """Approximately solve ``A x = b`` for symmetric positive-definite ``A`` given as ``matvec``.
+
+    A zero ``b`` (e.g. a sparse-reward batch where no episode saw a reward) gives ``x = 0``.
+    """
     x = torch.zeros_like(b)
     r, p = b.clone(), b.clone()
     rr = r @ r
+    if rr < residual_tol:
+        return x
     for _ in range(iters):
         Ap = matvec(p)
-        alpha = rr / (p @ Ap)
+        pAp = p @ Ap
+        if not pAp > 0:  # no curvature left along p (or a non-finite product): keep the solution so far
+            break
+        alpha = rr / pAp
         x = x + alpha * p
         r = r - alpha * Ap
         rr_new = r @ r
