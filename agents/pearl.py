@@ -102,6 +102,9 @@ class PEARLConfig(EnvRunConfig):
     metatest_tasks: int = field(40, "held-out tasks in the final meta-test (one trial each)", bounds="[1, inf)")
     metatest_episodes: int = field(3, "episodes per meta-test trial (the first with z from the prior)",
                                    bounds="[2, inf)")
+    metatest_sample_prior: bool = field(True, "the meta-test's prior episode samples its actions, as the training's "
+                                              "prior episodes that form the encoder's context (later episodes act "
+                                              "with the policy's mode)")
 
     def validate(self) -> None:
         """Raise ``ValueError`` for settings that cannot train."""
@@ -153,7 +156,7 @@ class PEARL(MetaAlgorithm):
 
     name = "pearl"
     config_class = PEARLConfig
-    metatest_only_settings = ("metatest_tasks", "metatest_episodes")
+    metatest_only_settings = ("metatest_tasks", "metatest_episodes", "metatest_sample_prior")
     cfg: PEARLConfig
 
     def __init__(self, config: PEARLConfig | None = None, **settings: Any):
@@ -358,8 +361,8 @@ class PEARL(MetaAlgorithm):
         return out
 
     # ----- meta-test ------------------------------------------------------------------------------------
-    def adaptation_trials(self, tasks: Sequence[Task], n_episodes: int, rng: np.random.Generator
-                          ) -> tuple[np.ndarray, np.ndarray | None]:
+    def adaptation_trials(self, tasks: Sequence[Task], n_episodes: int, rng: np.random.Generator,
+                          sample_prior: bool | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """One trial of ``n_episodes`` on each task: the first with ``z`` from the prior, each later one with
         ``z`` from the posterior given the trial's transitions so far; the policy's mode acts.
 
@@ -375,12 +378,14 @@ class PEARL(MetaAlgorithm):
         context = torch.zeros((n, 0, self.encoder.input_dim))
         mask = torch.zeros((n, 0))
         keys = (DENSE_REWARD_KEY,) if cfg.critic_reward == "dense" else ()
+        sample_prior = cfg.metatest_sample_prior if sample_prior is None else sample_prior
         for e in range(n_episodes):
             with torch.no_grad():
                 post = self.encoder.prior((n,)) if e == 0 else self.infer_posterior(context, mask)
                 z = post.loc + post.scale * torch.randn(post.loc.shape, generator=generator)
-                episodes = self.sampler.sample(self.act_fn(z[:, None], deterministic=True), list(tasks), 1, rng,
-                                               info_keys=keys)
+                deterministic = not (e == 0 and sample_prior)
+                episodes = self.sampler.sample(self.act_fn(z[:, None], deterministic=deterministic), list(tasks), 1,
+                                               rng, info_keys=keys)
             returns[:, e] = episodes.episode_returns[:, 0].double().numpy()
             if success_fn is not None:
                 successes[:, e] = np.asarray(success_fn(episodes.rewards[:, 0].numpy()), dtype=bool)

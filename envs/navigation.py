@@ -19,7 +19,7 @@ from gymnasium import spaces
 from metarl.batched import BatchedEnv, StepResult
 from metarl.tasks import Task, TaskFamily, TaskParam, check_positive_int
 
-__all__ = ["Navigation2DEnv", "Navigation2DBatched"]
+__all__ = ["Navigation2DEnv", "Navigation2DBatched", "PointMassBatched"]
 
 
 def _check_range(name: str, low: float, high: float) -> None:
@@ -62,8 +62,12 @@ class Navigation2DEnv(TaskFamily, gym.Env):
         goals = rng.uniform(self.goal_low, self.goal_high, size=(n, 2))
         return [Task.create(self.family_name, goal=g) for g in goals]
 
+    def goal_of(self, task: Task) -> np.ndarray:
+        """The goal position of ``task``."""
+        return np.asarray(task["goal"], dtype=np.float64)
+
     def _apply_task(self, task: Task) -> None:
-        self._goal = task["goal"]
+        self._goal = self.goal_of(task)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
@@ -88,21 +92,24 @@ class Navigation2DEnv(TaskFamily, gym.Env):
         return Navigation2DBatched(self, tasks, episodes_per_task)
 
 
-class Navigation2DBatched(BatchedEnv):
-    """All (task, episode) simulations of Navigation2D in one array."""
+class PointMassBatched(BatchedEnv):
+    """All (task, episode) simulations of a point moving in the plane towards its task's goal, in one array.
 
-    def __init__(self, env: Navigation2DEnv, tasks: Sequence[Task], episodes_per_task: int):
+    The env gives ``goal_of(task)`` and ``max_action``; a subclass turns the new positions and their
+    distances to the goals into ``(reward, terminated, info)`` (:meth:`outcome`).
+    """
+
+    def __init__(self, env: Any, tasks: Sequence[Task], episodes_per_task: int):
         self._env = env
         self.episodes_per_task = check_positive_int("episodes_per_task", episodes_per_task)
         self.single_observation_space = env.observation_space
         self.single_action_space = env.action_space
-        self.max_action, self.goal_tolerance = env.max_action, env.goal_tolerance
         self.tasks = list(tasks)
         self.set_tasks(tasks)
 
     def set_tasks(self, tasks: Sequence[Task]) -> None:
         self.tasks = [self._env.validate_task(t) for t in tasks]
-        goals = np.stack([t["goal"] for t in self.tasks])
+        goals = np.stack([self._env.goal_of(t) for t in self.tasks])
         self._goals = goals[self.task_index()]
         self._position = np.zeros((self.num_envs, 2))
 
@@ -114,8 +121,19 @@ class Navigation2DBatched(BatchedEnv):
         actions = np.asarray(actions, dtype=np.float64)
         if actions.shape != (self.num_envs, 2):
             raise ValueError(f"actions must have shape {(self.num_envs, 2)}, got {actions.shape}")
-        self._position = self._position + np.clip(actions, -self.max_action, self.max_action)
+        self._position = self._position + np.clip(actions, -self._env.max_action, self._env.max_action)
         delta = self._position - self._goals
+        reward, terminated, info = self.outcome(delta)
+        return self._position.astype(np.float32), reward, terminated, np.zeros(self.num_envs, dtype=bool), info
+
+    def outcome(self, delta: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Rewards, terminations and info arrays from the positions minus the goals ``(num_envs, 2)``."""
+        raise NotImplementedError
+
+
+class Navigation2DBatched(PointMassBatched):
+    """All (task, episode) simulations of Navigation2D in one array."""
+
+    def outcome(self, delta: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         reward = -np.sqrt(np.sum(delta**2, axis=1))
-        terminated = np.all(np.abs(delta) < self.goal_tolerance, axis=1)
-        return self._position.astype(np.float32), reward, terminated, np.zeros_like(terminated), {}
+        return reward, np.all(np.abs(delta) < self._env.goal_tolerance, axis=1), {}

@@ -27,8 +27,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from metarl.batched import BatchedEnv, StepResult
-from metarl.tasks import Task, TaskFamily, TaskParam, check_positive_int
+from metarl.envs.navigation import PointMassBatched
+from metarl.tasks import Task, TaskFamily, TaskParam
 
 __all__ = ["SparsePointRobotEnv", "SparsePointRobotBatched", "sparse_reward"]
 
@@ -105,33 +105,10 @@ class SparsePointRobotEnv(TaskFamily, gym.Env):
         return SparsePointRobotBatched(self, tasks, episodes_per_task)
 
 
-class SparsePointRobotBatched(BatchedEnv):
+class SparsePointRobotBatched(PointMassBatched):
     """All (task, episode) simulations of SparsePointRobot in one array."""
 
-    def __init__(self, env: SparsePointRobotEnv, tasks: Sequence[Task], episodes_per_task: int):
-        self._env = env
-        self.episodes_per_task = check_positive_int("episodes_per_task", episodes_per_task)
-        self.single_observation_space = env.observation_space
-        self.single_action_space = env.action_space
-        self.tasks = list(tasks)
-        self.set_tasks(tasks)
-
-    def set_tasks(self, tasks: Sequence[Task]) -> None:
-        self.tasks = [self._env.validate_task(t) for t in tasks]
-        goals = np.stack([self._env.goal_of(t) for t in self.tasks])
-        self._goals = goals[self.task_index()]
-        self._position = np.zeros((self.num_envs, 2))
-
-    def reset(self, seeds: Sequence[int] | np.ndarray) -> np.ndarray:
-        self._position = np.zeros((self.num_envs, 2))
-        return self._position.astype(np.float32)
-
-    def step(self, actions: np.ndarray) -> StepResult:
-        actions = np.asarray(actions, dtype=np.float64)
-        if actions.shape != (self.num_envs, 2):
-            raise ValueError(f"actions must have shape {(self.num_envs, 2)}, got {actions.shape}")
-        self._position = self._position + np.clip(actions, -self._env.max_action, self._env.max_action)
-        distance = np.linalg.norm(self._position - self._goals, axis=1)
-        done = np.zeros(self.num_envs, dtype=bool)
-        return (self._position.astype(np.float32), sparse_reward(distance, self._env.goal_radius), done, done,
-                {"dense_reward": -distance})
+    def outcome(self, delta: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        distance = np.linalg.norm(delta, axis=1)
+        return sparse_reward(distance, self._env.goal_radius), np.zeros(len(delta), dtype=bool), \
+            {"dense_reward": -distance}

@@ -93,6 +93,14 @@ class RunConfig:
     #: the field whose value selects the preset (:mod:`metarl.presets`)
     preset_key: typing.ClassVar[str] = ""
 
+    def __post_init__(self) -> None:
+        """Lists given for tuple settings become tuples (``hidden_sizes=[64, 64]`` as in YAML)."""
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, list):
+                object.__setattr__(self, f.name, _coerce(value, hints[f.name]))
+
     def validate(self) -> None:
         """Raise ``ValueError``/``TypeError`` naming any setting that cannot train."""
         check_config(self)

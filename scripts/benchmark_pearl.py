@@ -45,13 +45,14 @@ def updates_per_second(env: str, updates: int, **overrides) -> tuple[float, floa
     return updates / (time.perf_counter() - start), fps, sizes
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[dict]:
+    """Run the benchmark; returns the rows (also printed as a Markdown table)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--updates", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--families", nargs="+", default=list(FAMILIES))
     parser.add_argument("--json", default=None)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows = []
     print(f"torch {torch.__version__}, {args.threads} thread(s), metarl {metarl.__version__}")
@@ -67,6 +68,7 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"threads": args.threads, "updates": args.updates, "rows": rows}, f, indent=2)
+    return rows
 
 
 if __name__ == "__main__":

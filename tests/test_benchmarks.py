@@ -25,6 +25,15 @@ def _documented(tag: str, doc: str) -> bool:
         or f"`{tag}`".replace("_", "") in doc.replace("_", "") or tag in doc
 
 
+def test_pearl_benchmark_reports_update_rates(tmp_path, capsys):
+    module = load_script("benchmark_pearl")
+    out = tmp_path / "pearl.json"
+    module.main(["--updates", "2", "--families", "metarl/SparsePointRobot-v0", "--json", str(out)])
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["preset_updates_per_second"] > 0 and row["paper_updates_per_second"] > 0
+    assert "| metarl/SparsePointRobot-v0 |" in capsys.readouterr().out
+
+
 def test_every_tensorboard_tag_is_documented(tmp_path):
     """Tiny runs of each kind; every scalar tag they write appears in docs/tensorboard.md."""
     from metarl.cli import main
@@ -40,6 +49,10 @@ def test_every_tensorboard_tag_is_documented(tmp_path):
                  "--max-episode-steps", "5", "--hidden-sizes", "8", "--metatest-tasks", "2", "--cg-iters", "2"],
         "rl2": ["train", "--algo", "rl2-ppo", "--meta-batch-size", "2", "--num-minibatches", "1", "--hidden-size", "8",
                 "--metatest-tasks", "2", "--max-episode-steps", "5"],
+        "pearl": ["train", "--algo", "pearl", "--env", "metarl/SparsePointRobot-v0", "--train-tasks", "3",
+                  "--tasks-per-iteration", "2", "--initial-episodes", "1", "--gradient-steps", "2", "--meta-batch-size",
+                  "2", "--batch-size", "4", "--context-size", "4", "--hidden-sizes", "8", "--encoder-hidden-sizes", "8",
+                  "--metatest-tasks", "2", "--posterior-episodes", "1", "--eval-every", "1", "--eval-tasks", "2"],
         "sin": ["fewshot", "--algo", "maml", "--dataset", "sinusoid", "--metatest-tasks", "5", "--eval-every", "1",
                 "--eval-tasks", "5"],
         "continual": ["continual", "--method", "oml", "--dataset", "sinusoid", "--hidden", "8", "--sine-functions",

@@ -275,17 +275,29 @@ def test_bad_pearl_settings_get_one_line_errors(tmp_path, args, message):
 
 
 @pytest.mark.slow
-def test_pearl_learns_navigation_from_its_posterior():
-    """A short run: after its first posterior episode, PEARL does far better than the untrained policy."""
-    cfg = PEARLConfig(env="metarl/Navigation2D-v0", max_episode_steps=30, train_tasks=10, tasks_per_iteration=5,
-                      initial_episodes=2, prior_episodes=1, extra_posterior_episodes=1, gradient_steps=100,
-                      meta_batch_size=5, batch_size=64, context_size=32, hidden_sizes=(64, 64),
-                      encoder_hidden_sizes=(64,), metatest_tasks=20, metatest_episodes=2, reward_scale=100.0)
-    torch.manual_seed(0)
+def test_pearl_learns_to_tell_two_goals_apart_from_context():
+    """Two training goals on opposite sides (seed 4): after a short run the encoder's posteriors differ between
+    them and the first posterior episode beats both the untrained policy and the trial's prior episode."""
+    cfg = PEARLConfig(env="metarl/Navigation2D-v0", seed=4, max_episode_steps=20, train_tasks=2, tasks_per_iteration=2,
+                      initial_episodes=2, prior_episodes=2, extra_posterior_episodes=1, gradient_steps=100,
+                      meta_batch_size=2, batch_size=128, context_size=32, hidden_sizes=(64, 64),
+                      encoder_hidden_sizes=(32,), learn_alpha=True, reward_scale=10.0, gamma=0.9, use_next_obs=True,
+                      outer_lr=1e-3, kl_lambda=0.0)
+    torch.manual_seed(4)
     algo = PEARL(cfg)
-    untrained = algo.meta_test()["mean_return_by_episode"][1]
+    goals = np.stack([t["goal"] for t in algo.train_tasks])
+    assert goals[0] @ goals[1] < 0, "the two goals lie on opposite sides of the start"
+
+    def trial_returns() -> np.ndarray:
+        return algo.adaptation_trials(algo.train_tasks * 10, 2, np.random.default_rng(1))[0].mean(0)
+
+    untrained = trial_returns()
     rng = np.random.default_rng(0)
     for _ in range(15):
         algo.meta_train_step(rng)
-    trained = algo.meta_test()["mean_return_by_episode"][1]
-    assert trained > untrained + 3, (untrained, trained)
+    trained = trial_returns()
+    context = algo.context_of(algo.context_buffer.sample([0, 1], 32, torch.Generator().manual_seed(0)))
+    with torch.no_grad():
+        posterior = algo.encoder(context)
+    assert (posterior.loc[0] - posterior.loc[1]).abs().max() > 5 * posterior.scale.max(), "z tells the goals apart"
+    assert trained[1] > untrained[1] + 3 and trained[1] > trained[0], (untrained, trained)
