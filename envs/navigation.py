@@ -19,7 +19,7 @@ from gymnasium import spaces
 from metarl.batched import BatchedEnv, StepResult
 from metarl.tasks import Task, TaskFamily, TaskParam, check_positive_int
 
-__all__ = ["Navigation2DEnv", "Navigation2DBatched", "PointMassBatched"]
+__all__ = ["Navigation2DEnv", "Navigation2DBatched", "PointMassEnv", "PointMassBatched"]
 
 
 def _check_range(name: str, low: float, high: float) -> None:
@@ -27,7 +27,32 @@ def _check_range(name: str, low: float, high: float) -> None:
         raise ValueError(f"{name} range must be finite with low < high, got [{low}, {high}]")
 
 
-class Navigation2DEnv(TaskFamily, gym.Env):
+class PointMassEnv(TaskFamily, gym.Env):
+    """A point in the plane that starts at the origin and moves by its action, clipped to ``max_action`` per axis.
+
+    Subclasses set ``max_action``, the spaces and the task protocol, and compute rewards from :meth:`_move`.
+    """
+
+    max_action: float
+    _position: np.ndarray
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        self._position = np.zeros(2)
+        return self._position.astype(np.float32), {}
+
+    def _move(self, action: Any) -> np.ndarray:
+        """Check ``action``, move by it (clipped) and return the new position."""
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != (2,):
+            raise ValueError(f"{self.family_name} actions have shape (2,), got {action.shape}")
+        if not np.all(np.isfinite(action)):
+            raise ValueError(f"{self.family_name} action must be finite, got {action.tolist()}")
+        self._position = self._position + np.clip(action, -self.max_action, self.max_action)
+        return self._position
+
+
+class Navigation2DEnv(PointMassEnv):
     """Point navigation to a goal in the plane.
 
     Args:
@@ -69,19 +94,8 @@ class Navigation2DEnv(TaskFamily, gym.Env):
     def _apply_task(self, task: Task) -> None:
         self._goal = self.goal_of(task)
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        super().reset(seed=seed)
-        self._position = np.zeros(2)
-        return self._position.astype(np.float32), {}
-
     def step(self, action):
-        action = np.asarray(action, dtype=np.float64)
-        if action.shape != (2,):
-            raise ValueError(f"Navigation2D actions have shape (2,), got {action.shape}")
-        if not np.all(np.isfinite(action)):
-            raise ValueError(f"Navigation2D action must be finite, got {action.tolist()}")
-        action = np.clip(action, -self.max_action, self.max_action)
-        self._position = self._position + action
+        self._move(action)
         delta = self._position - self._goal
         reward = -float(np.sqrt(np.sum(delta**2)))
         terminated = bool(np.all(np.abs(delta) < self.goal_tolerance))

@@ -21,14 +21,12 @@ its tanh policy's range).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from metarl.envs.navigation import PointMassBatched
-from metarl.tasks import Task, TaskFamily, TaskParam
+from metarl.envs.navigation import PointMassBatched, PointMassEnv
+from metarl.tasks import Task, TaskParam
 
 __all__ = ["SparsePointRobotEnv", "SparsePointRobotBatched", "sparse_reward"]
 
@@ -39,7 +37,7 @@ def sparse_reward(distance: np.ndarray, goal_radius: float) -> np.ndarray:
     return np.where(distance <= goal_radius, 1.0 - distance, 0.0)
 
 
-class SparsePointRobotEnv(TaskFamily, gym.Env):
+class SparsePointRobotEnv(PointMassEnv):
     """Point navigation to a goal on a half circle, rewarded only near the goal.
 
     Args:
@@ -83,18 +81,8 @@ class SparsePointRobotEnv(TaskFamily, gym.Env):
         """
         return np.asarray(rewards).max(axis=-1) > 0
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        super().reset(seed=seed)
-        self._position = np.zeros(2)
-        return self._position.astype(np.float32), {}
-
     def step(self, action):
-        action = np.asarray(action, dtype=np.float64)
-        if action.shape != (2,):
-            raise ValueError(f"SparsePointRobot actions have shape (2,), got {action.shape}")
-        if not np.all(np.isfinite(action)):
-            raise ValueError(f"SparsePointRobot action must be finite, got {action.tolist()}")
-        self._position = self._position + np.clip(action, -self.max_action, self.max_action)
+        self._move(action)
         distance = float(np.linalg.norm(self._position - self._goal))
         reward = float(sparse_reward(distance, self.goal_radius))
         return self._position.astype(np.float32), reward, False, False, {"dense_reward": -distance,

@@ -8,7 +8,7 @@ Gaussian); :class:`ActionScaler` maps them to and from the family's bounded Box.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -126,8 +126,3 @@ class ActionScaler:
         flat = actions.reshape(*actions.shape[:actions.dim() - len(self.shape)], self.dim).float()
         return (2.0 * (flat - self.low) / (self.high - self.low) - 1.0).clamp(-1.0, 1.0)
 
-
-def parameters_of(*modules: nn.Module) -> Iterable[nn.Parameter]:
-    """The parameters of several modules, in order."""
-    for module in modules:
-        yield from module.parameters()
