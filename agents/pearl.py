@@ -43,12 +43,13 @@ from typing import Any
 import numpy as np
 import torch
 from gymnasium import spaces
+from torch.distributions import Normal
 
 from metarl.config import EnvRunConfig, field
 from metarl.encoders import TaskEncoder, make_context
 from metarl.replay import MultiTaskReplayBuffer
 from metarl.sac import ActionScaler, TanhGaussianPolicy, TwinQ, soft_q_target, soft_update
-from metarl.sampler import Episodes, EpisodeSampler
+from metarl.sampler import ActFn, Episodes, EpisodeSampler
 from metarl.tasks import Task, tasks_to_json
 from metarl.training import MetaAlgorithm, check_finite, check_validation_seed
 
@@ -196,7 +197,7 @@ class PEARL(MetaAlgorithm):
         """The entropy temperature."""
         return float(self.log_alpha.detach().exp())
 
-    def act_fn(self, z: torch.Tensor, deterministic: bool = False):
+    def act_fn(self, z: torch.Tensor, deterministic: bool = False) -> ActFn:
         """A sampler act function for latent tasks ``z`` of shape ``(tasks, episodes, latent_dim)``."""
 
         def act(obs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -211,7 +212,7 @@ class PEARL(MetaAlgorithm):
         return make_context(transitions["observations"], transitions["actions"], transitions["rewards"],
                             transitions["next_observations"] if self.cfg.use_next_obs else None)
 
-    def infer_posterior(self, context: torch.Tensor, mask: torch.Tensor | None = None):
+    def infer_posterior(self, context: torch.Tensor, mask: torch.Tensor | None = None) -> Normal:
         """``q(z | context)`` for contexts ``(..., n, transition_dim)``."""
         return self.encoder(context, mask)
 
