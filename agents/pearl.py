@@ -38,7 +38,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -96,7 +96,7 @@ class PEARLConfig(EnvRunConfig):
     kl_lambda: float = field(0.1, "weight of KL(q(z|c) || N(0, I)) in the encoder's loss", bounds="[0, inf)")
     policy_reg: float = field(1e-3, "weight of the actor's mean and log-std L2 penalties (the public code's)",
                               bounds="[0, inf)")
-    critic_reward: str = field("env", "reward of the Bellman target: 'env' (the family's) or 'dense' (its step "
+    critic_reward: Literal["env", "dense"] = field("env", "reward of the Bellman target: 'env' (the family's) or 'dense' (its step "
                                       "info['dense_reward'], as PEARL's sparse point robot; the context keeps "
                                       "the family's)")
     replay_capacity: int = field(1_000_000, "replay buffer transitions kept per training task", bounds="[1, inf)")
@@ -110,8 +110,6 @@ class PEARLConfig(EnvRunConfig):
     def validate(self) -> None:
         """Raise ``ValueError`` for settings that cannot train."""
         super().validate()
-        if self.critic_reward not in ("env", "dense"):
-            raise ValueError(f"critic_reward must be 'env' or 'dense', got {self.critic_reward!r}")
         if self.tasks_per_iteration > self.train_tasks:
             raise ValueError(f"tasks_per_iteration={self.tasks_per_iteration} exceeds train_tasks={self.train_tasks}")
         if self.meta_batch_size > self.train_tasks:

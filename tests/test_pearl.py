@@ -265,7 +265,7 @@ def test_pearl_trains_from_the_console_and_reports_every_episode_of_the_trial(tm
     (["--env", "metarl/BernoulliBandit-v0"], "pearl needs a continuous (Box) action space"),
     (["--env", "metarl/Navigation2D-v0", "--critic-reward", "dense", "--iterations", "1", "--initial-episodes", "1",
       "--train-tasks", "2", "--meta-batch-size", "2", "--tasks-per-iteration", "1"], "needs a family whose step info"),
-    (["--env", "metarl/Navigation2D-v0", "--critic-reward", "sparse"], "critic_reward must be 'env' or 'dense'"),
+    (["--env", "metarl/Navigation2D-v0", "--critic-reward", "sparse"], "invalid choice: 'sparse'"),
     (["--env", "metarl/Navigation2D-v0", "--train-tasks", "3", "--meta-batch-size", "4"], "exceeds train_tasks"),
 ])
 def test_bad_pearl_settings_get_one_line_errors(tmp_path, args, message):
