@@ -47,13 +47,13 @@ from torch.distributions import Normal
 
 from metarl.config import EnvRunConfig, field
 from metarl.encoders import TaskEncoder, make_context
-from metarl.replay import MultiTaskReplayBuffer
+from metarl.replay import MultiTaskReplayBuffer, episode_transitions
 from metarl.sac import ActionScaler, TanhGaussianPolicy, TwinQ, soft_q_target, soft_update
 from metarl.sampler import ActFn, Episodes, EpisodeSampler
 from metarl.tasks import Task, tasks_to_json
 from metarl.training import MetaAlgorithm, check_finite, check_validation_seed
 
-__all__ = ["PEARLConfig", "PEARL", "episode_transitions"]
+__all__ = ["PEARLConfig", "PEARL"]
 
 #: the step info key holding a dense reward for the critic (``--critic-reward dense``)
 DENSE_REWARD_KEY = "dense_reward"
@@ -117,31 +117,6 @@ class PEARLConfig(EnvRunConfig):
         if self.prior_episodes + self.posterior_episodes == 0:
             raise ValueError("prior_episodes + posterior_episodes must be at least 1: the encoder's context comes "
                              "from those episodes")
-
-
-def episode_transitions(episodes: Episodes, scaler: ActionScaler,
-                        critic_rewards: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """The transitions of a batch of episodes as ``(tasks, episodes, T, ...)`` tensors, with a ``mask``.
-
-    ``next_observations`` is ``s_{t+1}`` (the episode's final observation at its last step), ``terminals``
-    is 1 only at the last step of an episode that terminated (a horizon cut bootstraps), ``actions`` are
-    in the policy's ``[-1, 1]`` units.
-    """
-    obs = episodes.observations.flatten(3)
-    n_tasks, n_eps, horizon = obs.shape[:3]
-    mask = episodes.mask
-    lengths = mask.sum(-1).long()
-    last = (lengths - 1).clamp_min(0)
-    next_obs = torch.cat([obs[:, :, 1:], obs[:, :, -1:]], dim=2).clone()
-    assert episodes.final_observations is not None and episodes.terminated is not None
-    final = episodes.final_observations.flatten(2)
-    index = last[..., None, None].expand(n_tasks, n_eps, 1, obs.shape[-1])
-    next_obs.scatter_(2, index, final[:, :, None])
-    terminals = torch.zeros(n_tasks, n_eps, horizon)
-    terminals.scatter_(2, last[..., None], episodes.terminated.float()[..., None])
-    return {"observations": obs, "actions": scaler.to_unit(episodes.actions), "rewards": episodes.rewards,
-            "critic_rewards": episodes.rewards if critic_rewards is None else critic_rewards,
-            "next_observations": next_obs, "terminals": terminals * mask, "mask": mask}
 
 
 class PEARL(MetaAlgorithm):

@@ -1,4 +1,5 @@
-"""Per-task replay buffers for off-policy meta-RL (PEARL): one ring buffer per training task, never mixed.
+"""Per-task replay buffers for off-policy meta-RL (PEARL): one ring buffer per training task, never mixed,
+and :func:`episode_transitions`, which turns the shared sampler's episodes into ``(s, a, r, s', done)`` rows.
 
 :class:`MultiTaskReplayBuffer` stores transitions ``(s, a, r, s', done)`` of ``n_tasks`` tasks in
 separate ring buffers of ``capacity`` transitions each (arrays ``(n_tasks, capacity, ...)``), so a batch
@@ -15,9 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from metarl.sac import ActionScaler
+from metarl.sampler import Episodes
 from metarl.tasks import check_positive_int
 
-__all__ = ["MultiTaskReplayBuffer", "TRANSITION_KEYS"]
+__all__ = ["MultiTaskReplayBuffer", "TRANSITION_KEYS", "episode_transitions"]
 
 #: the arrays of a transition batch
 TRANSITION_KEYS = ("observations", "actions", "rewards", "next_observations", "terminals")
@@ -138,3 +141,28 @@ class MultiTaskReplayBuffer:
             self._data[key][:, :value.shape[1]] = value
         self.sizes = sizes.copy()
         self._next = np.asarray(state["next"], dtype=np.int64).copy()
+
+
+def episode_transitions(episodes: Episodes, scaler: ActionScaler,
+                        critic_rewards: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """The transitions of a batch of episodes as ``(tasks, episodes, T, ...)`` tensors, with a ``mask``.
+
+    ``next_observations`` is ``s_{t+1}`` (the episode's final observation at its last step), ``terminals``
+    is 1 only at the last step of an episode that terminated (a horizon cut bootstraps), ``actions`` are
+    in the policy's ``[-1, 1]`` units.
+    """
+    obs = episodes.observations.flatten(3)
+    n_tasks, n_eps, horizon = obs.shape[:3]
+    mask = episodes.mask
+    lengths = mask.sum(-1).long()
+    last = (lengths - 1).clamp_min(0)
+    next_obs = torch.cat([obs[:, :, 1:], obs[:, :, -1:]], dim=2).clone()
+    assert episodes.final_observations is not None and episodes.terminated is not None
+    final = episodes.final_observations.flatten(2)
+    index = last[..., None, None].expand(n_tasks, n_eps, 1, obs.shape[-1])
+    next_obs.scatter_(2, index, final[:, :, None])
+    terminals = torch.zeros(n_tasks, n_eps, horizon)
+    terminals.scatter_(2, last[..., None], episodes.terminated.float()[..., None])
+    return {"observations": obs, "actions": scaler.to_unit(episodes.actions), "rewards": episodes.rewards,
+            "critic_rewards": episodes.rewards if critic_rewards is None else critic_rewards,
+            "next_observations": next_obs, "terminals": terminals * mask, "mask": mask}
