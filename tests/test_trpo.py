@@ -42,3 +42,15 @@ def test_line_search_backtracks_until_constraints_hold():
     assert fraction == 0.5 and steps == 2 and calls == [1.0, 0.5]
     fraction, steps = backtracking_line_search(lambda f: (1.0, 0.0), old_loss=0.0, max_kl=0.01, max_steps=4)
     assert fraction == 0.0 and steps == 4
+
+
+def test_conjugate_gradient_of_a_zero_gradient_is_a_zero_step():
+    """A sparse-reward batch with no reward gives a zero meta-gradient: the step is zero, not NaN."""
+    calls = []
+
+    def matvec(v):
+        calls.append(v)
+        return 2.0 * v
+
+    x = conjugate_gradient(matvec, torch.zeros(4))
+    assert torch.equal(x, torch.zeros(4)) and not calls
