@@ -34,7 +34,7 @@ from torch.func import vmap
 from metarl.adaptation import Params, adapt_batch, detach_params, functional_forward
 from metarl.config import EnvRunConfig, field
 from metarl.networks import LinearFeatureBaseline, ValueNetwork, make_policy
-from metarl.returns import discounted_returns, gae, masked_mean, masked_normalize
+from metarl.returns import ci95, discounted_returns, gae, masked_mean, masked_normalize
 from metarl.sampler import Episodes, EpisodeSampler
 from metarl.tasks import tasks_to_json
 from metarl.training import MetaAlgorithm, check_finite, check_validation_seed
@@ -368,12 +368,12 @@ class MAMLBase(MetaAlgorithm):
         """
         cfg = self.cfg
         tasks, by_task, success = self._adaptation_returns(cfg.metatest_tasks, cfg.metatest_steps, cfg.metatest_seed)
-        means, ci95 = [], []
+        means, intervals = [], []
         for per_task in by_task:
             means.append(float(per_task.mean()))
-            ci95.append(float(1.96 * per_task.std(ddof=1) / math.sqrt(len(per_task))) if len(per_task) > 1 else 0.0)
+            intervals.append(ci95(per_task))
         result = {"env": cfg.env, "n_tasks": cfg.metatest_tasks, "episodes_per_task": cfg.episodes_per_task,
-                  "returns_by_step": means, "ci95_by_step": ci95, "inner_lr": cfg.inner_lr,
+                  "returns_by_step": means, "ci95_by_step": intervals, "inner_lr": cfg.inner_lr,
                   "env_steps": self.env_steps, "metatest_seed": cfg.metatest_seed, "tasks": tasks_to_json(tasks),
                   "returns_by_task": [[float(r) for r in per_task] for per_task in by_task]}
         if success is not None:  # families with a goal: the fraction of episodes that reached it, per step

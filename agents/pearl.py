@@ -48,6 +48,7 @@ from torch.distributions import Normal
 from metarl.config import EnvRunConfig, field
 from metarl.encoders import TaskEncoder, make_context
 from metarl.replay import MultiTaskReplayBuffer, episode_transitions
+from metarl.returns import ci95
 from metarl.sac import ActionScaler, TanhGaussianPolicy, TwinQ, soft_q_target, soft_update
 from metarl.sampler import ActFn, Episodes, EpisodeSampler
 from metarl.tasks import Task, tasks_to_json
@@ -190,12 +191,18 @@ class PEARL(MetaAlgorithm):
         return self.encoder(context, mask)
 
     # ----- collection ------------------------------------------------------------------------------------
-    def _rollout(self, task_ids: Sequence[int], z: torch.Tensor, rng: np.random.Generator,
+    @staticmethod
+    def _sample_z(posterior: Normal, generator: torch.Generator) -> torch.Tensor:
+        """A reparameterised draw of ``z`` from ``posterior`` (differentiable in its parameters)."""
+        return posterior.loc + posterior.scale * torch.randn(posterior.loc.shape, generator=generator)
+
+    def _rollout(self, tasks: Sequence[Task], z: torch.Tensor, rng: np.random.Generator,
                  deterministic: bool = False) -> Episodes:
-        tasks = [self.train_tasks[i] for i in task_ids]
+        """One episode per ``z[:, j]`` of every task, through the shared sampler (with the critic's dense reward
+        when ``critic_reward`` is ``dense``)."""
         keys = (DENSE_REWARD_KEY,) if self.cfg.critic_reward == "dense" else ()
         try:
-            return self.sampler.sample(self.act_fn(z, deterministic), tasks, z.shape[1], rng, info_keys=keys)
+            return self.sampler.sample(self.act_fn(z, deterministic), list(tasks), z.shape[1], rng, info_keys=keys)
         except KeyError as exc:
             raise ValueError(f"--critic-reward dense needs a family whose step info has 'dense_reward' (as "
                              f"metarl/SparsePointRobot-v0); {self.cfg.env} has none: use --critic-reward env") from exc
@@ -225,11 +232,11 @@ class PEARL(MetaAlgorithm):
                 context = self.context_of(batch).reshape(len(task_ids), k, cfg.context_size, -1)
                 with torch.no_grad():
                     post = self.infer_posterior(context)
-                z = post.loc + post.scale * torch.randn(post.loc.shape, generator=generator)
+                z = self._sample_z(post, generator)
             else:
                 z = torch.randn((len(task_ids), k, cfg.latent_dim), generator=generator)
             with torch.no_grad():
-                episodes = self._rollout(task_ids, z, rng)
+                episodes = self._rollout([self.train_tasks[i] for i in task_ids], z, rng)
             self._store(task_ids, episodes, to_context)
             out.append(episodes)
             done += k
@@ -291,7 +298,7 @@ class PEARL(MetaAlgorithm):
         context = self.context_of(self.context_buffer.sample(ids, cfg.context_size, generator))
         batch = self.replay.sample(ids, cfg.batch_size, generator)
         posterior = self.infer_posterior(context)
-        z = posterior.loc + posterior.scale * torch.randn(posterior.loc.shape, generator=generator)
+        z = self._sample_z(posterior, generator)
         kl = TaskEncoder.kl_to_prior(posterior).sum()  # summed over tasks, as the public code
         z_batch = z[:, None, :].expand(-1, cfg.batch_size, -1)
         x = torch.cat([batch["observations"], z_batch], dim=-1)
@@ -346,27 +353,25 @@ class PEARL(MetaAlgorithm):
         """
         cfg = self.cfg
         generator = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
-        success_fn = getattr(self.sampler.family, "episode_success", None)
         n = len(tasks)
         returns, successes = np.zeros((n, n_episodes)), np.zeros((n, n_episodes), dtype=bool)
         context = torch.zeros((n, 0, self.encoder.input_dim))
         mask = torch.zeros((n, 0))
-        keys = (DENSE_REWARD_KEY,) if cfg.critic_reward == "dense" else ()
         sample_prior = cfg.metatest_sample_prior if sample_prior is None else sample_prior
         for e in range(n_episodes):
             with torch.no_grad():
                 post = self.encoder.prior((n,)) if e == 0 else self.infer_posterior(context, mask)
-                z = post.loc + post.scale * torch.randn(post.loc.shape, generator=generator)
-                deterministic = not (e == 0 and sample_prior)
-                episodes = self.sampler.sample(self.act_fn(z[:, None], deterministic=deterministic), list(tasks), 1,
-                                               rng, info_keys=keys)
+                z = self._sample_z(post, generator)
+                episodes = self._rollout(tasks, z[:, None], rng, deterministic=not (e == 0 and sample_prior))
             returns[:, e] = episodes.episode_returns[:, 0].double().numpy()
-            if success_fn is not None:
-                successes[:, e] = np.asarray(success_fn(episodes.rewards[:, 0].numpy()), dtype=bool)
+            reached = self.sampler.episode_success(episodes.rewards[:, 0])
+            has_success = reached is not None
+            if has_success:
+                successes[:, e] = reached
             tr = episode_transitions(episodes, self.scaler)
             context = torch.cat([context, self.context_of({k: v[:, 0] for k, v in tr.items()})], dim=1)
             mask = torch.cat([mask, tr["mask"][:, 0]], dim=1)
-        return returns, (successes if success_fn is not None else None)
+        return returns, (successes if has_success else None)
 
     def meta_test(self) -> dict[str, Any]:
         """One trial of ``metatest_episodes`` on each of ``metatest_tasks`` held-out tasks (``metatest_seed``;
@@ -375,10 +380,6 @@ class PEARL(MetaAlgorithm):
         rng = np.random.default_rng(cfg.metatest_seed)
         tasks = self.sampler.sample_tasks(cfg.metatest_tasks, rng)
         returns, successes = self.adaptation_trials(tasks, cfg.metatest_episodes, rng)
-
-        def ci95(x: np.ndarray) -> float:
-            return float(1.96 * x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else 0.0
-
         result: dict[str, Any] = {
             "env": cfg.env, "env_kwargs": dict(cfg.env_kwargs), "n_tasks": len(tasks),
             "episodes_per_trial": cfg.metatest_episodes,

@@ -23,7 +23,6 @@ Each family's preset (``metarl/presets/rl2-ppo.yaml``) holds the settings behind
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from torch import nn
 from metarl.agents.rl2_policy import RecurrentActor, RecurrentActorCritic, TrialBatch, compact_trials
 
 from metarl.config import EnvRunConfig, field
-from metarl.returns import gae, masked_mean
+from metarl.returns import ci95, gae, masked_mean
 from metarl.sampler import Episodes
 from metarl.training import MetaAlgorithm, check_finite, check_validation_seed
 from metarl.wrappers import RL2TrialSampler
@@ -278,9 +277,6 @@ class RL2PPO(MetaAlgorithm):
         success = self.sampler.episode_success(episode_rewards)
         results.update(self._baseline_returns(tasks, baseline_rng))
         n = len(tasks)
-
-        def ci95(x: np.ndarray) -> float:
-            return float(1.96 * x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else 0.0
 
         result = {
             "env": cfg.env,

@@ -7,9 +7,12 @@ its returns.
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 
-__all__ = ["discounted_returns", "gae", "masked_normalize", "masked_mean"]
+__all__ = ["discounted_returns", "gae", "masked_normalize", "masked_mean", "ci95"]
 
 
 def discounted_returns(rewards: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -78,3 +81,9 @@ def _expand(stat: torch.Tensor, like: torch.Tensor, dim: tuple[int, ...] | int) 
     for d in dims:
         stat = stat.unsqueeze(d)
     return stat
+
+
+def ci95(values: np.ndarray) -> float:
+    """Half-width of the normal 95% interval of the mean of ``values`` (per-task returns); 0 for one value."""
+    values = np.asarray(values, dtype=np.float64)
+    return float(1.96 * values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else 0.0
