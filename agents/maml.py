@@ -142,7 +142,7 @@ class MAMLBase(MetaAlgorithm):
 
     def __init__(self, config: MAMLBaseConfig | None = None, **settings: Any):
         self.cfg = config = self.resolve_settings(config, settings)
-        self.sampler = EpisodeSampler(config.env, config.env_kwargs, max_episode_steps=config.max_episode_steps)
+        self.sampler = self.make_sampler(config)
         self.policy = make_policy(self.sampler.observation_space, self.sampler.action_space,
                                   config.hidden_sizes, config.activation, config.init_std, config.weight_init)
         if config.multi_step_weights is not None and (not config.multi_step_loss
@@ -159,6 +159,9 @@ class MAMLBase(MetaAlgorithm):
             self.value_net = ValueNetwork(self.sampler.observation_space.shape[0])
             self.value_opt = torch.optim.Adam(self.value_net.parameters(), lr=1e-3)
         self.env_steps = 0
+
+    def make_sampler(self, config: MAMLBaseConfig) -> EpisodeSampler:
+        return EpisodeSampler(config.env, config.env_kwargs, max_episode_steps=config.max_episode_steps)
 
     # ----- policy as a function of explicit parameters -------------------------------------------
     def meta_params(self) -> Params:

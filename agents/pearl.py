@@ -136,7 +136,7 @@ class PEARL(MetaAlgorithm):
 
     def __init__(self, config: PEARLConfig | None = None, **settings: Any):
         self.cfg = cfg = self.resolve_settings(config, settings)
-        self.sampler = EpisodeSampler(cfg.env, cfg.env_kwargs, max_episode_steps=cfg.max_episode_steps)
+        self.sampler = self.make_sampler(cfg)
         obs_space = self.sampler.observation_space
         if not isinstance(obs_space, spaces.Box):
             raise ValueError(f"pearl needs a Box observation space, {cfg.env} has {type(obs_space).__name__}: use "
@@ -164,6 +164,9 @@ class PEARL(MetaAlgorithm):
         self.env_steps = 0
         self.gradient_steps_done = 0
         self.iteration = 0
+
+    def make_sampler(self, config: PEARLConfig) -> EpisodeSampler:
+        return EpisodeSampler(config.env, config.env_kwargs, max_episode_steps=config.max_episode_steps)
 
     # ----- acting ----------------------------------------------------------------------------------------
     @property

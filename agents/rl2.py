@@ -109,13 +109,16 @@ class RL2PPO(MetaAlgorithm):
 
     def __init__(self, config: RL2Config | None = None, **settings: Any):
         self.cfg = config = self.resolve_settings(config, settings)
-        self.sampler = RL2TrialSampler(config.env, config.env_kwargs, episodes_per_trial=config.episodes_per_trial,
-                                       max_episode_steps=config.max_episode_steps)
+        self.sampler = self.make_sampler(config)
         self.net = RecurrentActorCritic(self.sampler.inputs.size, self.sampler.action_space, config.hidden_size,
                                         config.init_std)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.outer_lr, eps=1e-5)
         self.env_steps = 0
         self.iteration = 0
+
+    def make_sampler(self, config: RL2Config) -> RL2TrialSampler:
+        return RL2TrialSampler(config.env, config.env_kwargs, episodes_per_trial=config.episodes_per_trial,
+                               max_episode_steps=config.max_episode_steps)
 
     # ----- schedules ---------------------------------------------------------------------------------
     def _progress(self) -> float:

@@ -8,7 +8,9 @@ An algorithm (MAML-TRPO, RL^2, a few-shot learner, ...) implements ``meta_train_
 from __future__ import annotations
 
 import abc
+import dataclasses
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -129,6 +131,37 @@ class MetaAlgorithm(abc.ABC):
     def write_artifacts(self, logdir: Path, result: Mapping[str, Any]) -> list[Path]:
         """Write files that picture the meta-test (figures) into the run directory; returns their paths."""
         return []
+
+    def make_sampler(self, config: Any) -> Any:
+        """The episode sampler of ``config``'s family (meta-RL algorithms build theirs with it)."""
+        raise NotImplementedError(f"{self.name or type(self).__name__} samples no environment")
+
+    def retarget(self, env: str, env_kwargs: Mapping[str, Any] | None = None, **settings: Any) -> None:
+        """Sample another family from now on with the same networks (to meta-test a run on a family it was not
+        trained on); ``settings``: meta-test settings to change too (``metatest_tasks=...``).
+
+        Raises:
+            ValueError: the family's observation or action space differs from the run's (kind or shape).
+        """
+        from metarl.policy import check_spaces
+
+        changes: dict[str, Any] = {"env": env, "env_kwargs": dict(env_kwargs or {}), **settings}
+        if env != getattr(self.cfg, "env", None) or changes["env_kwargs"] != dict(getattr(self.cfg, "env_kwargs", {})):
+            changes.setdefault("max_episode_steps", None)  # the other family's own horizon
+        config = dataclasses.replace(self.cfg, **changes)
+        config.validate()
+        sampler = self.make_sampler(config)
+        old = self.sampler  # type: ignore[attr-defined]
+        check_spaces(sampler.env, old.env.observation_space, old.env.action_space, f"this {self.name} run")
+        self.cfg, self.sampler = config, sampler
+
+    def learn(self, logdir: str | os.PathLike | None = None, *, progress: bool = False) -> "MetaAlgorithm":
+        """Meta-train for the configured iterations, then meta-test (``self.metatest_result``), writing the run
+        directory (``logdir``, default the settings' ``logdir``) as ``metarl train`` does; returns ``self``."""
+        from metarl.training import run_meta_training
+
+        self.metatest_result = run_meta_training(self, logdir=logdir, progress=progress)
+        return self
 
     def metatest_scalars(self, result: Mapping[str, Any]) -> dict[str, float]:
         """Scalars from the meta-test result to log under ``metatest/``."""

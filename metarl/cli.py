@@ -5,6 +5,8 @@
     metarl train --config runs/nav/config.yaml --logdir runs/nav2    # rerun a run's settings
     metarl fewshot --algo maml --dataset sinusoid # supervised few-shot learners
     metarl continual --method oml --dataset omniglot   # continual learners (OML, ER, baselines)
+    metarl evaluate runs/nav [--env ID] [--tasks N] [--video out.mp4]   # meta-test a trained policy again
+    metarl plot runs/nav runs/nav-ppo -o fig.png  # learning and adaptation curves as a PNG
     metarl envs                                   # list registered task families
 
 ``scripts/train.py`` is ``metarl train``. Every mistake of the user's (an unknown id, a setting out of
@@ -27,7 +29,7 @@ from metarl.training import NonFiniteError, TrainingInterrupted
 __all__ = ["main", "train_main", "fewshot_main", "continual_main", "ALGORITHMS", "AlgorithmSpec", "parse_env_kwargs",
            "register_algorithm", "load_run"]
 
-COMMANDS = "train | fewshot | continual | envs"
+COMMANDS = "train | fewshot | continual | evaluate | plot | envs"
 
 
 def train_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -85,6 +87,14 @@ def _dispatch(command: str, rest: list[str]) -> int:
         fewshot_main(rest)
     elif command == "continual":
         continual_main(rest)
+    elif command == "evaluate":
+        from metarl.evaluation import evaluate_main
+
+        evaluate_main(rest)
+    elif command == "plot":
+        from metarl.plotting import plot_main
+
+        plot_main(rest)
     elif command == "envs":
         print("\n".join(list_families()))
     else:

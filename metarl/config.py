@@ -75,7 +75,9 @@ def field(default: Any, help: str, *, bounds: str | None = None, flag: bool = Tr
 class RunConfig:
     """What every meta-training run has, whatever the learner: seed, length, files, cadence, threads."""
 
-    seed: int = field(0, "seed of the tasks, episodes and network initialisation", bounds="[0, 4294967295]")
+    seed: int = field(0, "seed of the tasks, episodes and network initialisation (several, --seed 0 1 2: each runs "
+                                "into DIR/seed_<s> and DIR/metatest_summary.json has the mean over seeds)",
+                     bounds="[0, 4294967295]")
     iterations: int = field(300, "meta-iterations (a resumed run may extend them)", bounds="[0, inf)")
     logdir: str | None = field(None, "TensorBoard events, checkpoints, config.yaml and metatest.json "
                                      "(default runs/<algo>-<env or dataset>-s<seed>)")

@@ -83,7 +83,17 @@ def _expand(stat: torch.Tensor, like: torch.Tensor, dim: tuple[int, ...] | int) 
     return stat
 
 
-def ci95(values: np.ndarray) -> float:
-    """Half-width of the normal 95% interval of the mean of ``values`` (per-task returns); 0 for one value."""
+def ci95(values: np.ndarray, student_t: bool = False) -> float:
+    """Half-width of the normal 95% interval of the mean of ``values`` (per-task returns); 0 for one value.
+
+    ``student_t=True``: Student's t quantile instead of 1.96, for a few values (the mean over seeds).
+    """
     values = np.asarray(values, dtype=np.float64)
-    return float(1.96 * values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else 0.0
+    if len(values) < 2:
+        return 0.0
+    quantile = 1.96
+    if student_t:
+        from scipy.stats import t
+
+        quantile = float(t.ppf(0.975, len(values) - 1))
+    return float(quantile * values.std(ddof=1) / math.sqrt(len(values)))

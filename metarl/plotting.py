@@ -1,0 +1,192 @@
+"""``metarl plot``: learning and adaptation curves of runs as one PNG, readable without TensorBoard.
+
+    metarl plot runs/nav -o nav.png                       # one run
+    metarl plot runs/nav-seeds runs/nav-ppo-seeds -o cmp.png   # multi-seed runs (--seed 0 1 2) side by side
+
+Left: the headline tag (``rollout/return_after_adaptation`` for meta-RL; ``--tag`` picks another)
+against environment steps, read from the runs' TensorBoard events. Runs that differ only in their
+seed are drawn as their mean with a 95% band (Student's t over seeds). Right: the adaptation curve
+of each run's ``metatest.json``: return against adaptation steps (MAML) or against the episode
+index in a trial (RL^2, PEARL), the mean over seeds with a 95% band (one run: over its test tasks).
+A directory made by ``metarl train --seed 0 1 2`` stands for its seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from metarl.returns import ci95
+
+__all__ = ["plot_runs", "plot_main", "find_runs", "HEADLINE_TAGS"]
+
+#: the tag drawn by default: the first one a run has
+HEADLINE_TAGS = ("rollout/return_after_adaptation", "train/query_accuracy", "train/query_mse", "train/meta_loss",
+                 "train/loss")
+_IGNORED_SETTINGS = ("seed", "logdir", "threads", "checkpoint_every", "eval_every")
+
+
+def find_runs(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """The run directories under ``paths``: each path itself when it holds a ``config.yaml``, else its ``seed_*``
+    subdirectories (a multi-seed run).
+
+    Raises:
+        ValueError: a path that is neither.
+    """
+    runs: list[Path] = []
+    for path in map(Path, paths):
+        if (path / "config.yaml").is_file():
+            runs.append(path)
+            continue
+        seeds = sorted(p for p in path.glob("seed_*") if (p / "config.yaml").is_file())
+        if not seeds:
+            raise ValueError(f"{path} is not a run directory (no config.yaml) nor a multi-seed one (no seed_*/): "
+                             "give the logdir of a metarl run")
+        runs.extend(seeds)
+    return runs
+
+
+def _settings(run: Path) -> dict[str, Any]:
+    data = yaml.safe_load((run / "config.yaml").read_text()) or {}
+    return {k: v for k, v in data.items() if k not in _IGNORED_SETTINGS}
+
+
+def _label(settings: dict[str, Any]) -> str:
+    return f"{settings.get('algo', '?')} {settings.get('env') or settings.get('dataset') or ''}".strip()
+
+
+def _group(runs: Sequence[Path]) -> list[tuple[str, list[Path]]]:
+    """Runs grouped by identical settings apart from the seed, in first-seen order."""
+    groups: list[tuple[dict[str, Any], list[Path]]] = []
+    for run in runs:
+        settings = _settings(run)
+        for existing, members in groups:
+            if existing == settings:
+                members.append(run)
+                break
+        else:
+            groups.append((settings, [run]))
+    labels = [_label(s) for s, _ in groups]
+    out = []
+    for (settings, members), label in zip(groups, labels):
+        if labels.count(label) > 1:  # same algorithm and family, other settings: name the run directory
+            label = f"{label} ({members[0].parent.name if members[0].name.startswith('seed_') else members[0].name})"
+        out.append((label, members))
+    return out
+
+
+def _scalars(run: Path, tag: str | None) -> tuple[str, np.ndarray, np.ndarray] | None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run), size_guidance={"scalars": 0})
+    acc.Reload()
+    tags = acc.Tags().get("scalars", [])
+    chosen = tag if tag is not None else next((t for t in HEADLINE_TAGS if t in tags), None)
+    if chosen is None or chosen not in tags:
+        return None
+    events = acc.Scalars(chosen)
+    return chosen, np.array([e.step for e in events], dtype=np.float64), np.array([e.value for e in events])
+
+
+def _band(values: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and 95% half-width over runs of curves cut to the shortest."""
+    n = min(len(v) for v in values)
+    stack = np.stack([v[:n] for v in values])
+    return stack.mean(0), np.array([ci95(stack[:, i], student_t=True) for i in range(n)])
+
+
+def _adaptation_curve(result: dict[str, Any]) -> tuple[str, np.ndarray, np.ndarray] | None:
+    """``(x label, returns, per-task 95% half-widths)`` of a meta-test result, if it has an adaptation axis."""
+    if "returns_by_step" in result:
+        return "adaptation steps", np.asarray(result["returns_by_step"]), np.asarray(result["ci95_by_step"])
+    by_episode = result.get("mean_return_by_episode")
+    if isinstance(by_episode, dict) and "rl2" in by_episode:
+        return "episode in the trial", np.asarray(by_episode["rl2"]), np.zeros(len(by_episode["rl2"]))
+    if isinstance(by_episode, list):
+        return ("episode in the trial", np.asarray(by_episode),
+                np.asarray(result.get("ci95_return_by_episode", [0.0] * len(by_episode))))
+    return None
+
+
+def plot_runs(paths: Sequence[str | os.PathLike], out: str | os.PathLike, *, tag: str | None = None,
+              title: str | None = None) -> Path:
+    """Draw the learning and adaptation curves of the runs under ``paths`` into ``out`` (PNG); returns it.
+
+    Raises:
+        ValueError: a path that is not a run, or runs without the tag asked for.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = _group(find_runs(paths))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    drawn_tags, adaptation_axis = set(), None
+    for index, (label, runs) in enumerate(groups):
+        colour = f"C{index}"
+        curves = [c for c in (_scalars(run, tag) for run in runs) if c is not None]
+        if curves:
+            drawn_tags.add(curves[0][0])
+            mean, half = _band([c[2] for c in curves])
+            steps = _band([c[1] for c in curves])[0]
+            left.plot(steps, mean, color=colour, label=f"{label} ({len(curves)} seed{'s' if len(curves) > 1 else ''})")
+            if len(curves) > 1:
+                left.fill_between(steps, mean - half, mean + half, color=colour, alpha=0.2)
+        results = [json.loads((run / "metatest.json").read_text()) for run in runs if (run / "metatest.json").is_file()]
+        adaptation = [c for c in map(_adaptation_curve, results) if c is not None]
+        if adaptation:
+            adaptation_axis = adaptation[0][0]
+            if len(adaptation) > 1:
+                mean, half = _band([c[1] for c in adaptation])
+            else:
+                mean, half = adaptation[0][1], adaptation[0][2]
+            x = np.arange(len(mean)) + (0 if adaptation_axis == "adaptation steps" else 1)
+            right.errorbar(x, mean, yerr=half, color=colour, marker="o", capsize=3, label=label)
+    if not drawn_tags:
+        wanted = tag or " / ".join(HEADLINE_TAGS)
+        raise ValueError(f"no run under {', '.join(map(str, paths))} logged {wanted}: pick a logged tag with --tag")
+    left.set_xlabel("environment steps" if "rollout/return_after_adaptation" in drawn_tags else "examples seen")
+    left.set_ylabel(" / ".join(sorted(drawn_tags)))
+    left.set_title("learning curve (mean and 95% band over seeds)", fontsize=9)
+    left.legend(fontsize=7)
+    if adaptation_axis is None:
+        right.set_axis_off()
+    else:
+        from matplotlib.ticker import MaxNLocator
+
+        right.xaxis.set_major_locator(MaxNLocator(integer=True))
+        right.set_xlabel(adaptation_axis)
+        right.set_ylabel("meta-test return")
+        right.set_title("adaptation (meta-test, 95% interval)", fontsize=9)
+        right.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def plot_main(argv: Sequence[str] | None = None) -> Path:
+    """``metarl plot DIR [DIR ...] -o fig.png [--tag TAG] [--title TEXT]``."""
+    parser = argparse.ArgumentParser(prog="metarl plot", description="learning and adaptation curves as a PNG")
+    parser.add_argument("runs", nargs="+", type=Path, metavar="DIR", help="run directories (or multi-seed ones)")
+    parser.add_argument("-o", "--output", type=Path, required=True, metavar="FILE", help="the PNG to write")
+    parser.add_argument("--tag", default=None, help=f"scalar tag to draw (default: the first of {HEADLINE_TAGS})")
+    parser.add_argument("--title", default=None, help="figure title")
+    args = parser.parse_args(argv)
+    if args.output.suffix.lower() != ".png":
+        raise ValueError(f"-o {args.output}: metarl plot writes PNG files; name a .png")
+    out = plot_runs(args.runs, args.output, tag=args.tag, title=args.title)
+    print(f"wrote {out}")
+    return out
