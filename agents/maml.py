@@ -307,7 +307,7 @@ class MAMLBase(MetaAlgorithm):
     def meta_train_step(self, rng: np.random.Generator) -> dict[str, float]:
         cfg = self.cfg
         t_start = time.perf_counter()
-        tasks = self.sampler.sample_tasks(cfg.meta_batch_size, rng)
+        tasks = self.sampler.sample_tasks(cfg.meta_batch_size, rng, split="train")
         params = self.meta_params()
         sample_time = 0.0
         returns, supports, states = [], [], []
@@ -370,7 +370,8 @@ class MAMLBase(MetaAlgorithm):
         figure 5; tasks and episodes come from ``metatest_seed``, so the test set is fixed.
         """
         cfg = self.cfg
-        tasks, by_task, success = self._adaptation_returns(cfg.metatest_tasks, cfg.metatest_steps, cfg.metatest_seed)
+        tasks, by_task, success = self._adaptation_returns(cfg.metatest_tasks, cfg.metatest_steps, cfg.metatest_seed,
+                                                           split="test")
         means, intervals = [], []
         for per_task in by_task:
             means.append(float(per_task.mean()))
@@ -379,24 +380,26 @@ class MAMLBase(MetaAlgorithm):
                   "returns_by_step": means, "ci95_by_step": intervals, "inner_lr": cfg.inner_lr,
                   "env_steps": self.env_steps, "metatest_seed": cfg.metatest_seed, "tasks": tasks_to_json(tasks),
                   "returns_by_task": [[float(r) for r in per_task] for per_task in by_task]}
+        if self.sampler.has_task_splits:
+            result["task_split"] = "test"
         if success is not None:  # families with a goal: the fraction of episodes that reached it, per step
             result["success_rate_by_step"] = [float(s.mean()) for s in success]
         return result
 
-    def _adaptation_returns(self, n_tasks: int, steps: int, seed: int
+    def _adaptation_returns(self, n_tasks: int, steps: int, seed: int, split: str
                             ) -> tuple[list[Any], list[np.ndarray], list[np.ndarray] | None]:
-        """``n_tasks`` tasks from ``seed``, each task's mean return after 0..``steps`` inner steps and, for families
+        """``n_tasks`` tasks from ``seed`` (the family's ``split`` set where it has one), each task's mean return after 0..``steps`` inner steps and, for families
         with a success criterion, each task's fraction of successful episodes after each step (else ``None``)."""
         cfg = self.cfg
         rng = np.random.default_rng(seed)
-        tasks = self.sampler.sample_tasks(n_tasks, rng)
+        tasks = self.sampler.sample_tasks(n_tasks, rng, split)
         meta_params: Params = detach_params(self.meta_params())
         params, batched = meta_params, False
         by_task, success = [], []
         for step in range(steps + 1):
             eps = self.sampler.sample(self.act_fn(params, batched), tasks, cfg.episodes_per_task, rng)
             by_task.append(eps.episode_returns.mean(1).numpy())
-            reached = self.sampler.episode_success(eps.rewards * eps.mask)
+            reached = self.sampler.episode_success(eps.rewards * eps.mask, eps.infos)
             if reached is not None:
                 success.append(reached.mean(1))
             if step < steps:
@@ -419,7 +422,7 @@ class MAMLBase(MetaAlgorithm):
         saved = None if self.value_net is None else copy.deepcopy(
             (self.value_net.state_dict(), self.value_opt.state_dict()))
         try:
-            _, by_task, _ = self._adaptation_returns(n_tasks, steps, seed)
+            _, by_task, _ = self._adaptation_returns(n_tasks, steps, seed, split="train")
         finally:
             if saved is not None:
                 self.value_net.load_state_dict(saved[0])

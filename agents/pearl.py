@@ -158,7 +158,8 @@ class PEARL(MetaAlgorithm):
         if cfg.learn_alpha:
             self.optimizers["alpha"] = torch.optim.Adam([self.log_alpha], lr=cfg.outer_lr)
         # the fixed training tasks: drawn from the seed alone (not the training generator)
-        self.train_tasks: list[Task] = self.sampler.sample_tasks(cfg.train_tasks, np.random.default_rng([cfg.seed, 1]))
+        self.train_tasks: list[Task] = self.sampler.sample_tasks(cfg.train_tasks, np.random.default_rng([cfg.seed, 1]),
+                                                                   split="train")
         self.replay = MultiTaskReplayBuffer(cfg.train_tasks, cfg.replay_capacity, self.obs_dim, self.act_dim)
         self.context_buffer = MultiTaskReplayBuffer(cfg.train_tasks, cfg.replay_capacity, self.obs_dim, self.act_dim)
         self.env_steps = 0
@@ -367,7 +368,7 @@ class PEARL(MetaAlgorithm):
                 z = self._sample_z(post, generator)
                 episodes = self._rollout(tasks, z[:, None], rng, deterministic=not (e == 0 and sample_prior))
             returns[:, e] = episodes.episode_returns[:, 0].double().numpy()
-            reached = self.sampler.episode_success(episodes.rewards[:, 0])
+            reached = self.sampler.episode_success(episodes.rewards[:, 0], {k: v[:, 0] for k, v in episodes.infos.items()})
             has_success = reached is not None
             if has_success:
                 successes[:, e] = reached
@@ -381,7 +382,7 @@ class PEARL(MetaAlgorithm):
         drawn as MAML's meta-test draws its tasks, so both are tested on the same tasks)."""
         cfg = self.cfg
         rng = np.random.default_rng(cfg.metatest_seed)
-        tasks = self.sampler.sample_tasks(cfg.metatest_tasks, rng)
+        tasks = self.sampler.sample_tasks(cfg.metatest_tasks, rng, split="test")
         returns, successes = self.adaptation_trials(tasks, cfg.metatest_episodes, rng)
         result: dict[str, Any] = {
             "env": cfg.env, "env_kwargs": dict(cfg.env_kwargs), "n_tasks": len(tasks),
@@ -392,6 +393,8 @@ class PEARL(MetaAlgorithm):
             "metatest_seed": cfg.metatest_seed, "tasks": tasks_to_json(tasks),
             "returns_by_task": returns.tolist(),
         }
+        if self.sampler.has_task_splits:
+            result["task_split"] = "test"
         if successes is not None:
             result["success_rate_by_episode"] = [float(x) for x in successes.mean(0)]
             result["success_rate_by_episode_cumulative"] = [float(x) for x in np.maximum.accumulate(successes, 1).mean(0)]
@@ -402,7 +405,7 @@ class PEARL(MetaAlgorithm):
         tasks (``score``), and of the prior episode. Tasks come from ``seed`` (not ``metatest_seed``)."""
         check_validation_seed(seed, self.cfg.metatest_seed)
         rng = np.random.default_rng(seed)
-        tasks = self.sampler.sample_tasks(n_tasks, rng)
+        tasks = self.sampler.sample_tasks(n_tasks, rng, split="train")
         returns, _ = self.adaptation_trials(tasks, self.cfg.metatest_episodes, rng)
         return {"score": float(returns[:, 1:].mean()), "prior_episode_return": float(returns[:, 0].mean()),
                 "first_posterior_episode_return": float(returns[:, 1].mean())}

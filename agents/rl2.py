@@ -38,6 +38,7 @@ from metarl.agents.rl2_policy import RecurrentActor, RecurrentActorCritic, Trial
 from metarl.config import EnvRunConfig, field
 from metarl.returns import ci95, gae, masked_mean
 from metarl.sampler import Episodes
+from metarl.tasks import tasks_to_json
 from metarl.training import MetaAlgorithm, check_finite, check_validation_seed
 from metarl.wrappers import RL2TrialSampler
 
@@ -145,7 +146,7 @@ class RL2PPO(MetaAlgorithm):
     def meta_train_step(self, rng: np.random.Generator) -> dict[str, float]:
         cfg = self.cfg
         t_start = time.perf_counter()
-        tasks = self.sampler.sample_tasks(cfg.meta_batch_size, rng)
+        tasks = self.sampler.sample_tasks(cfg.meta_batch_size, rng, split="train")
         t0 = time.perf_counter()
         trials = self.rollout(tasks, cfg.trials_per_task, rng)
         sample_time = time.perf_counter() - t0
@@ -270,14 +271,17 @@ class RL2PPO(MetaAlgorithm):
         """
         cfg = self.cfg
         task_rng, rl2_rng, baseline_rng = np.random.default_rng(cfg.metatest_seed).spawn(3)
-        tasks = self.sampler.sample_tasks(cfg.metatest_tasks, task_rng)
+        tasks = self.sampler.sample_tasks(cfg.metatest_tasks, task_rng, split="test")
         with torch.no_grad():
             trials = self.rollout(tasks, 1, rl2_rng)
         per_episode = self.sampler.episode_returns_by_index(trials.rewards)[:, 0].double().numpy()
         results = {"rl2": (per_episode.sum(1), per_episode.mean(0))}
         # families with a goal: whether each inner episode reached it
-        episode_rewards = trials.rewards[:, 0].reshape(len(tasks), cfg.episodes_per_trial, -1)
-        success = self.sampler.episode_success(episode_rewards)
+        def by_episode(x: torch.Tensor) -> torch.Tensor:
+            return x[:, 0].reshape(len(tasks), cfg.episodes_per_trial, -1)
+
+        success = self.sampler.episode_success(by_episode(trials.rewards),
+                                               {k: by_episode(v) for k, v in trials.infos.items()})
         results.update(self._baseline_returns(tasks, baseline_rng))
         n = len(tasks)
 
@@ -291,7 +295,10 @@ class RL2PPO(MetaAlgorithm):
             "mean_return_by_episode": {k: [float(x) for x in eps] for k, (_, eps) in results.items()},
             "env_steps": self.env_steps,
             "metatest_seed": cfg.metatest_seed,
+            "tasks": tasks_to_json(tasks),
         }
+        if self.sampler.has_task_splits:
+            result["task_split"] = "test"
         if success is not None:
             result["rl2_success_rate_by_episode"] = [float(x) for x in success.mean(0)]
             result["rl2_success_rate_by_episode_cumulative"] = [
@@ -303,7 +310,7 @@ class RL2PPO(MetaAlgorithm):
         first and last episode. Tasks and trials come from ``seed``, which must differ from ``metatest_seed``."""
         check_validation_seed(seed, self.cfg.metatest_seed)
         task_rng, trial_rng = np.random.default_rng(seed).spawn(2)
-        tasks = self.sampler.sample_tasks(n_tasks, task_rng)
+        tasks = self.sampler.sample_tasks(n_tasks, task_rng, split="train")
         with torch.no_grad():
             trials = self.rollout(tasks, 1, trial_rng)
         by_index = self.sampler.episode_returns_by_index(trials.rewards)[:, 0].double().mean(0)

@@ -1,7 +1,8 @@
 """metarl's task families, registered with Gymnasium under the ``metarl/`` namespace on import.
 
 Entry points are strings, so importing this package does not import MuJoCo; a family's module
-loads on its first ``gymnasium.make``.
+loads on its first ``gymnasium.make``. Every family also takes ``task=`` (``gymnasium.make(id, task=...)``)
+and ``gymnasium.make_vec(id, num_envs=N)`` gives :class:`metarl.vector.FamilyVectorEnv` on its fast path.
 """
 
 from __future__ import annotations
@@ -34,7 +35,13 @@ _FAMILIES: dict[str, dict] = {
     # The bandit truncates itself after its `n` pulls (a kwarg), so it has no registered time limit.
     "metarl/BernoulliBandit-v0": dict(entry_point="metarl.envs.bandits:BernoulliBanditEnv", max_episode_steps=None),
     "metarl/TabularMDP-v0": dict(entry_point="metarl.envs.tabular:TabularMDPEnv", max_episode_steps=10),
+    # Meta-World (envs/meta_world.py; the metarl[metaworld] extra): fixed train/test task sets, success rates.
+    "metarl/MetaWorldML1-v0": dict(entry_point="metarl.envs.meta_world:MetaWorldML1Env", max_episode_steps=500),
+    "metarl/MetaWorldML10-v0": dict(entry_point="metarl.envs.meta_world:MetaWorldML10Env", max_episode_steps=500),
 }
+
+#: ids of the families that need an extra (family id -> the extra's name)
+EXTRA_FAMILIES: dict[str, str] = {"metarl/MetaWorldML1-v0": "metaworld", "metarl/MetaWorldML10-v0": "metaworld"}
 
 #: ids of the MuJoCo locomotion families
 MUJOCO_FAMILY_IDS: tuple[str, ...] = tuple(
@@ -43,10 +50,13 @@ MUJOCO_FAMILY_IDS: tuple[str, ...] = tuple(
 
 
 def register_families() -> None:
-    """Register every metarl family (idempotent)."""
+    """Register every metarl family (idempotent), with :mod:`metarl.vector`'s vector env as its
+    ``vector_entry_point`` (``gymnasium.make_vec(id, num_envs=N)`` steps the family's fast path)."""
+    from metarl.vector import vector_entry_point
+
     for env_id, spec in _FAMILIES.items():
         if env_id not in gym.registry:
-            gym.register(id=env_id, **spec)
+            gym.register(id=env_id, vector_entry_point=vector_entry_point(env_id), **spec)
 
 
 register_families()

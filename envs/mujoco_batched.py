@@ -213,9 +213,18 @@ class MujocoBatchedEnv(BatchedEnv):
             raise ValueError(f"need {self.num_envs} seeds (one per simulation), got shape {seeds.shape}")
         if not np.issubdtype(seeds.dtype, np.integer) or np.any(seeds < 0):
             raise ValueError(f"seeds must be non-negative integers, got {seeds!r}")
+        return self._reset_rows(np.arange(self.num_envs), seeds)
+
+    def reset_some(self, indices: np.ndarray, seeds: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Reset simulations ``indices`` as :meth:`reset` does; the others keep their state."""
+        if self._last is None:
+            raise RuntimeError("call reset(seeds) before reset_some")
+        return self._reset_rows(np.asarray(indices, dtype=np.int64), np.asarray(seeds))
+
+    def _reset_rows(self, indices: np.ndarray, seeds: np.ndarray) -> np.ndarray:
         data = self._scratch[0]
         (qpos_kind, qpos_scale), (qvel_kind, qvel_scale) = self._reset_noise
-        for i, seed in enumerate(seeds.tolist()):
+        for i, seed in zip(indices.tolist(), seeds.tolist()):
             # The same draws, in the same order, as the family's reset_model.
             rng, _ = seeding.np_random(seed)
             qpos = self._init_qpos + reset_perturbation(rng, qpos_kind, qpos_scale, self._nq)
@@ -226,7 +235,7 @@ class MujocoBatchedEnv(BatchedEnv):
             data.qvel[:] = qvel
             mujoco.mj_forward(model, data)
             self._save(i, model, data)
-        self._unstable[:] = False
+        self._unstable[indices] = False
         self._last = self._gather()
         return self._env._batched_observation(self._last)
 

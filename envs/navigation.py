@@ -131,6 +131,10 @@ class PointMassBatched(BatchedEnv):
         self._position = np.zeros((self.num_envs, 2))
         return self._position.astype(np.float32)
 
+    def reset_some(self, indices: np.ndarray, seeds: Sequence[int] | np.ndarray) -> np.ndarray:
+        self._position[np.asarray(indices, dtype=np.int64)] = 0.0
+        return self._position.astype(np.float32)
+
     def step(self, actions: np.ndarray) -> StepResult:
         actions = np.asarray(actions, dtype=np.float64)
         if actions.shape != (self.num_envs, 2):

@@ -65,6 +65,11 @@ class BatchedEnv(abc.ABC):
         ignored by the sampler.
         """
 
+    def reset_some(self, indices: np.ndarray, seeds: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Reset only simulations ``indices`` (each as ``env.reset(seed=...)``), the others keep running; return
+        every simulation's observation. Backends whose simulations always end together may leave it out."""
+        raise NotImplementedError(f"{type(self).__name__} resets all its simulations together")
+
     def close(self) -> None:
         """Release resources."""
 
@@ -99,6 +104,12 @@ class GenericBatchedEnv(BatchedEnv):
             raise ValueError(f"need {self.num_envs} seeds, got shape {seeds.shape}")
         self._last_obs = [env.reset(seed=int(s))[0] for env, s in zip(self.envs, seeds)]
         self._done[:] = False
+        return np.stack(self._last_obs)
+
+    def reset_some(self, indices: np.ndarray, seeds: Sequence[int] | np.ndarray) -> np.ndarray:
+        for i, s in zip(np.asarray(indices).tolist(), np.asarray(seeds).tolist()):
+            self._last_obs[i] = self.envs[i].reset(seed=int(s))[0]
+            self._done[i] = False
         return np.stack(self._last_obs)
 
     def step(self, actions: np.ndarray) -> StepResult:

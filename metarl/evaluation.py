@@ -84,7 +84,7 @@ def render_adaptation(policy: Any, out: str | os.PathLike, *, seed: int = 0, epi
 
     algo = policy.algorithm
     cfg = algo.cfg
-    task = algo.sampler.sample_tasks(1, np.random.default_rng(cfg.metatest_seed))[0]
+    task = algo.sampler.sample_tasks(1, np.random.default_rng(cfg.metatest_seed), split="test")[0]
     out = Path(out)
     make_kwargs = dict(cfg.env_kwargs)
     if cfg.max_episode_steps is not None:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from metarl.batched import BatchedEnv, make_batched_env
-from metarl.tasks import check_positive_int, check_rng, check_task_family, make_env
+from metarl.tasks import check_positive_int, check_rng, check_task_family, draw_tasks, has_task_splits, make_env
 from metarl.training import NonFiniteError
 
 __all__ = ["Episodes", "EpisodeSampler", "ActFn"]
@@ -115,21 +115,40 @@ class EpisodeSampler:
         """A fresh env of this family with the sampler's settings."""
         return make_env(self.env_id, **self._make_kwargs)
 
-    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[Any]:
-        """``n`` tasks from the family, drawn with ``rng``.
+    def sample_tasks(self, n: int, rng: np.random.Generator, split: str | None = None) -> list[Any]:
+        """``n`` tasks from the family, drawn with ``rng``: from its fixed ``"train"`` or ``"test"`` set where it
+        declares them and ``split`` names one (:func:`metarl.tasks.draw_tasks`), else from its distribution.
 
         Raises:
             ValueError: the family's ``sample_tasks`` returned another number of tasks.
         """
-        tasks = list(self.family.sample_tasks(n, check_rng(rng)))
+        tasks = draw_tasks(self.family, n, check_rng(rng), split)
         if len(tasks) != n:
             raise ValueError(f"{self.env_id}: sample_tasks({n}) returned {len(tasks)} tasks; a family must return "
                              "exactly the number asked for")
         return tasks
 
-    def episode_success(self, rewards: torch.Tensor) -> np.ndarray | None:
-        """Whether each episode reached the family's goal, from its rewards ``(..., T)`` (masked steps 0), where
-        the family defines ``episode_success(rewards)`` (e.g. SparsePointRobot); else ``None``."""
+    @property
+    def has_task_splits(self) -> bool:
+        """Whether the family declares fixed train and test task sets (meta-training then draws only train
+        tasks, the meta-test only test tasks)."""
+        return has_task_splits(self.family)
+
+    @property
+    def success_info_key(self) -> str | None:
+        """The step-info entry that flags success, where the family names one (``success_info_key``, e.g.
+        Meta-World's ``"success"``); :meth:`sample` then always keeps it in :attr:`Episodes.infos`."""
+        return getattr(self.family, "success_info_key", None)
+
+    def episode_success(self, rewards: torch.Tensor, infos: Mapping[str, torch.Tensor] | None = None
+                        ) -> np.ndarray | None:
+        """Whether each episode reached the family's goal, ``(...)`` from per-step ``(..., T)`` values (masked
+        steps 0): where the family names a ``success_info_key``, whether that info entry was set at any step
+        (``infos``: the episodes' :attr:`Episodes.infos`, shaped like ``rewards``); where it defines
+        ``episode_success(rewards)`` (e.g. SparsePointRobot), from the rewards; else ``None``."""
+        key = self.success_info_key
+        if key is not None and infos is not None and key in infos:
+            return (infos[key] > 0).any(-1).numpy()
         success = getattr(self.family, "episode_success", None)
         if success is None:
             return None
@@ -155,6 +174,8 @@ class EpisodeSampler:
         :attr:`Episodes.infos` (a key the backend does not return is an error naming it).
         """
         check_positive_int("episodes_per_task", episodes_per_task)
+        if self.success_info_key is not None and self.success_info_key not in info_keys:
+            info_keys = (*info_keys, self.success_info_key)
         if len(tasks) == 0:
             raise ValueError("need at least one task to sample")
         rng = check_rng(rng)

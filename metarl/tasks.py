@@ -19,6 +19,8 @@ type: immutable, hashable, printable and JSON-serialisable.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -40,8 +42,14 @@ __all__ = [
     "make_env",
     "check_env_kwargs",
     "tasks_to_json",
+    "draw_tasks",
+    "has_task_splits",
+    "TASK_SPLITS",
     "NAMESPACE",
 ]
+
+#: the task sets a family may declare (``train_tasks`` / ``test_tasks``, or ``sample_tasks(..., split=...)``)
+TASK_SPLITS = ("train", "test")
 
 NAMESPACE = "metarl"
 REQUIRED_TASK_METHODS = ("sample_tasks", "set_task", "get_task")
@@ -197,6 +205,20 @@ class TaskFamily:
     family_name: ClassVar[str] = ""
     _task: Task | None = None
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Give every family constructor a ``task=`` keyword: ``gymnasium.make(id, task=...)`` builds the env
+        running that task (a :class:`Task` or a mapping of its parameters, validated by :meth:`set_task`)."""
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is not None and not getattr(init, "_takes_task", False):
+            cls.__init__ = _with_task_keyword(init)  # type: ignore[method-assign]
+
+    def as_task(self, task: Any) -> Task:
+        """``task`` as this family's :class:`Task`: a Task as is, a mapping of parameters made into one."""
+        if isinstance(task, Mapping) and not isinstance(task, Task):
+            return Task.create(self.family_name, **task)
+        return task
+
     def task_space(self) -> dict[str, TaskParam]:
         """Allowed values of each task parameter (may depend on constructor kwargs)."""
         raise NotImplementedError
@@ -240,6 +262,53 @@ class TaskFamily:
         if self._task is None:
             raise RuntimeError(f"{self.family_name} has no task set; call set_task first")
         return self._task
+
+
+def _with_task_keyword(init: Any) -> Any:
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, task: Any = None, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        if task is not None:
+            self.set_task(self.as_task(task))
+
+    __init__._takes_task = True  # type: ignore[attr-defined]
+    return __init__
+
+
+def has_task_splits(family: Any) -> bool:
+    """Whether ``family`` declares fixed train and test task sets (``train_tasks``/``test_tasks``, or a
+    ``split`` parameter of ``sample_tasks``)."""
+    if all(getattr(family, f"{s}_tasks", None) is not None for s in TASK_SPLITS):
+        return True
+    try:
+        return "split" in inspect.signature(family.sample_tasks).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def draw_tasks(family: Any, n: int, rng: np.random.Generator, split: str | None = None) -> list[Any]:
+    """``n`` tasks of ``family`` drawn with ``rng``; ``split="train"``/``"test"`` draws from the family's fixed
+    task set of that name where it declares them (else from its one distribution, as without a split).
+
+    From a fixed set of ``m`` tasks: a random order of all ``m`` (``n <= m``: the first ``n``, all distinct),
+    repeated in new random orders when ``n > m``.
+
+    Raises:
+        ValueError: an unknown split, or an empty task set.
+    """
+    if split is not None and split not in TASK_SPLITS:
+        raise ValueError(f"split must be one of {TASK_SPLITS}, got {split!r}")
+    if split is None or not has_task_splits(family):
+        return list(family.sample_tasks(n, rng))
+    fixed = getattr(family, f"{split}_tasks", None)
+    if fixed is None:
+        return list(family.sample_tasks(n, rng, split=split))
+    fixed = list(fixed)
+    if not fixed:
+        raise ValueError(f"{type(family).__name__} declares no {split} tasks ({split}_tasks is empty)")
+    rounds = -(-n // len(fixed))
+    order = np.concatenate([rng.permutation(len(fixed)) for _ in range(rounds)])[:n]
+    return [fixed[i] for i in order]
 
 
 def check_task_family(env: gym.Env) -> Any:
@@ -296,7 +365,7 @@ def check_env_kwargs(env_id: str, kwargs: Mapping[str, Any]) -> None:
     """
     hints, names = _entry_point_hints(env_id)
     for key, value in kwargs.items():
-        if key in ("max_episode_steps", "render_mode"):
+        if key in ("max_episode_steps", "render_mode", "task"):
             continue
         if names is not None and key not in names:
             raise ValueError(f"{env_id} takes no kwarg {key!r}; it takes {sorted(names)}")

@@ -296,7 +296,7 @@ class RL2TrialBatchedEnv(BatchedEnv):
         if self._episode >= self.episodes_per_trial:
             raise RuntimeError("the trials are over; call reset(seeds) to start the next ones")
         valid = self.active
-        obs, reward, terminated, truncated, _ = self.env.step(actions)
+        obs, reward, terminated, truncated, inner_info = self.env.step(actions)
         obs = np.asarray(obs, dtype=np.float32).reshape(self.num_envs, -1)
         next_observation = obs.copy()  # the transition's own next state, before a new inner episode resets it
         reward = np.where(valid, np.asarray(reward, dtype=np.float64), 0.0)
@@ -321,7 +321,10 @@ class RL2TrialBatchedEnv(BatchedEnv):
         dones = np.full(self.num_envs, 1.0) if slot_over else ended.astype(np.float64)
         out = self.inputs.compose(self._last_obs, self._prev_actions, self._prev_rewards, dones)
         no = np.zeros(self.num_envs, dtype=bool)
-        return out, reward, trial_ends, no, {"valid": valid, "episode_ended": ended, "observation": next_observation}
+        info = {key: np.where(valid, np.asarray(value, dtype=np.float64), 0.0) for key, value in inner_info.items()
+                if np.ndim(value) == 1 and len(value) == self.num_envs and np.issubdtype(np.asarray(value).dtype, np.number)}
+        return out, reward, trial_ends, no, {**info, "valid": valid, "episode_ended": ended,
+                                             "observation": next_observation}
 
     def close(self) -> None:
         self.env.close()

@@ -20,6 +20,27 @@ SHARED = REPO.parent / "shared"
 SHARED_OMNIGLOT = SHARED / "data" / "omniglot"
 
 
+def extra_installed(extra: str) -> bool:
+    """Whether the packages of ``metarl[extra]`` are importable."""
+    modules = {"metaworld": "metaworld", "video": "imageio_ffmpeg"}
+    return importlib.util.find_spec(modules[extra]) is not None
+
+
+def needs_extra(extra: str) -> list[pytest.MarkDecorator]:
+    """Marks of a test that needs ``metarl[extra]``: the extra's marker (``pytest -m metaworld``) and a clean skip
+    naming the install command when it is absent."""
+    return [getattr(pytest.mark, extra),
+            pytest.mark.skipif(not extra_installed(extra), reason=f"needs the {extra} extra: pip install 'metarl[{extra}]'")]
+
+
+def registered_families() -> list:
+    """Every registered family as a test parameter; those of an extra carry its marks (:func:`needs_extra`)."""
+    from metarl.envs import EXTRA_FAMILIES
+
+    return [pytest.param(env_id, marks=needs_extra(EXTRA_FAMILIES[env_id])) if env_id in EXTRA_FAMILIES else env_id
+            for env_id in metarl.list_families()]
+
+
 def load_script(name: str) -> ModuleType:
     """``scripts/<name>.py`` imported as a module (the scripts are not part of the installed package)."""
     spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")

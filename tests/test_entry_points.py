@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-import metarl
 from metarl.cli import main
+from tests.conftest import registered_families
 
 RL_ALGORITHMS = ("maml-trpo", "maml-ppo", "rl2-ppo", "pearl")
 #: families PEARL cannot run (discrete actions): the command must say so in one line
@@ -26,7 +26,7 @@ TINY = {
 }
 
 
-@pytest.mark.parametrize("env", metarl.list_families())
+@pytest.mark.parametrize("env", registered_families())
 @pytest.mark.parametrize("algo", RL_ALGORITHMS)
 def test_every_algorithm_trains_on_every_family_from_the_command_line(algo, env, tmp_path, capsys):
     horizon = ["--env-kwargs", "n=5"] if env == "metarl/BernoulliBandit-v0" else ["--max-episode-steps", "5"]

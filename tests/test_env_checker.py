@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from metarl import check_task_family, list_families
+from metarl import check_task_family
+from tests.conftest import registered_families
 
 
-@pytest.mark.parametrize("env_id", list_families())
+@pytest.mark.parametrize("env_id", registered_families())
 def test_check_env_on_sampled_tasks(env_id):
     env = gym.make(env_id)
     family = check_task_family(env)
