@@ -11,7 +11,11 @@ pool, the NumPy point masses) instead of N separate envs. Each sub-env runs its 
 (``set_task`` takes a list, one per sub-env; ``task=`` at construction one task for all or a list).
 Sub-env ``i`` steps exactly as ``gymnasium.make(id)`` with its task, reset with the same seed, does.
 Episodes end at the family's horizon (truncated) or when it terminates; the sub-env resets on its
-next step (Gymnasium's default ``NEXT_STEP`` autoreset).
+next step (Gymnasium's default ``NEXT_STEP`` autoreset), or on the same step with
+``autoreset_mode="same_step"`` (the final observation in ``info["final_obs"]``).
+
+Stable-Baselines3 takes its own ``VecEnv`` class: :func:`sb3_vec_env` gives one on the same backend
+(``PPO("MlpPolicy", metarl.vector.sb3_vec_env("metarl/HalfCheetahVel-v0", 8))``).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-__all__ = ["FamilyVectorEnv", "vector_entry_point"]
+__all__ = ["FamilyVectorEnv", "vector_entry_point", "sb3_vec_env"]
 
 
 class FamilyVectorEnv(VectorEnv):
@@ -35,18 +39,24 @@ class FamilyVectorEnv(VectorEnv):
         num_envs: sub-envs.
         max_episode_steps: horizon (default: the registration's).
         task: a task for every sub-env, or a list of one per sub-env (default: the family's initial task).
+        autoreset_mode: ``"next_step"`` (Gymnasium's default) or ``"same_step"``.
         **kwargs: the family's constructor kwargs.
     """
 
-    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP}
-
     def __init__(self, env_id: str, num_envs: int = 1, max_episode_steps: int | None = None, task: Any = None,
-                 **kwargs: Any):
+                 autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP, **kwargs: Any):
         from metarl.batched import make_batched_env
         from metarl.tasks import check_positive_int, check_task_family, make_env
 
         self.env_id = env_id
         self.num_envs = check_positive_int("num_envs", num_envs)
+        modes = {"next_step": AutoresetMode.NEXT_STEP, "same_step": AutoresetMode.SAME_STEP}
+        mode = modes.get(autoreset_mode, autoreset_mode) if isinstance(autoreset_mode, str) else autoreset_mode
+        if mode not in modes.values():
+            raise ValueError(f"autoreset_mode must be 'next_step' or 'same_step' (or Gymnasium's AutoresetMode), "
+                             f"got {autoreset_mode!r}")
+        self.autoreset_mode = mode
+        self.metadata = {"autoreset_mode": self.autoreset_mode}
         self._make_kwargs = dict(kwargs)
         self._env = make_env(env_id, **kwargs)
         self._family = check_task_family(self._env)
@@ -128,13 +138,75 @@ class FamilyVectorEnv(VectorEnv):
             obs = self._backend.reset_some(restart, self._seed_rng.integers(0, 2**31 - 1, size=restart.size))
             reward[restart], terminated[restart], truncated[restart] = 0.0, False, False
             self._steps[restart] = 0
-        self._autoreset = terminated | truncated
         info = {k: np.asarray(v) for k, v in info.items() if np.ndim(v) == 1 and len(v) == self.num_envs}
+        ended = terminated | truncated
+        if self.autoreset_mode == AutoresetMode.SAME_STEP and ended.any():
+            obs = np.asarray(obs)
+            final = np.empty(self.num_envs, dtype=object)
+            for i in np.flatnonzero(ended):
+                final[i] = obs[i].copy()
+            info["final_obs"], info["_final_obs"] = final, ended.copy()
+            seeds = self._seed_rng.integers(0, 2**31 - 1, size=int(ended.sum()))
+            obs = (self._backend.reset(seeds) if ended.all() else
+                   self._backend.reset_some(np.flatnonzero(ended), seeds))
+            self._steps[ended] = 0
+            return np.asarray(obs), reward, terminated, truncated, info
+        self._autoreset = ended
         return np.asarray(obs), reward, terminated, truncated, info
 
     def close_extras(self, **kwargs: Any) -> None:
         self._backend.close()
         self._env.close()
+
+
+def sb3_vec_env(env_id: str, num_envs: int = 1, *, task: Any = None, **kwargs: Any) -> Any:
+    """A Stable-Baselines3 ``VecEnv`` of ``num_envs`` sub-envs of ``env_id`` on its batched backend (SB3's reset
+    on the same step, the final observation in ``infos[i]["terminal_observation"]``, ``TimeLimit.truncated``)."""
+    from stable_baselines3.common.vec_env.base_vec_env import VecEnv
+
+    class FamilySB3VecEnv(VecEnv):
+        def __init__(self) -> None:
+            self.venv = FamilyVectorEnv(env_id, num_envs, task=task, autoreset_mode="same_step", **kwargs)
+            super().__init__(num_envs, self.venv.single_observation_space, self.venv.single_action_space)
+            self._actions: np.ndarray | None = None
+
+        def reset(self) -> np.ndarray:
+            seeds = None if any(s is None for s in self._seeds) else [int(s) for s in self._seeds]
+            obs, _ = self.venv.reset(seed=seeds)
+            self._reset_seeds()
+            return obs
+
+        def step_async(self, actions: np.ndarray) -> None:
+            self._actions = np.asarray(actions)
+
+        def step_wait(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
+            obs, reward, terminated, truncated, info = self.venv.step(self._actions)
+            infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
+            for i in np.flatnonzero(terminated | truncated):
+                infos[i]["terminal_observation"] = info["final_obs"][i]
+                infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
+            return obs, reward.astype(np.float32), terminated | truncated, infos
+
+        def close(self) -> None:
+            self.venv.close()
+
+        def get_attr(self, attr_name: str, indices: Any = None) -> list[Any]:
+            return [getattr(self.venv, attr_name) for _ in self._get_indices(indices)]
+
+        def set_attr(self, attr_name: str, value: Any, indices: Any = None) -> None:
+            setattr(self.venv, attr_name, value)
+
+        def env_method(self, method_name: str, *args: Any, indices: Any = None, **method_kwargs: Any) -> list[Any]:
+            return [getattr(self.venv, method_name)(*args, **method_kwargs)]
+
+        def env_is_wrapped(self, wrapper_class: type, indices: Any = None) -> list[bool]:
+            return [False for _ in self._get_indices(indices)]
+
+        def set_task(self, tasks: Any) -> None:
+            """One task per sub-env (or one for all), from the next reset on."""
+            self.venv.set_task(tasks)
+
+    return FamilySB3VecEnv()
 
 
 def vector_entry_point(env_id: str) -> Any:

@@ -33,6 +33,16 @@ def needs_extra(extra: str) -> list[pytest.MarkDecorator]:
             pytest.mark.skipif(not extra_installed(extra), reason=f"needs the {extra} extra: pip install 'metarl[{extra}]'")]
 
 
+def requires_extra(extra: str):
+    """Decorator form of :func:`needs_extra` for a test function."""
+    def decorate(test):
+        for mark in needs_extra(extra):
+            test = mark(test)
+        return test
+
+    return decorate
+
+
 def registered_families() -> list:
     """Every registered family as a test parameter; those of an extra carry its marks (:func:`needs_extra`)."""
     from metarl.envs import EXTRA_FAMILIES

@@ -1,0 +1,137 @@
+"""``metarl evaluate``, ``metarl plot``, ``metarl train --seed 0 1 2`` and ``metarl.train``, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import metarl
+from metarl.cli import main
+from tests.conftest import requires_extra
+from tests.test_entry_points import TINY
+
+NAV = "metarl/Navigation2D-v0"
+MAML = ["--algo", "maml-trpo", "--max-episode-steps", "8", *TINY["maml-trpo"]]
+
+
+@pytest.fixture(scope="module")
+def seeds_run(tmp_path_factory):
+    """``metarl train --seed 0 1 2`` into one directory (2 iterations each)."""
+    parent = tmp_path_factory.mktemp("seeds") / "nav"
+    assert main(["train", "--env", NAV, *MAML, "--iterations", "2", "--seed", "0", "1", "2", "--logdir", str(parent),
+                 "--no-progress"]) == 0
+    return parent
+
+
+def test_several_seeds_run_into_subdirectories_with_a_summary(seeds_run, tmp_path):
+    summary = json.loads((seeds_run / "metatest_summary.json").read_text())
+    assert summary["seeds"] == [0, 1, 2] and len(summary["runs"]) == 3
+    per_seed = [json.loads((seeds_run / f"seed_{s}" / "metatest.json").read_text()) for s in (0, 1, 2)]
+    after = [r["returns_by_step"][1] for r in per_seed]
+    entry = summary["metrics"]["returns_by_step[1]"]
+    assert entry["values"] == pytest.approx(after) and entry["mean"] == pytest.approx(np.mean(after))
+    from scipy.stats import t
+    assert entry["ci95"] == pytest.approx(t.ppf(0.975, 2) * np.std(after, ddof=1) / np.sqrt(3))
+    assert "inner_lr" not in summary["metrics"], "settings echoed in the result are not results"
+    # each seed is the same run as a single-seed one
+    single = tmp_path / "s1"
+    assert main(["train", "--env", NAV, *MAML, "--iterations", "2", "--seed", "1", "--logdir", str(single),
+                 "--no-progress"]) == 0
+    assert json.loads((single / "metatest.json").read_text())["returns_by_step"] == per_seed[1]["returns_by_step"]
+
+
+def test_python_train_api_takes_presets_settings_and_seeds(tmp_path):
+    run = metarl.train("maml-trpo", NAV, seed=[0, 1], logdir=tmp_path / "api", iterations=1, meta_batch_size=2,
+                       episodes_per_task=2, hidden_sizes=[8], metatest_tasks=2, metatest_steps=1, cg_iters=2,
+                       max_episode_steps=8)
+    assert (run / "metatest_summary.json").is_file() and (run / "seed_1" / "checkpoint.pt").is_file()
+    assert metarl.load_policy(run / "seed_0").algorithm.cfg.inner_steps == 2, "the Navigation2D preset applies"
+    algo = metarl.make_algorithm("maml-trpo", env=NAV, iterations=1, meta_batch_size=2, episodes_per_task=2,
+                                 hidden_sizes=[8], metatest_tasks=2, metatest_steps=1, max_episode_steps=8)
+    assert algo.learn(tmp_path / "learn") is algo and algo.metatest_result["iterations"] == 1
+    with pytest.raises(ValueError, match="unknown algorithm"):
+        metarl.train("mamal", NAV)
+
+
+def test_evaluate_recomputes_the_meta_test_and_tests_other_families(seeds_run, capsys):
+    run = seeds_run / "seed_0"
+    saved = json.loads((run / "metatest.json").read_text())
+    again = metarl.evaluate(run)
+    assert again["returns_by_step"] == saved["returns_by_step"], "same tasks, same episodes"
+    assert main(["evaluate", str(run), "--tasks", "4", "--seed", "9"]) == 0
+    assert "4 held-out tasks of metarl/Navigation2D-v0" in capsys.readouterr().out
+    other = metarl.evaluate(run, "metarl/SparsePointRobot-v0", n_tasks=3)
+    assert other["env"] == "metarl/SparsePointRobot-v0" and len(other["success_rate_by_step"]) == 2
+    assert main(["evaluate", str(run), "--env", "metarl/HalfCheetahVel-v0"]) == 2
+    err = capsys.readouterr().err
+    assert "trained on the observation space" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert main(["evaluate", str(run.parent / "missing")]) == 2
+
+
+def test_evaluate_pictures_the_plane_as_a_png(seeds_run, tmp_path, capsys):
+    assert main(["evaluate", str(seeds_run / "seed_0"), "--tasks", "2", "--video", str(tmp_path / "nav.mp4")]) == 0
+    image = Image.open(tmp_path / "nav.png")
+    assert image.size[0] > 200 and image.size[1] > 200
+
+
+@pytest.fixture(scope="module")
+def cheetah_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("cheetah") / "hc"
+    assert main(["train", "--env", "metarl/HalfCheetahVel-v0", *MAML[:2], *TINY["maml-trpo"], "--max-episode-steps",
+                 "4", "--iterations", "1", "--logdir", str(run), "--no-progress"]) == 0
+    return run
+
+
+def test_evaluate_renders_mujoco_headless_before_and_after_adaptation(cheetah_run, tmp_path):
+    out = tmp_path / "cheetah.gif"
+    code = subprocess.run([sys.executable, "-m", "metarl.cli", "evaluate", str(cheetah_run), "--tasks", "1",
+                           "--video", str(out)], capture_output=True, text=True, timeout=300, env=_headless_env())
+    assert code.returncode == 0, code.stderr
+    gif = Image.open(out)
+    assert gif.n_frames == 5, "two episodes of 4 steps plus their first frames, every second frame kept"
+
+
+@requires_extra("video")
+def test_evaluate_writes_mp4_with_the_video_extra(cheetah_run, tmp_path):
+    import imageio.v2 as imageio
+
+    out = tmp_path / "cheetah.mp4"
+    assert main(["evaluate", str(cheetah_run), "--tasks", "1", "--video", str(out)]) == 0
+    assert len(imageio.mimread(out)) == 10
+
+
+def test_mp4_without_the_extra_is_refused_before_rendering(cheetah_run, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)
+    assert main(["evaluate", str(cheetah_run), "--tasks", "1", "--video", str(tmp_path / "x.mp4")]) == 2
+    assert "pip install 'metarl[video]'" in capsys.readouterr().err
+    assert main(["evaluate", str(cheetah_run), "--tasks", "1", "--video", str(tmp_path / "x.avi")]) == 2
+
+
+def _headless_env() -> dict:
+    import os
+
+    env = dict(os.environ)
+    env.pop("DISPLAY", None)
+    env.pop("MUJOCO_GL", None)
+    return env
+
+
+def test_plot_draws_seeds_as_a_band_and_the_adaptation_curve(seeds_run, tmp_path, capsys):
+    single = tmp_path / "other"
+    assert main(["train", "--env", NAV, *MAML, "--iterations", "2", "--inner-lr", "0.05", "--logdir", str(single),
+                 "--no-progress"]) == 0
+    out = tmp_path / "fig.png"
+    assert main(["plot", str(seeds_run), str(single), "-o", str(out)]) == 0
+    assert Image.open(out).size[0] > 800
+    from metarl.plotting import _group, find_runs
+    groups = _group(find_runs([seeds_run, single]))
+    assert [len(runs) for _, runs in groups] == [3, 1], "runs differing only in seed are one curve"
+    assert main(["plot", str(seeds_run), "-o", str(out), "--tag", "no/such_tag"]) == 2
+    assert "pick a logged tag with --tag" in capsys.readouterr().err
+    assert main(["plot", str(tmp_path), "-o", str(out)]) == 2
+    assert main(["plot", str(seeds_run), "-o", str(tmp_path / "fig.svg")]) == 2
