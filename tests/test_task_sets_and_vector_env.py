@@ -129,7 +129,7 @@ def test_same_step_autoreset_and_the_sb3_vec_env():
     for _ in range(3):
         obs, _, _, truncated, info = envs.step(np.full((2, 2), 0.1, dtype=np.float32))
     assert truncated.all() and np.allclose(obs, 0) and np.allclose(np.stack(info["final_obs"]), 0.3)
-    venv = sb3_vec_env("metarl/Navigation2D-v0", 2, max_episode_steps=3, task={"goal": (0.2, 0.2)})
+    venv = sb3_vec_env("metarl/Navigation2D-v0", 2, max_episode_steps=3, task={"goal": (0.4, 0.4)})
     venv.seed(1)
     venv.reset()
     for _ in range(3):
