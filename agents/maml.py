@@ -35,7 +35,7 @@ from metarl.adaptation import Params, adapt_batch, detach_params, functional_for
 from metarl.config import EnvRunConfig, field
 from metarl.networks import LinearFeatureBaseline, ValueNetwork, make_policy
 from metarl.returns import ci95, discounted_returns, gae, masked_mean, masked_normalize
-from metarl.sampler import Episodes, EpisodeSampler
+from metarl.sampler import Episodes
 from metarl.tasks import tasks_to_json
 from metarl.training import MetaAlgorithm, check_finite, check_validation_seed
 
@@ -159,9 +159,6 @@ class MAMLBase(MetaAlgorithm):
             self.value_net = ValueNetwork(self.sampler.observation_space.shape[0])
             self.value_opt = torch.optim.Adam(self.value_net.parameters(), lr=1e-3)
         self.env_steps = 0
-
-    def make_sampler(self, config: MAMLBaseConfig) -> EpisodeSampler:
-        return EpisodeSampler(config.env, config.env_kwargs, max_episode_steps=config.max_episode_steps)
 
     # ----- policy as a function of explicit parameters -------------------------------------------
     def meta_params(self) -> Params:

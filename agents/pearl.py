@@ -50,7 +50,7 @@ from metarl.encoders import TaskEncoder, make_context
 from metarl.replay import MultiTaskReplayBuffer, episode_transitions
 from metarl.returns import ci95
 from metarl.sac import ActionScaler, TanhGaussianPolicy, TwinQ, soft_q_target, soft_update
-from metarl.sampler import ActFn, Episodes, EpisodeSampler
+from metarl.sampler import ActFn, Episodes
 from metarl.tasks import Task, tasks_to_json
 from metarl.training import MetaAlgorithm, check_finite, check_validation_seed
 
@@ -165,9 +165,6 @@ class PEARL(MetaAlgorithm):
         self.env_steps = 0
         self.gradient_steps_done = 0
         self.iteration = 0
-
-    def make_sampler(self, config: PEARLConfig) -> EpisodeSampler:
-        return EpisodeSampler(config.env, config.env_kwargs, max_episode_steps=config.max_episode_steps)
 
     # ----- acting ----------------------------------------------------------------------------------------
     @property

@@ -133,8 +133,11 @@ class MetaAlgorithm(abc.ABC):
         return []
 
     def make_sampler(self, config: Any) -> Any:
-        """The episode sampler of ``config``'s family (meta-RL algorithms build theirs with it)."""
-        raise NotImplementedError(f"{self.name or type(self).__name__} samples no environment")
+        """The episode sampler of ``config``'s family (``env``, ``env_kwargs``, ``max_episode_steps``), which
+        meta-RL algorithms build theirs with; RL^2 overrides it with its trial sampler."""
+        from metarl.sampler import EpisodeSampler
+
+        return EpisodeSampler(config.env, config.env_kwargs, max_episode_steps=config.max_episode_steps)
 
     def retarget(self, env: str, env_kwargs: Mapping[str, Any] | None = None, **settings: Any) -> None:
         """Sample another family from now on with the same networks (to meta-test a run on a family it was not
