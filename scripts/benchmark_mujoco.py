@@ -5,12 +5,14 @@
     python scripts/benchmark_mujoco.py --json runs/bench_mujoco.json
     python scripts/benchmark_mujoco.py --env-kwargs frame_skip=1   # MAML-RL's cheetah time step
 
-All three run the same simulations (20 tasks x 1 episode, the same reset seeds, the same random
+All four run the same simulations (20 tasks x 1 episode, the same reset seeds, the same random
 actions, ``--steps`` env steps each):
 
 * ``batched``: ``env.unwrapped.batched(tasks, 1)`` (:class:`metarl.envs.mujoco_batched.MujocoBatchedEnv`),
   ``--nthread`` physics threads (default: every usable core);
 * ``sync_vector``: a Gymnasium ``SyncVectorEnv`` of ``gymnasium.make`` envs set to the same tasks;
+* ``make_vec``: ``gymnasium.make_vec(id, num_envs)``, metarl's vector env on the batched backend (what a
+  user of Gymnasium's vector API gets), same tasks;
 * ``bare_mj_step``: the physics limit on one core: one ``MjData``, ``data.ctrl[:] = a`` and
   ``mj_step(nstep=frame_skip)`` per env step, nothing else (no observation, reward or Python env).
 
@@ -44,7 +46,7 @@ class Args:
     env_id: str = "metarl/HalfCheetahVel-v0"
     """The task family to step."""
     env_kwargs: dict = field(default_factory=dict)
-    """Family constructor kwargs (``--env-kwargs frame_skip=1``), for all three methods."""
+    """Family constructor kwargs (``--env-kwargs frame_skip=1``), for every method."""
     num_sims: int = 20
     """Simulations (one episode of each of this many tasks)."""
     steps: int = 200
@@ -114,6 +116,9 @@ def main() -> Result:
         return make
 
     vector = gym.vector.SyncVectorEnv([make_fn(t) for t in tasks])
+    family_vector = gym.make_vec(args.env_id, num_envs=args.num_sims, vectorization_mode="vector_entry_point",
+                                 max_episode_steps=args.steps, **args.env_kwargs)
+    family_vector.unwrapped.set_task(tasks)
 
     # The bare loop replays the same episodes: the batched backend's reset states, the same actions.
     batched.reset(seeds)
@@ -132,6 +137,11 @@ def main() -> Result:
         for t in range(args.steps):
             vector.step(actions[t])
 
+    def run_make_vec() -> None:
+        family_vector.reset(seed=[int(s) for s in seeds])
+        for t in range(args.steps):
+            family_vector.step(actions[t])
+
     def run_bare() -> None:
         for i, (qpos, qvel) in enumerate(initial_states):
             mujoco.mj_resetData(model, data)
@@ -141,7 +151,7 @@ def main() -> Result:
                 data.ctrl[:] = actions[t, i]
                 mujoco.mj_step(model, data, nstep=frame_skip)
 
-    methods = {"batched": run_batched, "sync_vector": run_vector, "bare_mj_step": run_bare}
+    methods = {"batched": run_batched, "sync_vector": run_vector, "make_vec": run_make_vec, "bare_mj_step": run_bare}
     result = Result(env_id=args.env_id, env_kwargs=args.env_kwargs, num_sims=args.num_sims, steps=args.steps,
                     nthread=batched.nthread, cpus=usable_cpu_count(), loadavg_before=[round(x, 2) for x in os.getloadavg()],
                     platform=platform.platform(), mujoco_version=mujoco.__version__)
@@ -159,6 +169,7 @@ def main() -> Result:
         "batched / sync_vector": best["batched"] / best["sync_vector"],
         "batched / bare_mj_step": best["batched"] / best["bare_mj_step"],
         "sync_vector / bare_mj_step": best["sync_vector"] / best["bare_mj_step"],
+        "make_vec / sync_vector": best["make_vec"] / best["sync_vector"],
     }
 
     print(f"{args.env_id} {args.env_kwargs or ''}: {args.num_sims} simulations x {args.steps} steps, "
@@ -174,6 +185,7 @@ def main() -> Result:
 
     batched.close()
     vector.close()
+    family_vector.close()
     probe.close()
     if args.json:
         path = Path(args.json)

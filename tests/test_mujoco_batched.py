@@ -200,14 +200,14 @@ def test_batched_errors_name_the_problem():
     backend.close()
 
 
-def test_benchmark_script_steps_all_three_methods_with_env_kwargs(monkeypatch, tmp_path):
+def test_benchmark_script_steps_every_method_with_env_kwargs(monkeypatch, tmp_path):
     bench = load_script("benchmark_mujoco")
     out = tmp_path / "bench.json"
     monkeypatch.setattr("sys.argv", ["benchmark_mujoco.py", "--num-sims", "2", "--steps", "5", "--repeats", "1",
                                      "--nthread", "1", "--env-kwargs", "frame_skip=1", "--json", str(out)])
     result = bench.main()
     assert result.env_kwargs == {"frame_skip": 1}
-    assert set(result.steps_per_s) == {"batched", "sync_vector", "bare_mj_step"}
+    assert set(result.steps_per_s) == {"batched", "sync_vector", "make_vec", "bare_mj_step"}
     assert all(rate > 0 for rate in result.steps_per_s.values())
     assert result.ratios["batched / sync_vector"] == pytest.approx(
         result.steps_per_s["batched"] / result.steps_per_s["sync_vector"])
