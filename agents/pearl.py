@@ -166,6 +166,10 @@ class PEARL(MetaAlgorithm):
         self.gradient_steps_done = 0
         self.iteration = 0
 
+    def retarget(self, env: str, env_kwargs: Mapping[str, Any] | None = None, **settings: Any) -> None:
+        super().retarget(env, env_kwargs, **settings)
+        self.scaler = ActionScaler(self.sampler.action_space, "pearl")  # the tanh policy scales to the new bounds
+
     # ----- acting ----------------------------------------------------------------------------------------
     @property
     def alpha(self) -> float:

@@ -96,7 +96,14 @@ def _dispatch(command: str, rest: list[str]) -> int:
 
         plot_main(rest)
     elif command == "envs":
-        print("\n".join(list_families()))
+        import importlib.util
+
+        from metarl.envs import EXTRA_FAMILIES
+
+        for env_id in list_families():
+            extra = EXTRA_FAMILIES.get(env_id)
+            missing = extra is not None and importlib.util.find_spec(extra) is None
+            print(f"{env_id}  (needs: pip install 'metarl[{extra}]')" if missing else env_id)
     else:
         return _error(f"unknown command {command!r}; choose from {COMMANDS}", 2)
     return 0

@@ -160,4 +160,6 @@ def test_meta_world_families_name_their_extra_when_it_is_missing(tmp_path, monke
                  str(tmp_path / "mw"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "pip install 'metarl[metaworld]'" in err and "Traceback" not in err
+    assert main(["envs"]) == 0
+    assert "metarl/MetaWorldML1-v0  (needs: pip install 'metarl[metaworld]')" in capsys.readouterr().out
     meta_world.metaworld_benchmark.cache_clear()

@@ -117,3 +117,15 @@ def test_errors_are_one_line(runs, tmp_path):
                  "--no-progress", "--meta-batch-size", "2", "--metatest-tasks", "2"]) == 0
     with pytest.raises(ValueError, match="metarl.fewshot.load_learner"):
         metarl.load_policy(few)
+
+
+@pytest.mark.parametrize("algo", ["rl2-ppo", "pearl"])
+def test_evaluate_command_repeats_the_meta_test_and_pictures_the_plane(runs, algo, tmp_path):
+    import json
+
+    saved = json.loads((runs[algo] / "metatest.json").read_text())
+    out = tmp_path / "again.json"
+    assert main(["evaluate", str(runs[algo]), "--json", str(out), "--video", str(tmp_path / "trial.gif")]) == 0
+    key = "mean_total_return" if algo == "rl2-ppo" else "mean_return_by_episode"
+    assert json.loads(out.read_text())[key] == saved[key]
+    assert (tmp_path / "trial.png").is_file(), "the plane is drawn, whatever the video name"
