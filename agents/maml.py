@@ -385,27 +385,33 @@ class MAMLBase(MetaAlgorithm):
 
     def _adaptation_returns(self, n_tasks: int, steps: int, seed: int, split: str
                             ) -> tuple[list[Any], list[np.ndarray], list[np.ndarray] | None]:
-        """``n_tasks`` tasks from ``seed`` (the family's ``split`` set where it has one), each task's mean return after 0..``steps`` inner steps and, for families
-        with a success criterion, each task's fraction of successful episodes after each step (else ``None``)."""
+        """``n_tasks`` tasks from ``seed`` (the family's ``split`` set where it has one), each task's mean return
+        after 0..``steps`` inner steps and, for families with a success criterion, each task's fraction of
+        successful episodes after each step (else ``None``). Families with a ``max_simulations`` are run a
+        few tasks at a time."""
         cfg = self.cfg
         rng = np.random.default_rng(seed)
         tasks = self.sampler.sample_tasks(n_tasks, rng, split)
+        limit = self.sampler.max_simulations
+        chunk = len(tasks) if limit is None else max(1, limit // cfg.episodes_per_task)
         meta_params: Params = detach_params(self.meta_params())
-        params, batched = meta_params, False
-        by_task, success = [], []
-        for step in range(steps + 1):
-            eps = self.sampler.sample(self.act_fn(params, batched), tasks, cfg.episodes_per_task, rng)
-            by_task.append(eps.episode_returns.mean(1).numpy())
-            reached = self.sampler.episode_success(eps.rewards * eps.mask, eps.infos)
-            if reached is not None:
-                success.append(reached.mean(1))
-            if step < steps:
-                batch = self.task_batch(eps)
-                with torch.no_grad():
-                    params = self.adapt(params, batch, steps=1, first_order=True, batched_params=batched,
-                                        step_size=self.step_size(meta_params, step))
-                batched = True
-        return tasks, by_task, (success or None)
+        by_task: list[list[np.ndarray]] = [[] for _ in range(steps + 1)]
+        success: list[list[np.ndarray]] = [[] for _ in range(steps + 1)]
+        for start in range(0, len(tasks), chunk):
+            part, params, batched = tasks[start:start + chunk], meta_params, False
+            for step in range(steps + 1):
+                eps = self.sampler.sample(self.act_fn(params, batched), part, cfg.episodes_per_task, rng)
+                by_task[step].append(eps.episode_returns.mean(1).numpy())
+                reached = self.sampler.episode_success(eps.rewards * eps.mask, eps.infos)
+                if reached is not None:
+                    success[step].append(reached.mean(1))
+                if step < steps:
+                    with torch.no_grad():
+                        params = self.adapt(params, self.task_batch(eps), steps=1, first_order=True,
+                                            batched_params=batched, step_size=self.step_size(meta_params, step))
+                    batched = True
+        return (tasks, [np.concatenate(x) for x in by_task],
+                [np.concatenate(x) for x in success] if success[0] else None)
 
     def validation_scores(self, n_tasks: int, seed: int) -> dict[str, float]:
         """Mean return on ``n_tasks`` validation tasks before and after ``inner_steps`` inner steps.

@@ -133,6 +133,8 @@ class _MetaWorldFamily(gym.Env):
 
     #: the info entry that says whether the episode succeeded (Meta-World's protocol: at any step)
     success_info_key = "success"
+    #: each simulation is a whole Meta-World env (~21 MB): meta-tests run at most this many at once
+    max_simulations = 200
 
 
 class MetaWorldML1Env(_MetaWorldFamily):

@@ -78,13 +78,21 @@ class GenericBatchedEnv(BatchedEnv):
     """Fallback for any registered family: one Gymnasium env per simulation, stepped in a loop.
 
     Simulations whose episode ended are not stepped again (their last observation is repeated),
-    so an env never sees a ``step`` after termination.
+    so an env never sees a ``step`` after termination. With ``env_pool`` (a list the caller owns) the
+    envs come from it, made only where it is short: backends of one sampler, used one at a time, then
+    share their envs instead of each holding its own (what keeps Meta-World's ~21 MB envs affordable).
     """
 
-    def __init__(self, env_fn: Callable[[], gym.Env], tasks: Sequence[Any], episodes_per_task: int):
+    def __init__(self, env_fn: Callable[[], gym.Env], tasks: Sequence[Any], episodes_per_task: int,
+                 env_pool: list[gym.Env] | None = None):
         self.tasks = list(tasks)
         self.episodes_per_task = check_positive_int("episodes_per_task", episodes_per_task)
-        self.envs = [env_fn() for _ in range(self.num_envs)]
+        self._pooled = env_pool is not None
+        if env_pool is None:
+            self.envs = [env_fn() for _ in range(self.num_envs)]
+        else:
+            env_pool.extend(env_fn() for _ in range(self.num_envs - len(env_pool)))
+            self.envs = env_pool[:self.num_envs]
         self.set_tasks(tasks)
         self.single_observation_space = self.envs[0].observation_space
         self.single_action_space = self.envs[0].action_space
@@ -131,14 +139,17 @@ class GenericBatchedEnv(BatchedEnv):
         return np.stack(self._last_obs), rewards, terminated, truncated, scalars
 
     def close(self) -> None:
-        for env in self.envs:
-            env.close()
+        if not self._pooled:  # pooled envs belong to the pool's owner
+            for env in self.envs:
+                env.close()
 
 
 def make_batched_env(
-    env_fn: Callable[[], gym.Env], tasks: Sequence[Any], episodes_per_task: int, *, fast: bool = True
+    env_fn: Callable[[], gym.Env], tasks: Sequence[Any], episodes_per_task: int, *, fast: bool = True,
+    env_pool: list[gym.Env] | None = None,
 ) -> BatchedEnv:
-    """The family's own batched backend when it has one (and ``fast``), else :class:`GenericBatchedEnv`."""
+    """The family's own batched backend when it has one (and ``fast``), else :class:`GenericBatchedEnv` (its envs
+    from ``env_pool`` when given)."""
     if fast:
         probe = env_fn()
         base = check_task_family(probe)
@@ -148,4 +159,4 @@ def make_batched_env(
             probe.close()
             return out
         probe.close()
-    return GenericBatchedEnv(env_fn, tasks, episodes_per_task)
+    return GenericBatchedEnv(env_fn, tasks, episodes_per_task, env_pool=env_pool)

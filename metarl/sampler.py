@@ -109,6 +109,7 @@ class EpisodeSampler:
         self.action_space: gym.Space = self.env.action_space
         self.fast = fast
         self._backends: dict[tuple[int, int], BatchedEnv] = {}
+        self._env_pool: list[gym.Env] = []  # the generic backends' envs, shared (one backend runs at a time)
         self.last_fps = float("nan")
 
     def env_fn(self) -> gym.Env:
@@ -135,6 +136,12 @@ class EpisodeSampler:
         return has_task_splits(self.family)
 
     @property
+    def max_simulations(self) -> int | None:
+        """The most simulations the family asks to run at once (its ``max_simulations``, for families whose
+        envs are large, as Meta-World's); ``None``: no limit. Meta-tests split their tasks to respect it."""
+        return getattr(self.family, "max_simulations", None)
+
+    @property
     def success_info_key(self) -> str | None:
         """The step-info entry that flags success, where the family names one (``success_info_key``, e.g.
         Meta-World's ``"success"``); :meth:`sample` then always keeps it in :attr:`Episodes.infos`."""
@@ -158,7 +165,8 @@ class EpisodeSampler:
         """The (cached) batched backend for this many tasks and episodes, set to ``tasks``."""
         key = (len(tasks), episodes_per_task)
         if key not in self._backends:
-            self._backends[key] = make_batched_env(self.env_fn, tasks, episodes_per_task, fast=self.fast)
+            self._backends[key] = make_batched_env(self.env_fn, tasks, episodes_per_task, fast=self.fast,
+                                                   env_pool=self._env_pool)
         backend = self._backends[key]
         backend.set_tasks(tasks)
         return backend
@@ -274,4 +282,6 @@ class EpisodeSampler:
         """Close the envs."""
         for backend in self._backends.values():
             backend.close()
+        for env in self._env_pool:
+            env.close()
         self.env.close()

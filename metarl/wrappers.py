@@ -359,7 +359,7 @@ class RL2TrialSampler(EpisodeSampler):
         """The (cached) trial backend for this many tasks and trials per task, set to ``tasks``."""
         key = (len(tasks), episodes_per_task)
         if key not in self._backends:
-            inner = make_batched_env(self.env_fn, tasks, episodes_per_task, fast=self.fast)
+            inner = make_batched_env(self.env_fn, tasks, episodes_per_task, fast=self.fast, env_pool=self._env_pool)
             self._backends[key] = RL2TrialBatchedEnv(inner, self.episodes_per_trial, self.episode_horizon)
         backend = self._backends[key]
         backend.set_tasks(tasks)

@@ -74,3 +74,42 @@ def test_bad_arguments(tasks):
         EpisodeSampler("metarl/Navigation2D-v0", max_episode_steps=-3)
     with pytest.raises(TypeError, match="not a task family"):
         EpisodeSampler("CartPole-v1")
+
+
+def test_generic_backends_of_one_sampler_share_their_envs(tasks):
+    """Backends of several sizes draw their envs from one pool (the largest size, not the sum, is alive)."""
+    sampler = EpisodeSampler("metarl/Navigation2D-v0", fast=False)
+
+    def act(obs, generator):
+        return torch.zeros((*obs.shape[:2], 2))
+
+    rng = np.random.default_rng(0)
+    sampler.sample(act, tasks[:2], 3, rng)
+    sampler.sample(act, tasks[:4], 1, rng)
+    sampler.sample(act, tasks[:1], 2, rng)
+    assert len(sampler._env_pool) == 6 and len(sampler._backends) == 3
+    reference = EpisodeSampler("metarl/Navigation2D-v0", fast=False).sample(act, tasks[:1], 2,
+                                                                              np.random.default_rng(5))
+    again = sampler.sample(act, tasks[:1], 2, np.random.default_rng(5))
+    torch.testing.assert_close(again.rewards, reference.rewards)
+    sampler.close()
+
+
+def test_maml_meta_test_respects_a_family_simulation_limit(monkeypatch, tiny_maml_config):
+    """A family with ``max_simulations`` (Meta-World's large envs) is meta-tested a few tasks at a time."""
+    from metarl.agents.maml import MAMLTRPO
+    from metarl.envs.navigation import Navigation2DEnv
+
+    monkeypatch.setattr(Navigation2DEnv, "max_simulations", 8, raising=False)
+    algo = MAMLTRPO(tiny_maml_config)
+    sizes = []
+    original = EpisodeSampler.sample
+
+    def record(self, act_fn, tasks, episodes_per_task, rng, **kwargs):
+        sizes.append(len(tasks) * episodes_per_task)
+        return original(self, act_fn, tasks, episodes_per_task, rng, **kwargs)
+
+    monkeypatch.setattr(EpisodeSampler, "sample", record)
+    result = algo.meta_test()
+    assert max(sizes) <= 8 and len(sizes) == 2 * (tiny_maml_config.metatest_steps + 1)
+    assert len(result["returns_by_task"][0]) == tiny_maml_config.metatest_tasks
