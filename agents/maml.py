@@ -406,9 +406,10 @@ class MAMLBase(MetaAlgorithm):
                 if reached is not None:
                     success[step].append(reached.mean(1))
                 if step < steps:
+                    batch = self.task_batch(eps)  # (a value-network baseline trains here: outside no_grad)
                     with torch.no_grad():
-                        params = self.adapt(params, self.task_batch(eps), steps=1, first_order=True,
-                                            batched_params=batched, step_size=self.step_size(meta_params, step))
+                        params = self.adapt(params, batch, steps=1, first_order=True, batched_params=batched,
+                                            step_size=self.step_size(meta_params, step))
                     batched = True
         return (tasks, [np.concatenate(x) for x in by_task],
                 [np.concatenate(x) for x in success] if success[0] else None)
