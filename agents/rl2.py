@@ -75,6 +75,10 @@ class RL2Config(EnvRunConfig):
     ent_coef_final: float | None = field(None, "entropy weight at iteration `anneal_iterations` (default: ent_coef)",
                                          bounds="[0, inf)")
     max_grad_norm: float = field(0.5, "gradient norm clip", bounds="(0, inf)")
+    target_kl: float | None = field(None, "stop an iteration's PPO epochs at the first minibatch (after one update) "
+                                          "whose approximate KL from the sampling policy exceeds 1.5 x this (SB3's "
+                                          "target_kl); None: never",
+                                    bounds="(0, inf)")
     reward_scale: float = field(1.0, "rewards are multiplied by this for the value and advantage targets only "
                                      "(the policy's reward input is unscaled)", bounds="(0, inf)")
     init_std: float = field(1.0, "initial standard deviation of Gaussian policies (Box actions)", bounds="(0, inf)")
@@ -185,7 +189,10 @@ class RL2PPO(MetaAlgorithm):
         n = len(batch)
         stats: dict[str, list[float]] = {k: [] for k in ("policy_gradient_loss", "value_loss", "entropy_loss", "approx_kl",
                                                           "clip_fraction", "grad_norm")}
+        stop = False
         for _ in range(cfg.ppo_epochs):
+            if stop:
+                break
             perm = torch.randperm(n, generator=generator)
             for idx in torch.tensor_split(perm, cfg.num_minibatches):
                 mask = batch.mask[idx]
@@ -197,6 +204,11 @@ class RL2PPO(MetaAlgorithm):
                 log_probs = dist.log_prob(batch.actions[idx])
                 log_ratio = log_probs - old_log_probs[idx]
                 ratio = torch.exp(log_ratio)
+                with torch.no_grad():
+                    approx_kl = float(masked_mean((ratio - 1) - log_ratio, mask))
+                if cfg.target_kl is not None and approx_kl > 1.5 * cfg.target_kl and stats["grad_norm"]:
+                    stop = True  # the policy moved far enough from the one that sampled: SB3's early stop
+                    break
                 surrogate = torch.minimum(ratio * adv, torch.clamp(ratio, 1 - cfg.clip_range, 1 + cfg.clip_range) * adv)
                 policy_loss = -masked_mean(surrogate, mask)
                 value_loss = 0.5 * masked_mean((new_values - returns[idx]) ** 2, mask)
@@ -212,7 +224,7 @@ class RL2PPO(MetaAlgorithm):
                     stats["policy_gradient_loss"].append(float(policy_loss))
                     stats["value_loss"].append(float(value_loss))
                     stats["entropy_loss"].append(-float(entropy))
-                    stats["approx_kl"].append(float(masked_mean((ratio - 1) - log_ratio, mask)))
+                    stats["approx_kl"].append(approx_kl)
                     clipped = ((ratio - 1).abs() > cfg.clip_range).float()
                     stats["clip_fraction"].append(float(masked_mean(clipped, mask)))
                     stats["grad_norm"].append(float(grad_norm))
@@ -220,6 +232,7 @@ class RL2PPO(MetaAlgorithm):
         var = float(flat_returns.var()) if flat_returns.numel() > 1 else 0.0
         explained = 1.0 - float((flat_returns - flat_values).var()) / var if var > 0 else float("nan")
         out = {f"train/{k}": float(np.mean(v)) for k, v in stats.items()}
+        out["train/ppo_updates"] = float(len(stats["grad_norm"]))
         out.update({"train/explained_variance": explained, "train/learning_rate": lr, "train/ent_coef": ent_coef})
         if not self.net.discrete:
             out["train/std"] = float(torch.exp(self.net.log_std.detach()).mean())

@@ -189,3 +189,14 @@ def test_rl2_learns_to_explore_and_exploit_a_bandit():
     # a random arm pays 5.0 per trial in expectation; 40 iterations (10k trials, ~15 s) reach about 5.5
     assert np.mean(returns[-10:]) > np.mean(returns[:5]) + 0.25, returns
     assert totals["rl2"] > totals["random"] + 0.3, totals
+
+
+def test_target_kl_stops_the_ppo_epochs_early(tmp_path):
+    """SB3's target_kl: with a tiny target only the first minibatch update runs; without it, all of them."""
+    from metarl.agents.rl2 import RL2Config, RL2PPO
+
+    base = dict(env="metarl/BernoulliBandit-v0", env_kwargs={"k": 3, "n": 5}, episodes_per_trial=1,
+                meta_batch_size=8, hidden_size=8, ppo_epochs=3, num_minibatches=2)
+    full = RL2PPO(RL2Config(**base)).meta_train_step(np.random.default_rng(0))
+    early = RL2PPO(RL2Config(**base, target_kl=1e-9)).meta_train_step(np.random.default_rng(0))
+    assert full["train/ppo_updates"] == 6 and early["train/ppo_updates"] == 1
