@@ -129,7 +129,7 @@ def plot_runs(paths: Sequence[str | os.PathLike], out: str | os.PathLike, *, tag
 
     groups = _group(find_runs(paths))
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    drawn_tags, adaptation_axis = set(), None
+    drawn_tags, adaptation_axes = set(), []
     for index, (label, runs) in enumerate(groups):
         colour = f"C{index}"
         curves = [c for c in (_scalars(run, tag) for run in runs) if c is not None]
@@ -144,6 +144,7 @@ def plot_runs(paths: Sequence[str | os.PathLike], out: str | os.PathLike, *, tag
         adaptation = [c for c in map(_adaptation_curve, results) if c is not None]
         if adaptation:
             adaptation_axis = adaptation[0][0]
+            adaptation_axes.append(f"{adaptation_axis} ({label.split()[0]})")
             if len(adaptation) > 1:
                 mean, half = _band([c[1] for c in adaptation])
             else:
@@ -157,13 +158,14 @@ def plot_runs(paths: Sequence[str | os.PathLike], out: str | os.PathLike, *, tag
     left.set_ylabel(" / ".join(sorted(drawn_tags)))
     left.set_title("learning curve (mean and 95% band over seeds)", fontsize=9)
     left.legend(fontsize=7)
-    if adaptation_axis is None:
+    if not adaptation_axes:
         right.set_axis_off()
     else:
         from matplotlib.ticker import MaxNLocator
 
         right.xaxis.set_major_locator(MaxNLocator(integer=True))
-        right.set_xlabel(adaptation_axis)
+        kinds = {a.split(" (")[0] for a in adaptation_axes}
+        right.set_xlabel(kinds.pop() if len(kinds) == 1 else " / ".join(dict.fromkeys(adaptation_axes)))
         right.set_ylabel("meta-test return")
         right.set_title("adaptation (meta-test, 95% interval)", fontsize=9)
         right.legend(fontsize=7)
