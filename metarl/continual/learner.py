@@ -19,7 +19,7 @@ else (NumPy arrays as read from Omniglot's PNG files, PIL images, lists) goes th
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable
 from typing import Any, Literal
 
 import numpy as np
