@@ -19,6 +19,7 @@ from metarl.fewshot.learners import (INSTANCES_REPORTED, METATEST_SETTINGS, SINU
                                      classifier_query_logits)
 from metarl.fewshot.networks import MANN, LSTMBaseline
 from metarl.fewshot.omniglot import LabelledImages, random_affine
+from metarl.fewshot.text import LabelledTexts, TokenisedTexts, text_encoder_of
 from metarl.fewshot.sinusoid import SinusoidTasks
 from metarl.training import MetaAlgorithm, check_finite, check_validation_seed
 
@@ -153,32 +154,39 @@ def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 class FewShotClassification(_TrainedModule):
-    """Episodic meta-training of MAML / first-order MAML / Meta-SGD / ProtoNets on Omniglot.
+    """Episodic meta-training of MAML / first-order MAML / Meta-SGD / ProtoNets on Omniglot or intent texts.
 
     Args:
         settings: the run's settings.
-        train: meta-training classes (e.g. the background alphabets with rotations).
-        test: held-out classes for the meta-test (e.g. held-out alphabets, no rotations).
-        seed: seeds the initial weights.
+        train: meta-training classes (e.g. the background alphabets with rotations; text: training intents).
+        test: held-out classes for the meta-test (e.g. held-out alphabets, no rotations; text: test intents).
+            Texts are tokenised once here with the learner's encoder (episodes index the id tensor).
     """
 
     metatest_only_settings = ("metatest_steps", "metatest_tasks", "metatest_queries", "metatest_chunk")
 
     def __init__(self, settings: FewShotConfig, algo: str, train: LabelledImages, test: LabelledImages):
         super().__init__(settings, algo)
+        self.module = build_classifier(settings, algo, torch.Generator().manual_seed(settings.seed))
+        if isinstance(train, LabelledTexts):
+            encoder = text_encoder_of(self.module)
+            train, test = TokenisedTexts.of(train, encoder), TokenisedTexts.of(test, encoder)
         self.train_data, self.test_data = train, test
         self.sampler = EpisodicSampler(train.labels, ways=settings.ways, shots=settings.shots, queries=settings.queries)
         # test samplers are built now so that a too-small held-out split fails before training, not after
         self.test_samplers = {key: EpisodicSampler(test.labels, ways=w, shots=k, queries=settings.metatest_queries)
                               for key, (w, k) in METATEST_SETTINGS.items()}
-        self.module = build_classifier(settings, algo, torch.Generator().manual_seed(settings.seed))
-        self.optimizer = torch.optim.Adam(self.module.parameters(), lr=settings.outer_lr)
+        trainable = [p for p in self.module.parameters() if p.requires_grad]
+        if not trainable and settings.iterations > 0:
+            raise ValueError(f"{algo} with a frozen {settings.encoder} encoder has nothing to meta-train: run "
+                             "--iterations 0 for the frozen-encoder baseline, or --trainable-layers N (minilm)")
+        self.optimizer = torch.optim.Adam(trainable or [torch.zeros(1, requires_grad=True)], lr=settings.outer_lr)
 
     def meta_train_step(self, rng: np.random.Generator) -> dict[str, float]:
         s = self.settings
         self.module.train()
-        batch = self.sampler.sample_batch(self.train_data.images, rng, s.meta_batch_size)
-        if s.augment:
+        batch = self.sampler.sample_batch(self.train_data.inputs, rng, s.meta_batch_size)
+        if s.augment and s.dataset == "omniglot":
             batch = batch._replace(support_inputs=random_affine(batch.support_inputs, rng),
                                    query_inputs=random_affine(batch.query_inputs, rng))
         if s.multi_step_loss and isinstance(self.module, GradientLearner):
@@ -192,15 +200,27 @@ class FewShotClassification(_TrainedModule):
         return {"train/query_loss": loss.item(), "train/query_accuracy": float(_accuracy(logits, batch.query_labels).mean()),
                 "samples": images}
 
-    def evaluate(self, ways: int, shots: int, episodes: int, rng: np.random.Generator) -> np.ndarray:
-        """Per-episode query accuracy on ``episodes`` held-out ``ways``-way ``shots``-shot episodes."""
+    def test_inputs(self) -> torch.Tensor:
+        """What meta-test episodes index: the images, or for text every test sentence embedded once (in chunks;
+        the encoder is fixed during adaptation, so an episode needs no encoder pass of its own)."""
+        if not isinstance(self.test_data, TokenisedTexts):
+            return self.test_data.inputs
+        encoder, ids = text_encoder_of(self.module), self.test_data.inputs
+        with torch.no_grad():
+            return torch.cat([encoder(ids[i:i + 256]) for i in range(0, len(ids), 256)])
+
+    def evaluate(self, ways: int, shots: int, episodes: int, rng: np.random.Generator,
+                 inputs: torch.Tensor | None = None) -> np.ndarray:
+        """Per-episode query accuracy on ``episodes`` held-out ``ways``-way ``shots``-shot episodes (``inputs``:
+        :meth:`test_inputs`, computed here when not given)."""
         sampler = EpisodicSampler(self.test_data.labels, ways=ways, shots=shots, queries=self.settings.metatest_queries)
+        inputs = self.test_inputs() if inputs is None else inputs
         self.module.eval()
         accuracies = []
         chunk = self.settings.metatest_chunk
         with torch.no_grad():
             for start in range(0, episodes, chunk):
-                batch = sampler.sample_batch(self.test_data.images, rng, min(chunk, episodes - start))
+                batch = sampler.sample_batch(inputs, rng, min(chunk, episodes - start))
                 logits = classifier_query_logits(self.module, batch, ways, steps=self.settings.metatest_steps,
                                                  first_order=True)
                 accuracies.append(_accuracy(logits, batch.query_labels))
@@ -210,11 +230,16 @@ class FewShotClassification(_TrainedModule):
     def meta_test(self) -> dict[str, Any]:
         s = self.settings
         accuracy, interval = {}, {}
+        inputs = self.test_inputs()
         for i, (key, (ways, shots)) in enumerate(METATEST_SETTINGS.items()):
             rng = np.random.default_rng([s.metatest_seed, i])
-            accuracy[key], interval[key] = mean_and_ci95(self.evaluate(ways, shots, s.metatest_tasks, rng))
-        return {"accuracy": accuracy, "accuracy_ci95": interval, "test_episodes": s.metatest_tasks,
-                "test_queries_per_class": s.metatest_queries, "test_classes": self.test_data.num_classes}
+            accuracy[key], interval[key] = mean_and_ci95(self.evaluate(ways, shots, s.metatest_tasks, rng, inputs))
+        out = {"accuracy": accuracy, "accuracy_ci95": interval, "test_episodes": s.metatest_tasks,
+               "test_queries_per_class": s.metatest_queries, "test_classes": self.test_data.num_classes}
+        if isinstance(self.test_data, TokenisedTexts):
+            out["test_intents"] = list(self.test_data.class_names)
+            out["encoder"] = s.encoder
+        return out
 
     def format_metatest(self, result: Mapping[str, Any]) -> str:
         lines = [f"{self.name}: held-out accuracy over {result['test_episodes']} episodes (95% interval)"]

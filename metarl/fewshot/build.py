@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from metarl.fewshot.config import FewShotConfig, check_algo_dataset
+from metarl.fewshot.config import TEXT_DATASETS, FewShotConfig, check_algo_dataset
+from metarl.fewshot.text import LabelledTexts, load_text_dataset, text_class_split
 from metarl.fewshot.algorithms import FewShotClassification, MANNMetaLearning, SinusoidMetaLearning
 from metarl.fewshot.omniglot import LabelledImages, default_omniglot_path, load_omniglot
 from metarl.training import MetaAlgorithm
 
-__all__ = ["build_algorithm", "omniglot_splits"]
+__all__ = ["build_algorithm", "omniglot_splits", "text_splits"]
 
 
 def omniglot_splits(settings: FewShotConfig) -> tuple[LabelledImages, LabelledImages]:
@@ -29,12 +30,24 @@ def omniglot_splits(settings: FewShotConfig) -> tuple[LabelledImages, LabelledIm
     return train, test
 
 
+def text_splits(settings: FewShotConfig) -> tuple[LabelledTexts, LabelledTexts]:
+    """(meta-training intents, meta-test intents) of a text run: the shared dataset (or ``--data`` in its format),
+    or a user's file for ``--dataset text``, split by intent (:func:`metarl.fewshot.text.text_class_split`)."""
+    if settings.dataset == "text" and not settings.data:
+        raise ValueError("--dataset text reads your file: give --data PATH (a CSV with text,label columns, or "
+                         "CLINC's JSON layout)")
+    data = load_text_dataset(settings.data or settings.dataset)
+    return text_class_split(data, None if settings.dataset == "text" else settings.dataset)
+
+
 def build_algorithm(settings: FewShotConfig, algo: str) -> MetaAlgorithm:
     """The :class:`~metarl.training.MetaAlgorithm` of few-shot learner ``algo`` (loads the data it needs)."""
     settings.validate()
     check_algo_dataset(algo, settings.dataset)
     if settings.dataset == "sinusoid":
         return SinusoidMetaLearning(settings, algo)
+    if settings.dataset in TEXT_DATASETS:
+        return FewShotClassification(settings, algo, *text_splits(settings))
     train, test = omniglot_splits(settings)
     if algo == "mann":
         return MANNMetaLearning(settings, algo, train, test)

@@ -17,11 +17,15 @@ __all__ = ["FewShotConfig", "OmniglotRunConfig", "FEWSHOT_ALGORITHMS", "GRADIENT
 
 FEWSHOT_ALGORITHMS = ("maml", "fomaml", "metasgd", "protonet", "mann")
 GRADIENT_METHODS = ("maml", "fomaml", "metasgd")
-DATASETS = ("sinusoid", "omniglot")
+DATASETS = ("sinusoid", "omniglot", "banking77", "clinc150", "text")
+#: the text datasets: the two shared ones, and ``text`` (a user's file given with ``--data``)
+TEXT_DATASETS = ("banking77", "clinc150", "text")
 
 
 def check_algo_dataset(algo: str, dataset: str) -> None:
     """Raise ``ValueError`` if few-shot learner ``algo`` does not apply to ``dataset``."""
+    if dataset in TEXT_DATASETS and algo == "mann":
+        raise ValueError(f"--algo mann reads image sequences; on --dataset {dataset} use protonet, maml or fomaml")
     if dataset == "sinusoid" and algo not in GRADIENT_METHODS:
         raise ValueError(f"--algo {algo} does not apply to --dataset sinusoid: protonet and mann are classifiers "
                          "(use --dataset omniglot); sinusoid supports maml, fomaml and metasgd")
@@ -31,7 +35,8 @@ def check_algo_dataset(algo: str, dataset: str) -> None:
 class OmniglotRunConfig(RunConfig):
     """The Omniglot settings of few-shot and continual runs: where the data is, its size, the alphabet split."""
 
-    data: str | None = field(None, "Omniglot directory or zip (default: $METARL_OMNIGLOT or ../shared/data/omniglot)")
+    data: str | None = field(None, "Omniglot directory or zip (default: $METARL_OMNIGLOT or ../shared/data/omniglot); "
+                                   "text: a CSV (text,label), CLINC-layout JSON or folder (--dataset text)")
     image_size: int = field(28, "Omniglot images are resized to image_size x image_size", bounds="[4, inf)")
     rotations: bool = field(True, "add the 90/180/270-degree rotations of training characters as training classes")
     train_alphabets: tuple[str, ...] = field(SMALL1_ALPHABETS, "Omniglot alphabets used for (meta-)training")
@@ -50,7 +55,12 @@ class OmniglotRunConfig(RunConfig):
 class FewShotConfig(OmniglotRunConfig):
     """Everything that defines a few-shot meta-training run (generic defaults; presets per algorithm and dataset)."""
 
-    dataset: Literal["sinusoid", "omniglot"] = field("sinusoid", "sinusoid regression or Omniglot classification")
+    dataset: Literal["sinusoid", "omniglot", "banking77", "clinc150", "text"] = field(
+        "sinusoid", "sinusoid regression, Omniglot, or intent classification (banking77, clinc150, text: --data FILE)")
+    encoder: Literal["wordllama", "minilm"] = field("wordllama", "text datasets: the sentence encoder (metarl[text])")
+    max_length: int = field(64, "text datasets: tokens kept per sentence", bounds="[1, inf)")
+    trainable_layers: int = field(0, "--encoder minilm: top BERT layers the outer loop trains (0: frozen)",
+                                  bounds="[0, 6]")
     iterations: int = field(3000, "meta-iterations (a resumed run may extend them)", bounds="[0, inf)")
     checkpoint_every: int = field(100, "meta-iterations between checkpoints", bounds="[1, inf)")
     metatest_seed: int = field(2024, "seed of the meta-test episodes (the same for every run)",

@@ -3,6 +3,7 @@
     learner = metarl.fewshot.load_learner("runs/proto")
     adapted = learner.adapt(support_images, support_labels)   # images as read from the PNGs
     labels = adapted.predict(query_images)
+    intents = metarl.fewshot.load_learner("runs/proto-banking77").adapt(texts, labels).predict(new_texts)
 
 Support labels may be any values (ints, strings, ...); predictions come back in the same values.
 Images go through :func:`metarl.fewshot.omniglot.preprocess_images` with the run's image size,
@@ -23,7 +24,8 @@ from torch import nn
 from metarl.checkpoint import CheckpointError
 from metarl.fewshot.learners import GradientLearner, PrototypicalNetwork, build_classifier, build_regressor
 from metarl.fewshot.omniglot import preprocess_images
-from metarl.fewshot.config import FEWSHOT_ALGORITHMS, FewShotConfig
+from metarl.fewshot.config import FEWSHOT_ALGORITHMS, TEXT_DATASETS, FewShotConfig
+from metarl.fewshot.text import text_encoder_of
 
 __all__ = ["load_learner", "FewShotClassifier", "AdaptedClassifier", "FewShotRegressor", "AdaptedRegressor"]
 
@@ -59,9 +61,15 @@ class FewShotClassifier:
         #: the learner's name (``"maml"``, ``"protonet"``, ...)
         self.algo = algo
 
-    def preprocess(self, images: Iterable[Any] | np.ndarray) -> torch.Tensor:
-        """The meta-training preprocessing: greyscale, resize, ink = 1."""
-        return preprocess_images(images, self.settings.image_size)
+    def preprocess(self, inputs: Iterable[Any] | np.ndarray) -> torch.Tensor:
+        """The meta-training preprocessing: images greyscale, resized, ink = 1; texts (runs on a text dataset)
+        tokenised with the run's encoder."""
+        if self.settings.dataset in TEXT_DATASETS:
+            texts = [inputs] if isinstance(inputs, str) else list(inputs)
+            if not texts or not all(isinstance(t, str) for t in texts):
+                raise ValueError("this learner was meta-trained on text: give a list of strings")
+            return text_encoder_of(self.module).tokenize(texts)
+        return preprocess_images(inputs, self.settings.image_size)
 
     def adapt(self, support_images: Iterable[Any] | np.ndarray, support_labels: Sequence[Any] | np.ndarray,
               steps: int | None = None) -> AdaptedClassifier:

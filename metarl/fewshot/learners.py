@@ -30,7 +30,7 @@ from metarl.adaptation import (
 )
 from metarl.fewshot.data import EpisodeBatch
 from metarl.fewshot.networks import Conv4, ConvClassifier, init_parameters_, sinusoid_mlp
-from metarl.fewshot.config import FewShotConfig
+from metarl.fewshot.config import TEXT_DATASETS, FewShotConfig
 
 __all__ = [
     "GradientLearner",
@@ -74,7 +74,14 @@ class GradientLearner(nn.Module):
         if task not in ("regression", "classification"):
             raise ValueError(f"task must be 'regression' or 'classification', got {task!r}")
         self.net, self.method, self.inner_lr, self.task = net, method, float(inner_lr), task
-        self.step_sizes = MetaSGDStepSizes(parameters_of(net), init=inner_lr) if method == "metasgd" else None
+        self.step_sizes = MetaSGDStepSizes(self._inner(parameters_of(net)), init=inner_lr) if method == "metasgd" \
+            else None
+
+    def _inner(self, params: Params) -> Params:
+        """The parameters the inner loop adapts: all, or those the net names (``inner_parameter_names``, e.g. a
+        sentence classifier's head; its encoder then trains in the outer loop only)."""
+        names = getattr(self.net, "inner_parameter_names", None)
+        return params if names is None else {k: v for k, v in params.items() if k in names}
 
     @property
     def first_order(self) -> bool:
@@ -86,7 +93,7 @@ class GradientLearner(nn.Module):
 
     def initial_parameters(self, ways: int | None = None) -> Params:
         """The meta-parameters, with a classifier's output layer expanded to ``ways`` rows."""
-        params = parameters_of(self.net)
+        params = self._inner(parameters_of(self.net))
         if self.task == "classification":
             if ways is None:
                 raise ValueError("a classifier needs the number of classes (ways) of the task")
@@ -162,18 +169,25 @@ class PrototypicalNetwork(nn.Module):
     """
 
     def __init__(self, image_size: int = 28, in_channels: int = 1, hidden: int = 64,
-                 generator: torch.Generator | None = None, downsample: str = "stride"):
+                 generator: torch.Generator | None = None, downsample: str = "stride",
+                 encoder: nn.Module | None = None):
         super().__init__()
+        if encoder is not None:  # a sentence encoder on token ids (N, L): one input axis
+            self.encoder, self.input_dims = encoder, 1
+            return
         self.encoder = Conv4(in_channels, hidden, running_stats=True, downsample=downsample)
         self.encoder.feature_size(image_size)  # a clear error now if the images are too small for the blocks
-        self.image_size = image_size
+        self.image_size, self.input_dims = image_size, 3
         if generator is not None:
             init_parameters_(self.encoder, generator)
 
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """Embeddings of images with any leading axes: ``(..., C, H, W) -> (..., features)``."""
-        lead = images.shape[:-3]
-        return self.encoder(images.reshape(-1, *images.shape[-3:])).reshape(*lead, -1)
+    def embed(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Embeddings of inputs with any leading axes: ``(..., C, H, W)`` images or ``(..., L)`` token ids
+        -> ``(..., features)``."""
+        if self.input_dims == 1 and inputs.is_floating_point():
+            return inputs  # sentence embeddings computed before (the meta-test embeds its sentences once)
+        lead = inputs.shape[:-self.input_dims]
+        return self.encoder(inputs.reshape(-1, *inputs.shape[-self.input_dims:])).reshape(*lead, -1)
 
     @staticmethod
     def prototypes(support_embeddings: torch.Tensor, support_labels: torch.Tensor, ways: int) -> torch.Tensor:
@@ -191,8 +205,9 @@ class PrototypicalNetwork(nn.Module):
 
     def episode_logits(self, batch: EpisodeBatch, ways: int) -> torch.Tensor:
         """Query logits of stacked episodes; support and query are embedded in one pass."""
-        n_support = batch.support_inputs.shape[-4]
-        embeddings = self.embed(torch.cat([batch.support_inputs, batch.query_inputs], dim=-4))
+        axis = -(self.input_dims + 1)
+        n_support = batch.support_inputs.shape[axis]
+        embeddings = self.embed(torch.cat([batch.support_inputs, batch.query_inputs], dim=axis))
         prototypes = self.prototypes(embeddings[..., :n_support, :], batch.support_labels, ways)
         return self.logits_from(prototypes, embeddings[..., n_support:, :])
 
@@ -200,6 +215,14 @@ class PrototypicalNetwork(nn.Module):
 def build_classifier(settings: FewShotConfig, algo: str, generator: torch.Generator | None = None) -> nn.Module:
     """The classifier of learner ``algo`` with a run's settings (a :class:`GradientLearner` or
     :class:`PrototypicalNetwork`)."""
+    if settings.dataset in TEXT_DATASETS:
+        from metarl.fewshot.text_encoders import SentenceClassifier, make_text_encoder
+
+        encoder = make_text_encoder(settings.encoder, settings.max_length, settings.trainable_layers)
+        if algo == "protonet":
+            return PrototypicalNetwork(encoder=encoder)
+        if algo in ("maml", "fomaml", "metasgd"):
+            return GradientLearner(SentenceClassifier(encoder), algo, settings.inner_lr, task="classification")
     if algo == "protonet":
         return PrototypicalNetwork(settings.image_size, hidden=settings.hidden, generator=generator,
                                    downsample=settings.downsample)

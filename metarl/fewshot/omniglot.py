@@ -168,6 +168,11 @@ class LabelledImages:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def inputs(self) -> torch.Tensor:
+        """What a learner reads (the images), under the name every few-shot dataset shares."""
+        return self.images
+
 
 @dataclass(frozen=True)
 class OmniglotCharacters:

@@ -30,9 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch import nn
 
-__all__ = ["LabelledTexts", "load_text_dataset", "text_class_split", "default_text_path", "TEXT_DATASETS",
-           "TEXT_SPLITS"]
+__all__ = ["LabelledTexts", "TokenisedTexts", "load_text_dataset", "text_class_split", "text_encoder_of",
+           "default_text_path", "TEXT_DATASETS", "TEXT_SPLITS"]
 
 #: the shared datasets' folder names
 TEXT_DATASETS = ("banking77", "clinc150")
@@ -170,3 +172,35 @@ def text_class_split(data: LabelledTexts, dataset: str | None = None, test_fract
     if n_test < 2 or len(names) - n_test < 2:
         raise ValueError(f"a class split needs at least two classes on each side; this dataset has {len(names)}")
     return data.select_classes(order[:-n_test]), data.select_classes(order[-n_test:])
+
+
+@dataclass(frozen=True)
+class TokenisedTexts:
+    """A text dataset as one ``(n, L)`` tensor of token ids (``-1`` padding), tokenised once per run.
+
+    Attributes:
+        inputs: the token ids (what episodes index).
+        labels: ``(n,)`` int64 class ids.
+        class_names: name of each class id.
+    """
+
+    inputs: torch.Tensor
+    labels: torch.Tensor
+    class_names: tuple[str, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @classmethod
+    def of(cls, data: LabelledTexts, encoder: nn.Module) -> "TokenisedTexts":
+        """``data`` tokenised with ``encoder.tokenize``."""
+        return cls(encoder.tokenize(data.texts), torch.from_numpy(data.labels), data.class_names)
+
+
+def text_encoder_of(module: nn.Module) -> nn.Module:
+    """The sentence encoder inside a few-shot text learner (ProtoNet's ``encoder``, MAML's ``net.encoder``)."""
+    encoder = getattr(module, "encoder", None) or getattr(getattr(module, "net", None), "encoder", None)
+    if encoder is None or not hasattr(encoder, "tokenize"):
+        raise TypeError(f"{type(module).__name__} has no sentence encoder")
+    return encoder

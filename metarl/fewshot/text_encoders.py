@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["WordLlamaEncoder", "MiniLMEncoder", "make_text_encoder", "TEXT_ENCODERS"]
+__all__ = ["WordLlamaEncoder", "MiniLMEncoder", "SentenceClassifier", "make_text_encoder", "TEXT_ENCODERS"]
 
 TEXT_ENCODERS = ("wordllama", "minilm")
 _EXTRA = "pip install 'metarl[text]'"
@@ -183,6 +183,37 @@ class MiniLMEncoder(nn.Module):
         for layer in self.encoder.layer:
             x = layer(x, bias)
         return F.normalize(_masked_mean(x, mask), dim=-1)
+
+
+class SentenceClassifier(nn.Module):
+    """A sentence encoder and a linear head for the MAML-type learners on text.
+
+    As :class:`~metarl.fewshot.networks.ConvClassifier`, an N-way task's output layer is one shared row
+    (zeros at the start) repeated N times (``task_parameters``). The inner loop adapts only the head
+    (``inner_parameter_names``); the encoder's trainable weights learn in the outer loop, through the
+    adaptation (second order for MAML).
+    """
+
+    inner_parameter_names = ("head_weight", "head_bias")
+
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+        self.head_weight = nn.Parameter(torch.zeros(encoder.out_dim))
+        self.head_bias = nn.Parameter(torch.zeros(1))
+
+    def task_parameters(self, params: dict[str, torch.Tensor], ways: int) -> dict[str, torch.Tensor]:
+        """``params`` with the output layer expanded to ``ways`` rows."""
+        out = dict(params)
+        out["head_weight"] = params["head_weight"].expand(ways, -1)
+        out["head_bias"] = params["head_bias"].expand(ways)
+        return out
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Logits of token ids ``(..., L)`` int64, or of sentence embeddings ``(..., D)`` float computed before
+        (the meta-test embeds its sentences once: the inner loop does not change the encoder)."""
+        features = inputs if inputs.is_floating_point() else self.encoder(inputs)
+        return F.linear(features, self.head_weight, self.head_bias)
 
 
 def make_text_encoder(name: str, max_length: int = 64, trainable_layers: int = 0) -> nn.Module:

@@ -1,0 +1,74 @@
+"""Few-shot intent classification through ``metarl fewshot``: ProtoNets, MAML, FOMAML and the frozen-encoder
+baseline on text, and a trained learner used on raw strings."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+import metarl
+from metarl.cli import main
+from metarl.fewshot.text import load_text_dataset, text_class_split
+from tests.conftest import requires_extra
+
+SHORT = ["--iterations", "2", "--metatest-tasks", "10", "--meta-batch-size", "2", "--no-progress"]
+
+
+@requires_extra("text")
+@pytest.mark.parametrize("algo, dataset", [("protonet", "banking77"), ("maml", "clinc150"), ("fomaml", "banking77")])
+def test_text_learners_train_and_meta_test_on_held_out_intents(algo, dataset, tmp_path):
+    logdir = tmp_path / algo
+    assert main(["fewshot", "--algo", algo, "--dataset", dataset, "--logdir", str(logdir), *SHORT]) == 0
+    result = json.loads((logdir / "metatest.json").read_text())
+    assert set(result["accuracy"]) == {"5w1s", "5w5s", "20w1s"} and result["encoder"] == "wordllama"
+    train, test = text_class_split(load_text_dataset(dataset), dataset)
+    assert result["test_intents"] == list(test.class_names)
+    assert not set(result["test_intents"]) & set(train.class_names)
+    assert all(0.2 <= a <= 1.0 for a in result["accuracy"].values()), "far above chance (0.05-0.2)"
+
+
+@requires_extra("text")
+def test_a_trained_text_learner_adapts_and_predicts_on_raw_strings(tmp_path):
+    logdir = tmp_path / "proto"
+    assert main(["fewshot", "--algo", "protonet", "--dataset", "banking77", "--logdir", str(logdir), *SHORT]) == 0
+    learner = metarl.fewshot.load_learner(logdir)
+    adapted = learner.adapt(["my card has not arrived yet", "how long does a new card take to come",
+                             "what is your exchange rate", "which currencies can I exchange"],
+                            ["card", "card", "fx", "fx"])
+    assert list(adapted.predict(["when will my card come?", "the rate for dollars to euros"])) == ["card", "fx"]
+    with pytest.raises(ValueError, match="list of strings"):
+        adapted.predict([1, 2])
+
+
+@requires_extra("text")
+def test_frozen_encoder_baseline_on_a_users_csv(tmp_path, capsys):
+    """``--iterations 0`` meta-tests the frozen encoder's class-mean prototypes; a frozen encoder cannot train."""
+    verbs = ("cancel", "block", "renew", "order", "close", "replace")
+    things = ("card", "loan", "account", "transfer", "pin", "statement", "mortgage", "cheque", "insurance", "savings")
+    suffixes = ("", "today", "quickly", "thanks", "asap", "for me", "please", "right away", "if possible", "now")
+    rows = [(f"please {verb} my {thing} {suffix}", f"{verb}_{thing}") for verb in verbs for thing in things
+            for suffix in suffixes]  # 60 intents x 10 sentences: 20 held-out intents
+    data = tmp_path / "intents.csv"
+    data.write_text("text,label\n" + "\n".join(f"{t},{c}" for t, c in rows) + "\n")
+    logdir = tmp_path / "frozen"
+    assert main(["fewshot", "--algo", "protonet", "--dataset", "text", "--data", str(data), "--encoder", "minilm",
+                 "--iterations", "0", "--metatest-tasks", "10", "--metatest-queries", "3", "--logdir", str(logdir),
+                 "--no-progress"]) == 0
+    result = json.loads((logdir / "metatest.json").read_text())
+    assert result["encoder"] == "minilm" and result["accuracy"]["5w1s"] > 0.5
+    code = main(["fewshot", "--algo", "protonet", "--dataset", "text", "--data", str(data), "--encoder", "minilm",
+                 "--iterations", "1", "--metatest-queries", "3", "--logdir", str(tmp_path / "x"), "--no-progress"])
+    assert code == 2 and "nothing to meta-train" in capsys.readouterr().err
+
+
+def test_text_settings_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    assert main(["fewshot", "--algo", "protonet", "--dataset", "text", "--logdir", str(tmp_path / "a")]) == 2
+    assert "give --data PATH" in capsys.readouterr().err
+    assert main(["fewshot", "--algo", "mann", "--dataset", "banking77", "--logdir", str(tmp_path / "b")]) == 2
+    assert "use protonet, maml or fomaml" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "wordllama", None)
+    assert main(["fewshot", "--algo", "protonet", "--dataset", "banking77", "--logdir", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'metarl[text]'" in err and "Traceback" not in err
