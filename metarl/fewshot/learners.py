@@ -14,6 +14,8 @@ RL agents call. :mod:`metarl.fewshot.algorithms` plugs the learners into the sha
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -174,6 +176,9 @@ class PrototypicalNetwork(nn.Module):
         super().__init__()
         if encoder is not None:  # a sentence encoder on token ids (N, L): one input axis
             self.encoder, self.input_dims = encoder, 1
+            # its unit vectors are at squared distance <= 4: a learned scale on the logits (TADAM's metric
+            # scaling, Oreshkin et al. 2018) lets the training softmax be sharp; it never changes a prediction
+            self.log_scale = nn.Parameter(torch.tensor(math.log(10.0)))
             return
         self.encoder = Conv4(in_channels, hidden, running_stats=True, downsample=downsample)
         self.encoder.feature_size(image_size)  # a clear error now if the images are too small for the blocks
@@ -209,7 +214,8 @@ class PrototypicalNetwork(nn.Module):
         n_support = batch.support_inputs.shape[axis]
         embeddings = self.embed(torch.cat([batch.support_inputs, batch.query_inputs], dim=axis))
         prototypes = self.prototypes(embeddings[..., :n_support, :], batch.support_labels, ways)
-        return self.logits_from(prototypes, embeddings[..., n_support:, :])
+        logits = self.logits_from(prototypes, embeddings[..., n_support:, :])
+        return logits * self.log_scale.exp() if hasattr(self, "log_scale") else logits
 
 
 def build_classifier(settings: FewShotConfig, algo: str, generator: torch.Generator | None = None) -> nn.Module:
