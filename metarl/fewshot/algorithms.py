@@ -176,8 +176,9 @@ class FewShotClassification(_TrainedModule):
         # test samplers are built now so that a too-small held-out split fails before training, not after
         self.test_samplers = {key: EpisodicSampler(test.labels, ways=w, shots=k, queries=settings.metatest_queries)
                               for key, (w, k) in METATEST_SETTINGS.items()}
-        trainable = [p for p in self.module.parameters() if p.requires_grad]
-        if not trainable and settings.iterations > 0:
+        named = [(n, p) for n, p in self.module.named_parameters() if p.requires_grad]
+        trainable = [p for _, p in named]
+        if all(n == "log_scale" for n, _ in named) and settings.iterations > 0:  # a scale alone changes no prediction
             raise ValueError(f"{algo} with a frozen {settings.encoder} encoder has nothing to meta-train: run "
                              "--iterations 0 for the frozen-encoder baseline, or --trainable-layers N (minilm)")
         self.optimizer = torch.optim.Adam(trainable or [torch.zeros(1, requires_grad=True)], lr=settings.outer_lr)
