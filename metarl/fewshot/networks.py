@@ -20,6 +20,7 @@ __all__ = [
     "BatchStatNorm2d",
     "Conv4",
     "ConvClassifier",
+    "expand_head",
     "MANN",
     "MemoryState",
     "LSTMBaseline",
@@ -132,6 +133,15 @@ class Conv4(nn.Module):
         return self.blocks(images).flatten(1)
 
 
+def expand_head(params: dict[str, torch.Tensor], ways: int) -> dict[str, torch.Tensor]:
+    """``params`` with a shared output row (``head_weight``, ``head_bias``) repeated ``ways`` times: an N-way task's
+    output layer, differentiable w.r.t. the shared row."""
+    out = dict(params)
+    out["head_weight"] = params["head_weight"].expand(ways, -1)
+    out["head_bias"] = params["head_bias"].expand(ways)
+    return out
+
+
 class ConvClassifier(nn.Module):
     """Conv-4 plus an output layer whose rows all start from one meta-learned vector.
 
@@ -158,10 +168,7 @@ class ConvClassifier(nn.Module):
 
     def task_parameters(self, params: dict[str, torch.Tensor], ways: int) -> dict[str, torch.Tensor]:
         """``params`` with the output layer expanded to ``ways`` rows (differentiable w.r.t. the shared row)."""
-        out = dict(params)
-        out["head_weight"] = params["head_weight"].expand(ways, -1)
-        out["head_bias"] = params["head_bias"].expand(ways)
-        return out
+        return expand_head(params, ways)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.head_weight.dim() != 2:

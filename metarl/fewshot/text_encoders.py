@@ -204,10 +204,9 @@ class SentenceClassifier(nn.Module):
 
     def task_parameters(self, params: dict[str, torch.Tensor], ways: int) -> dict[str, torch.Tensor]:
         """``params`` with the output layer expanded to ``ways`` rows."""
-        out = dict(params)
-        out["head_weight"] = params["head_weight"].expand(ways, -1)
-        out["head_bias"] = params["head_bias"].expand(ways)
-        return out
+        from metarl.fewshot.networks import expand_head
+
+        return expand_head(params, ways)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Logits of token ids ``(..., L)`` int64, or of sentence embeddings ``(..., D)`` float computed before
