@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import load_script
+from tests.conftest import load_script, requires_extra
 
 
 def test_thread_benchmark_measures_idle_and_loaded(tmp_path):
@@ -67,3 +67,14 @@ def test_every_tensorboard_tag_is_documented(tmp_path):
         ea.Reload()
         missing += [f"{name}: {tag}" for tag in ea.Tags()["scalars"] if not _documented(tag, doc)]
     assert not missing, missing
+
+
+@requires_extra("text")
+def test_text_benchmark_reports_sentences_per_second_in_inference_and_training(tmp_path):
+    bench = load_script("benchmark_text")
+    out = tmp_path / "text.json"
+    result = bench.main(["--sentences", "16", "--batch", "8", "--repeats", "1", "--encoders", "wordllama",
+                         "--json", str(out)])
+    rates = result["sentences_per_second"]["wordllama"]
+    assert set(rates) == {"tokenise", "inference", "training"} and all(r > 0 for r in rates.values())
+    assert out.is_file()

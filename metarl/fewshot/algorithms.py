@@ -206,9 +206,9 @@ class FewShotClassification(_TrainedModule):
         the encoder is fixed during adaptation, so an episode needs no encoder pass of its own)."""
         if not isinstance(self.test_data, TokenisedTexts):
             return self.test_data.inputs
-        encoder, ids = text_encoder_of(self.module), self.test_data.inputs
-        with torch.no_grad():
-            return torch.cat([encoder(ids[i:i + 256]) for i in range(0, len(ids), 256)])
+        from metarl.fewshot.text_encoders import embed_texts
+
+        return embed_texts(text_encoder_of(self.module), self.test_data.inputs)
 
     def evaluate(self, ways: int, shots: int, episodes: int, rng: np.random.Generator,
                  inputs: torch.Tensor | None = None) -> np.ndarray:

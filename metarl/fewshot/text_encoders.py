@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["WordLlamaEncoder", "MiniLMEncoder", "SentenceClassifier", "make_text_encoder", "TEXT_ENCODERS"]
+__all__ = ["WordLlamaEncoder", "MiniLMEncoder", "SentenceClassifier", "make_text_encoder", "embed_texts",
+           "TEXT_ENCODERS"]
 
 TEXT_ENCODERS = ("wordllama", "minilm")
 _EXTRA = "pip install 'metarl[text]'"
@@ -213,6 +214,23 @@ class SentenceClassifier(nn.Module):
         (the meta-test embeds its sentences once: the inner loop does not change the encoder)."""
         features = inputs if inputs.is_floating_point() else self.encoder(inputs)
         return F.linear(features, self.head_weight, self.head_bias)
+
+
+def embed_texts(encoder: nn.Module, ids: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Embeddings of many tokenised sentences without gradients: batches of similar length, each cut to its
+    longest sentence (padding is at the end and masked, so the result is the same; BERT's cost grows with the
+    padded length)."""
+    lengths = (ids >= 0).sum(1)
+    order = torch.argsort(lengths)
+    out: torch.Tensor | None = None
+    with torch.no_grad():
+        for start in range(0, len(ids), batch_size):
+            index = order[start:start + batch_size]
+            emb = encoder(ids[index, :max(1, int(lengths[index].max()))])
+            if out is None:
+                out = torch.empty(len(ids), emb.shape[-1], dtype=emb.dtype)
+            out[index] = emb
+    return out if out is not None else torch.empty(0, encoder.out_dim)
 
 
 def make_text_encoder(name: str, max_length: int = 64, trainable_layers: int = 0) -> nn.Module:
