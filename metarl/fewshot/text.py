@@ -38,8 +38,8 @@ __all__ = ["LabelledTexts", "TokenisedTexts", "load_text_dataset", "text_class_s
 
 #: the shared datasets' folder names
 TEXT_DATASETS = ("banking77", "clinc150")
-#: meta-test intents of each shared dataset (the rest are meta-training intents)
-TEXT_SPLITS = {"banking77": 27, "clinc150": 50}
+#: (meta-training, meta-test) intents of each shared dataset
+TEXT_SPLITS = {"banking77": (50, 27), "clinc150": (100, 50)}
 _SPLIT_SEED = 0
 _LABEL_COLUMNS = ("label", "category", "intent")
 
@@ -167,8 +167,9 @@ def text_class_split(data: LabelledTexts, dataset: str | None = None, test_fract
     """
     names = sorted(data.class_names)
     order = [names[i] for i in np.random.default_rng(_SPLIT_SEED).permutation(len(names))]
-    n_test = TEXT_SPLITS[dataset] if dataset in TEXT_SPLITS and len(names) == TEXT_SPLITS[dataset] + \
-        {"banking77": 50, "clinc150": 100}[dataset] else int(round(len(names) * test_fraction))
+    fixed = TEXT_SPLITS.get(dataset or "")
+    # the fixed split where the data has the dataset's intents (else a file of another layout: a fraction)
+    n_test = fixed[1] if fixed and len(names) == sum(fixed) else int(round(len(names) * test_fraction))
     if n_test < 2 or len(names) - n_test < 2:
         raise ValueError(f"a class split needs at least two classes on each side; this dataset has {len(names)}")
     return data.select_classes(order[:-n_test]), data.select_classes(order[-n_test:])
