@@ -9,8 +9,9 @@ For each encoder, on the same sentences (``--sentences`` of BANKING77, in batche
 * ``tokenise``: the ``tokenizers`` pass alone (done once per dataset in a run);
 * ``inference``: embedding already tokenised sentences without gradients, in batches of similar length cut
   to their longest sentence (the meta-test's pass, ``embed_texts``);
-* ``training``: forward, backward and an Adam step of what meta-training trains (WordLlama's table;
-  MiniLM's top ``--trainable-layers`` layers), with a ProtoNet-style loss on the embeddings.
+* ``training``: forward, backward and an outer-loop Adam step of what meta-training trains (WordLlama's sparse
+  table with lazy Adam; MiniLM's top ``--trainable-layers`` layers), batches cut to their longest sentence as
+  episodes are, with a ProtoNet-style loss on the embeddings.
 
 Each runs ``--repeats`` times and the best counts; threads: ``--threads`` (default 1, as training runs).
 """
@@ -24,8 +25,9 @@ from pathlib import Path
 
 import torch
 
+from metarl.fewshot.algorithms import OuterAdam
 from metarl.fewshot.text import load_text_dataset
-from metarl.fewshot.text_encoders import TEXT_ENCODERS, embed_texts, make_text_encoder
+from metarl.fewshot.text_encoders import TEXT_ENCODERS, embed_texts, make_text_encoder, trim_padding
 
 
 def _best_rate(run, count: int, repeats: int) -> float:
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--trainable-layers", type=int, default=2)
+    parser.add_argument("--trainable-layers", type=int, default=1)
     parser.add_argument("--encoders", nargs="+", default=list(TEXT_ENCODERS), choices=TEXT_ENCODERS)
     parser.add_argument("--json", default=None, metavar="PATH")
     args = parser.parse_args(argv)
@@ -55,15 +57,14 @@ def main(argv: list[str] | None = None) -> dict:
         encoder = make_text_encoder(name, trainable_layers=args.trainable_layers if name == "minilm" else 0)
         ids = encoder.tokenize(texts)
         batches = [ids[i:i + args.batch] for i in range(0, n, args.batch)]
-        params = [p for p in encoder.parameters() if p.requires_grad]
-        optimizer = torch.optim.Adam(params, lr=1e-5)
+        optimizer = OuterAdam(encoder, lr=1e-5)  # as meta-training: lazy Adam on WordLlama's sparse table
 
         def inference() -> None:
             embed_texts(encoder, ids, args.batch)
 
         def training() -> None:
             for batch in batches:
-                emb = encoder(batch)
+                emb = encoder(trim_padding(batch))  # as episodes: cut to their longest sentence
                 loss = torch.cdist(emb[:5], emb[5:]).pow(2).mean()  # any differentiable use of the embeddings
                 optimizer.zero_grad()
                 loss.backward()

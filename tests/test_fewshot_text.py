@@ -30,6 +30,22 @@ def test_text_learners_train_and_meta_test_on_held_out_intents(algo, dataset, tm
 
 
 @requires_extra("text")
+def test_meta_training_lifts_the_frozen_encoder_and_resumes_exactly(tmp_path):
+    """A short learning check (WordLlama's sparse table and lazy Adam) and a resume that continues the same run."""
+    common = ["fewshot", "--algo", "protonet", "--dataset", "banking77", "--metatest-tasks", "100",
+              "--checkpoint-every", "150", "--no-progress"]
+    assert main([*common, "--iterations", "0", "--logdir", str(tmp_path / "frozen")]) == 0
+    assert main([*common, "--iterations", "300", "--logdir", str(tmp_path / "trained")]) == 0
+    frozen, trained = (json.loads((tmp_path / d / "metatest.json").read_text())["accuracy"]["5w1s"]
+                       for d in ("frozen", "trained"))
+    assert trained > frozen + 0.02, (frozen, trained)
+    assert main([*common, "--iterations", "150", "--logdir", str(tmp_path / "resumed")]) == 0
+    assert main(["fewshot", "--resume", str(tmp_path / "resumed"), "--iterations", "300", "--no-progress"]) == 0
+    resumed = json.loads((tmp_path / "resumed" / "metatest.json").read_text())["accuracy"]["5w1s"]
+    assert resumed == trained
+
+
+@requires_extra("text")
 def test_a_trained_text_learner_adapts_and_predicts_on_raw_strings(tmp_path):
     logdir = tmp_path / "proto"
     assert main(["fewshot", "--algo", "protonet", "--dataset", "banking77", "--logdir", str(logdir), *SHORT]) == 0

