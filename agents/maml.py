@@ -51,6 +51,31 @@ __all__ = [
 Batch = dict[str, torch.Tensor]
 
 
+def policy_distribution(policy: torch.nn.Module, params: Params, obs: torch.Tensor, batched: bool) -> Any:
+    """The action distribution of ``policy`` run with ``params``; ``batched``: params and observations have a
+    leading task axis (one adapted policy per task, through ``vmap``)."""
+    if batched:
+        return vmap(lambda p, o: functional_forward(policy, p, o))(params, obs)
+    return functional_forward(policy, params, obs)
+
+
+class PolicyActor:
+    """The sampler's act function of a MAML policy with explicit (e.g. adapted, per-task) parameters: a small
+    picklable object (the policy network and the parameters), so remote samplers can run it.
+
+    Args:
+        policy: the policy network.
+        params: its parameters (``batched``: with a leading task axis).
+        batched: one parameter set per task.
+    """
+
+    def __init__(self, policy: torch.nn.Module, params: Params, batched: bool):
+        self.policy, self.params, self.batched = policy, params, batched
+
+    def __call__(self, obs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return policy_distribution(self.policy, self.params, obs, self.batched).sample(generator)
+
+
 @dataclass
 class MAMLBaseConfig(EnvRunConfig):
     """Settings shared by every MAML-RL outer optimiser (defaults: the original code's 2-D navigation run;
@@ -165,18 +190,11 @@ class MAMLBase(MetaAlgorithm):
         return dict(self.policy.named_parameters())
 
     def _dist(self, params: Params, obs: torch.Tensor, batched: bool) -> Any:
-        if batched:
-            return vmap(lambda p, o: functional_forward(self.policy, p, o))(params, obs)
-        return functional_forward(self.policy, params, obs)
+        return policy_distribution(self.policy, params, obs, batched)
 
-    def act_fn(self, params: Params, batched: bool):
+    def act_fn(self, params: Params, batched: bool) -> "PolicyActor":
         """Sampling function for the sampler: actions from the policy with ``params``."""
-        params = detach_params(params)
-
-        def act(obs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-            return self._dist(params, obs, batched).sample(generator)
-
-        return act
+        return PolicyActor(self.policy, detach_params(params), batched)
 
     def inner_loss(self, params: Params, batch: Batch) -> torch.Tensor:
         """Policy-gradient loss of one task's episodes (the inner step's objective).

@@ -60,6 +60,18 @@ __all__ = ["PEARLConfig", "PEARL"]
 DENSE_REWARD_KEY = "dense_reward"
 
 
+class LatentActor:
+    """The sampler's act function of PEARL's policy conditioned on latent tasks ``z`` ``(tasks, episodes, latent)``:
+    a small picklable object (policy, action scaler, ``z``), so remote samplers can run it."""
+
+    def __init__(self, policy: TanhGaussianPolicy, scaler: ActionScaler, z: torch.Tensor, deterministic: bool):
+        self.policy, self.scaler, self.z, self.deterministic = policy, scaler, z, deterministic
+
+    def __call__(self, obs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        x = torch.cat([obs.flatten(2), self.z], dim=-1)
+        return self.scaler.to_env(self.policy(x, generator, deterministic=self.deterministic).actions)
+
+
 @dataclass
 class PEARLConfig(EnvRunConfig):
     """Settings of PEARL (defaults: the public code's ``configs/default.py``, in episodes instead of steps;
@@ -178,13 +190,7 @@ class PEARL(MetaAlgorithm):
 
     def act_fn(self, z: torch.Tensor, deterministic: bool = False) -> ActFn:
         """A sampler act function for latent tasks ``z`` of shape ``(tasks, episodes, latent_dim)``."""
-
-        def act(obs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-            x = torch.cat([obs.flatten(2), z], dim=-1)
-            unit = self.policy(x, generator, deterministic=deterministic).actions
-            return self.scaler.to_env(unit)
-
-        return act
+        return LatentActor(self.policy, self.scaler, z.detach(), deterministic)
 
     def context_of(self, transitions: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Context vectors ``[s, a, r(, s')]`` of a batch of transitions (the family's reward)."""

@@ -23,8 +23,9 @@ Each family's preset (``metarl/presets/rl2-ppo.yaml``) holds the settings behind
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,9 +122,10 @@ class RL2PPO(MetaAlgorithm):
         self.env_steps = 0
         self.iteration = 0
 
-    def make_sampler(self, config: RL2Config) -> RL2TrialSampler:
-        return RL2TrialSampler(config.env, config.env_kwargs, episodes_per_trial=config.episodes_per_trial,
-                               max_episode_steps=config.max_episode_steps)
+    def sampler_factory(self, config: RL2Config) -> Callable[[], RL2TrialSampler]:
+        return functools.partial(RL2TrialSampler, config.env, config.env_kwargs,
+                                 episodes_per_trial=config.episodes_per_trial,
+                                 max_episode_steps=config.max_episode_steps)
 
     # ----- schedules ---------------------------------------------------------------------------------
     def _progress(self) -> float:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -132,12 +133,25 @@ class MetaAlgorithm(abc.ABC):
         """Write files that picture the meta-test (figures) into the run directory; returns their paths."""
         return []
 
-    def make_sampler(self, config: Any) -> Any:
-        """The episode sampler of ``config``'s family (``env``, ``env_kwargs``, ``max_episode_steps``), which
-        meta-RL algorithms build theirs with; RL^2 overrides it with its trial sampler."""
+    def sampler_factory(self, config: Any) -> Callable[[], Any]:
+        """What builds the run's local sampler (picklable: remote workers build theirs with it): an
+        :class:`~metarl.sampler.EpisodeSampler` of ``config``'s family (``env``, ``env_kwargs``,
+        ``max_episode_steps``); RL^2 overrides it with its trial sampler."""
         from metarl.sampler import EpisodeSampler
 
-        return EpisodeSampler(config.env, config.env_kwargs, max_episode_steps=config.max_episode_steps)
+        return functools.partial(EpisodeSampler, config.env, config.env_kwargs,
+                                 max_episode_steps=config.max_episode_steps)
+
+    def make_sampler(self, config: Any) -> Any:
+        """The run's sampler: the local one, or with ``sampler: ray`` a :class:`~metarl.ray_sampler.RaySampler`
+        of ``num_workers`` workers that samples the same episodes."""
+        factory = self.sampler_factory(config)
+        if getattr(config, "sampler", "local") != "ray":
+            return factory()
+        from metarl.ray_sampler import RaySampler
+
+        return RaySampler(factory, config.num_workers, address=config.ray_address,
+                          worker_timeout=config.worker_timeout, worker_retries=config.worker_retries)
 
     def retarget(self, env: str, env_kwargs: Mapping[str, Any] | None = None, **settings: Any) -> None:
         """Sample another family from now on with the same networks (to meta-test a run on a family it was not

@@ -24,6 +24,7 @@ from typing import Any
 from metarl.checkpoint import CheckpointError
 from metarl.launcher import ALGORITHMS, AlgorithmSpec, launch, load_run, parse_env_kwargs, register_algorithm
 from metarl.tasks import list_families
+from metarl.ray_sampler import SamplerWorkerError
 from metarl.training import NonFiniteError, TrainingInterrupted
 
 __all__ = ["main", "train_main", "fewshot_main", "continual_main", "ALGORITHMS", "AlgorithmSpec", "parse_env_kwargs",
@@ -67,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(command, rest)
     except NonFiniteError as exc:
+        return _error(f"training stopped: {exc}", 1)
+    except SamplerWorkerError as exc:  # a family failing on remote workers: its traceback is the message
         return _error(f"training stopped: {exc}", 1)
     except FloatingPointError as exc:
         return _error(f"stopped: {exc}", 1)

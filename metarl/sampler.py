@@ -22,10 +22,71 @@ from metarl.batched import BatchedEnv, make_batched_env
 from metarl.tasks import check_positive_int, check_rng, check_task_family, draw_tasks, has_task_splits, make_env
 from metarl.training import NonFiniteError
 
-__all__ = ["Episodes", "EpisodeSampler", "ActFn"]
+__all__ = ["Episodes", "EpisodeSampler", "ActFn", "Shard"]
 
-#: ``act_fn(observations (tasks, episodes, *obs_shape), generator) -> actions (tasks, episodes, *act_shape)``
+#: ``act_fn(observations (tasks, episodes, *obs_shape), generator) -> actions (tasks, episodes, *act_shape)``.
+#: It may have ``observe(actions, rewards, info, valid)`` (shown every transition) and a ``backend`` attribute
+#: (bound to the backend that runs it, e.g. RL^2's actor reading which simulations are idle).
 ActFn = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Tasks ``offset ... offset + n - 1`` of a meta-batch of ``total_tasks`` (see :meth:`EpisodeSampler.rollout`)."""
+
+    offset: int
+    total_tasks: int
+
+
+class _ActiveView:
+    """A backend's ``active`` flags placed in a whole meta-batch's rows (False elsewhere)."""
+
+    def __init__(self, backend: Any, start: int, total: int):
+        self.backend, self.start, self.total = backend, start, total
+
+    @property
+    def active(self) -> np.ndarray:
+        out = np.zeros(self.total, dtype=bool)
+        part = np.asarray(self.backend.active, dtype=bool)
+        out[self.start:self.start + len(part)] = part
+        return out
+
+
+class _ShardedActFn:
+    """``act_fn`` made for a whole meta-batch, run on one shard's simulations: observations (and what ``observe``
+    sees) padded to the whole batch, the shard's actions cut out. The noise drawn is the whole batch's."""
+
+    def __init__(self, act_fn: ActFn, shard: Shard, n_tasks: int, backend: Any):
+        self.act_fn, self.shard, self.n_tasks = act_fn, shard, n_tasks
+        if shard.offset < 0 or shard.offset + n_tasks > shard.total_tasks:
+            raise ValueError(f"shard of {n_tasks} tasks at {shard.offset} does not fit {shard.total_tasks} tasks")
+        self.sims_per_task = backend.num_envs // n_tasks
+        if hasattr(act_fn, "backend"):
+            act_fn.backend = _ActiveView(backend, shard.offset * self.sims_per_task,
+                                         shard.total_tasks * self.sims_per_task)
+        if hasattr(act_fn, "observe"):
+            self.observe = self._observe
+
+    def __call__(self, obs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        full = obs.new_zeros((self.shard.total_tasks, *obs.shape[1:]))
+        rows = slice(self.shard.offset, self.shard.offset + self.n_tasks)
+        full[rows] = obs
+        self._last = self.act_fn(full, generator)
+        return self._last[rows]
+
+    def _pad(self, x: Any) -> Any:
+        x = np.asarray(x)
+        if x.ndim == 0 or len(x) != self.n_tasks * self.sims_per_task:
+            return x
+        out = np.zeros((self.shard.total_tasks * self.sims_per_task, *x.shape[1:]), dtype=x.dtype)
+        start = self.shard.offset * self.sims_per_task
+        out[start:start + len(x)] = x
+        return out
+
+    def _observe(self, actions: np.ndarray, rewards: np.ndarray, info: Mapping[str, Any], valid: np.ndarray) -> None:
+        full_actions = self._last.reshape(-1, *self._last.shape[2:]).numpy()
+        self.act_fn.observe(full_actions, self._pad(rewards), {k: self._pad(v) for k, v in info.items()},
+                            self._pad(valid))
 
 
 @dataclass
@@ -182,19 +243,33 @@ class EpisodeSampler:
         :attr:`Episodes.infos` (a key the backend does not return is an error naming it).
         """
         check_positive_int("episodes_per_task", episodes_per_task)
-        if self.success_info_key is not None and self.success_info_key not in info_keys:
-            info_keys = (*info_keys, self.success_info_key)
         if len(tasks) == 0:
             raise ValueError("need at least one task to sample")
         rng = check_rng(rng)
+        seeds = rng.integers(0, 2**31 - 1, size=len(tasks) * episodes_per_task)
+        generator_seed = int(rng.integers(0, 2**62))
+        return self.rollout(act_fn, tasks, episodes_per_task, seeds, generator_seed, info_keys=info_keys)
+
+    def rollout(self, act_fn: ActFn, tasks: Sequence[Any], episodes_per_task: int, seeds: np.ndarray,
+                generator_seed: int, *, info_keys: Sequence[str] = (), shard: Shard | None = None) -> Episodes:
+        """The episodes :meth:`sample` draws, from its reset seeds (one per simulation, task-major) and the seed
+        of the action-noise generator.
+
+        ``shard``: these tasks are rows ``shard.offset ...`` of a meta-batch of ``shard.total_tasks`` tasks that
+        ``act_fn`` was made for (a remote worker's part, :mod:`metarl.ray_sampler`). ``act_fn`` is then called on
+        the whole batch's shape, the other tasks' observations zero, and draws the same noise as for the whole
+        batch, so each task's episodes are those of the unsharded run.
+        """
+        if self.success_info_key is not None and self.success_info_key not in info_keys:
+            info_keys = (*info_keys, self.success_info_key)
         backend = self.backend(tasks, episodes_per_task)
-        observe = getattr(act_fn, "observe", None)
         n_tasks, n_eps, horizon = len(tasks), episodes_per_task, self.horizon
         n_sims = n_tasks * n_eps
-        seeds = rng.integers(0, 2**31 - 1, size=n_sims)
-        generator = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
+        act_fn = _ShardedActFn(act_fn, shard, n_tasks, backend) if shard is not None else act_fn
+        observe = getattr(act_fn, "observe", None)
+        generator = torch.Generator().manual_seed(generator_seed)
         start = time.perf_counter()
-        obs = backend.reset(seeds)
+        obs = backend.reset(np.asarray(seeds))
         self._check_observations(obs, np.ones(n_sims, dtype=bool), tasks, n_eps, "reset")
         obs_shape = obs.shape[1:]
         observations = torch.zeros((horizon, n_sims, *obs_shape), dtype=torch.float32)
@@ -253,7 +328,9 @@ class EpisodeSampler:
 
         def to_tasks_first(x: torch.Tensor) -> torch.Tensor:
             x = x.transpose(0, 1)  # (sims, T, ...)
-            return x.reshape(n_tasks, n_eps, *x.shape[1:])
+            # contiguous: float reductions over these tensors then add in the same order whether they were made
+            # here or arrived from a remote worker (a strided view and its copy can round differently)
+            return x.reshape(n_tasks, n_eps, *x.shape[1:]).contiguous()
 
         return Episodes(
             observations=to_tasks_first(observations),

@@ -1,0 +1,87 @@
+"""``--sampler ray``: the local sampler's episodes and curves on Ray workers, a killed or hung worker replaced
+without changing the run, a family that keeps failing stopping the run with its traceback (``metarl[ray]``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from metarl.checkpoint import load_checkpoint
+from metarl.cli import main
+from tests.conftest import needs_extra
+
+pytestmark = needs_extra("ray")
+
+FAMILY = "tests.ray_families:FaultyLine-v0"
+
+
+def _curves(logdir: Path) -> dict[str, list[float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(next(logdir.glob("events*"))))
+    events.Reload()
+    return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]
+            if not tag.startswith("time/")}
+
+
+def _metatest(logdir: Path) -> dict:
+    result = json.loads((logdir / "metatest.json").read_text())
+    return {k: v for k, v in result.items() if k not in ("logdir", "train_seconds")}
+
+
+def _train(logdir: Path, args: list[str], *extra: str) -> int:
+    return main(["train", *args, "--logdir", str(logdir), "--no-progress", *extra])
+
+
+RUNS = {
+    "maml-trpo": ["--algo", "maml-trpo", "--env", "metarl/Navigation2D-v0", "--iterations", "2",
+                  "--meta-batch-size", "4", "--episodes-per-task", "4", "--metatest-tasks", "3"],
+    "rl2-ppo": ["--algo", "rl2-ppo", "--env", "metarl/BernoulliBandit-v0", "--iterations", "2",
+                "--meta-batch-size", "8", "--num-minibatches", "2", "--metatest-tasks", "3"],
+    "pearl": ["--algo", "pearl", "--env", "metarl/Navigation2D-v0", "--iterations", "2", "--train-tasks", "6",
+              "--tasks-per-iteration", "3", "--meta-batch-size", "2", "--initial-episodes", "2",
+              "--batch-size", "16", "--context-size", "16", "--gradient-steps", "2", "--metatest-tasks", "3"],
+}
+
+
+@pytest.mark.parametrize("algo", sorted(RUNS))
+def test_ray_sampler_gives_the_local_samplers_curves(algo, tmp_path):
+    assert _train(tmp_path / "local", RUNS[algo]) == 0
+    assert _train(tmp_path / "ray", RUNS[algo], "--sampler", "ray", "--num-workers", "2") == 0
+    assert _curves(tmp_path / "ray") == _curves(tmp_path / "local")
+    assert _metatest(tmp_path / "ray") == _metatest(tmp_path / "local")
+
+
+LINE = ["--algo", "maml-trpo", "--env", FAMILY, "--iterations", "2", "--meta-batch-size", "4",
+        "--episodes-per-task", "2", "--metatest-tasks", "2", "--checkpoint-every", "1"]
+
+
+@pytest.mark.parametrize("fault", ["kill", "hang"])
+def test_a_dead_or_hung_worker_is_replaced_and_the_curve_is_unchanged(fault, tmp_path):
+    assert _train(tmp_path / "local", LINE) == 0
+    marker = tmp_path / "marker"
+    assert _train(tmp_path / "ray", [*LINE, "--env-kwargs", f"fault={fault}", f"marker={marker}"],
+                  "--sampler", "ray", "--num-workers", "2", "--worker-timeout", "5") == 0
+    assert marker.exists(), "the fault happened"
+    assert _curves(tmp_path / "ray") == _curves(tmp_path / "local")
+    assert _metatest(tmp_path / "ray") == _metatest(tmp_path / "local")
+
+
+def test_a_family_that_keeps_failing_stops_the_run_with_its_traceback(tmp_path, capsys):
+    """Training on the train tasks passes; the meta-test's poison task raises on every worker it is given."""
+    logdir = tmp_path / "run"
+    code = _train(logdir, [*LINE, "--env-kwargs", "fault=raise"], "--sampler", "ray", "--num-workers", "2",
+                  "--worker-retries", "1")
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "failed 2 times" in err and "0.75" in err and "ValueError: FaultyLine cannot step" in err
+    assert "Traceback" in err and "tests/ray_families.py" in err  # the worker's own traceback
+    state = load_checkpoint(logdir / "checkpoint.pt")
+    assert state["iteration"] == 2  # every meta-iteration's checkpoint, intact
+
+
+def test_ray_settings_errors(tmp_path, capsys):
+    assert _train(tmp_path / "a", RUNS["maml-trpo"], "--sampler", "ray", "--num-workers", "0") == 2
+    assert "num_workers" in capsys.readouterr().err
