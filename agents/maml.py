@@ -37,6 +37,7 @@ from metarl.networks import LinearFeatureBaseline, ValueNetwork, make_policy
 from metarl.returns import ci95, discounted_returns, gae, masked_mean, masked_normalize
 from metarl.sampler import Episodes
 from metarl.tasks import tasks_to_json
+from metarl.algorithm import acting_copy
 from metarl.training import MetaAlgorithm, check_finite, check_validation_seed
 
 __all__ = [
@@ -178,10 +179,12 @@ class MAMLBase(MetaAlgorithm):
         if config.learn_step_sizes:  # meta-parameters of the policy module, so every optimiser and checkpoint has them
             self.policy.log_step_sizes = torch.nn.Parameter(
                 torch.full((config.inner_steps,), math.log(config.inner_lr), dtype=torch.float32))
+        self.policy.to(self.device)
+        self._acting_policy = acting_copy(self.policy, self.device)  # its structure; act_fn passes the weights
         self.linear_baseline = LinearFeatureBaseline()
         self.value_net: ValueNetwork | None = None
         if config.baseline == "value":
-            self.value_net = ValueNetwork(self.sampler.observation_space.shape[0])
+            self.value_net = ValueNetwork(self.sampler.observation_space.shape[0]).to(self.device)
             self.value_opt = torch.optim.Adam(self.value_net.parameters(), lr=1e-3)
         self.env_steps = 0
 
@@ -193,8 +196,8 @@ class MAMLBase(MetaAlgorithm):
         return policy_distribution(self.policy, params, obs, batched)
 
     def act_fn(self, params: Params, batched: bool) -> "PolicyActor":
-        """Sampling function for the sampler: actions from the policy with ``params``."""
-        return PolicyActor(self.policy, detach_params(params), batched)
+        """Sampling function for the sampler: actions from the policy with ``params`` (on the CPU)."""
+        return PolicyActor(self._acting_policy, {k: v.detach().cpu() for k, v in params.items()}, batched)
 
     def inner_loss(self, params: Params, batch: Batch) -> torch.Tensor:
         """Policy-gradient loss of one task's episodes (the inner step's objective).
@@ -221,14 +224,14 @@ class MAMLBase(MetaAlgorithm):
     def _values(self, episodes: Episodes, returns: torch.Tensor) -> torch.Tensor:
         if self.value_net is None:
             return self.linear_baseline.fit_predict(episodes.observations, returns, episodes.mask)
-        obs, mask = episodes.observations, episodes.mask
+        obs, mask, target = (x.to(self.device) for x in (episodes.observations, episodes.mask, returns))
         for _ in range(20):
             self.value_opt.zero_grad()
-            loss = masked_mean((self.value_net(obs) - returns) ** 2, mask)
+            loss = masked_mean((self.value_net(obs) - target) ** 2, mask)
             loss.backward()
             self.value_opt.step()
         with torch.no_grad():
-            return self.value_net(obs) * mask
+            return (self.value_net(obs) * mask).cpu()
 
     def task_batch(self, episodes: Episodes) -> Batch:
         """Episode tensors plus per-task normalised advantages, ready for ``adapt_batch``."""
@@ -236,8 +239,9 @@ class MAMLBase(MetaAlgorithm):
         values = self._values(episodes, returns)
         adv = gae(episodes.rewards, values, episodes.mask, self.cfg.gamma, self.cfg.gae_lambda)
         adv = masked_normalize(adv, episodes.mask, dim=(1, 2))
-        return {"observations": episodes.observations, "actions": episodes.actions, "advantages": adv,
-                "mask": episodes.mask}
+        batch = {"observations": episodes.observations, "actions": episodes.actions, "advantages": adv,
+                 "mask": episodes.mask}
+        return {key: value.to(self.device) for key, value in batch.items()}
 
     def step_size(self, meta_params: Params, step: int) -> float | torch.Tensor:
         """The size of inner step ``step`` (0-based): ``inner_lr``, or the learned one (``learn_step_sizes``),
@@ -295,7 +299,7 @@ class MAMLBase(MetaAlgorithm):
     def query_weights(self, n_queries: int) -> torch.Tensor:
         """Normalised weights of the losses on the ``n_queries`` query batches (the last is the final step's)."""
         weights = self.cfg.multi_step_weights if n_queries > 1 and self.cfg.multi_step_weights else [1.0] * n_queries
-        weights = torch.as_tensor(list(weights)[-n_queries:], dtype=torch.float32)
+        weights = torch.as_tensor(list(weights)[-n_queries:], dtype=torch.float32, device=self.device)
         return weights / weights.sum()
 
     # ----- one meta-iteration ------------------------------------------------------------------------

@@ -52,6 +52,7 @@ from metarl.returns import ci95
 from metarl.sac import ActionScaler, TanhGaussianPolicy, TwinQ, soft_q_target, soft_update
 from metarl.sampler import ActFn, Episodes
 from metarl.tasks import Task, tasks_to_json
+from metarl.algorithm import acting_copy
 from metarl.training import MetaAlgorithm, check_finite, check_validation_seed
 
 __all__ = ["PEARLConfig", "PEARL"]
@@ -159,8 +160,10 @@ class PEARL(MetaAlgorithm):
                                    cfg.latent_dim, cfg.encoder_hidden_sizes)
         self.policy = TanhGaussianPolicy(self.obs_dim + cfg.latent_dim, self.act_dim, cfg.hidden_sizes)
         self.critic = TwinQ(self.obs_dim + cfg.latent_dim, self.act_dim, cfg.hidden_sizes)
+        for net in (self.encoder, self.policy, self.critic):
+            net.to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.log_alpha = torch.tensor(math.log(cfg.alpha), requires_grad=cfg.learn_alpha)
+        self.log_alpha = torch.tensor(math.log(cfg.alpha), requires_grad=cfg.learn_alpha, device=self.device)
         self.target_entropy = -float(self.act_dim) if cfg.target_entropy is None else float(cfg.target_entropy)
         self.optimizers = {
             "policy": torch.optim.Adam(self.policy.parameters(), lr=cfg.outer_lr),
@@ -190,7 +193,7 @@ class PEARL(MetaAlgorithm):
 
     def act_fn(self, z: torch.Tensor, deterministic: bool = False) -> ActFn:
         """A sampler act function for latent tasks ``z`` of shape ``(tasks, episodes, latent_dim)``."""
-        return LatentActor(self.policy, self.scaler, z.detach(), deterministic)
+        return LatentActor(acting_copy(self.policy, self.device), self.scaler, z.detach().cpu(), deterministic)
 
     def context_of(self, transitions: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Context vectors ``[s, a, r(, s')]`` of a batch of transitions (the family's reward)."""
@@ -198,14 +201,15 @@ class PEARL(MetaAlgorithm):
                             transitions["next_observations"] if self.cfg.use_next_obs else None)
 
     def infer_posterior(self, context: torch.Tensor, mask: torch.Tensor | None = None) -> Normal:
-        """``q(z | context)`` for contexts ``(..., n, transition_dim)``."""
-        return self.encoder(context, mask)
+        """``q(z | context)`` for contexts ``(..., n, transition_dim)`` (moved to the training device)."""
+        return self.encoder(context.to(self.device), None if mask is None else mask.to(self.device))
 
     # ----- collection ------------------------------------------------------------------------------------
     @staticmethod
     def _sample_z(posterior: Normal, generator: torch.Generator) -> torch.Tensor:
         """A reparameterised draw of ``z`` from ``posterior`` (differentiable in its parameters)."""
-        return posterior.loc + posterior.scale * torch.randn(posterior.loc.shape, generator=generator)
+        noise = torch.randn(posterior.loc.shape, generator=generator)  # on the CPU: the same draws on any device
+        return posterior.loc + posterior.scale * noise.to(posterior.loc.device)
 
     def _rollout(self, tasks: Sequence[Task], z: torch.Tensor, rng: np.random.Generator,
                  deterministic: bool = False) -> Episodes:
@@ -307,7 +311,7 @@ class PEARL(MetaAlgorithm):
         cfg = self.cfg
         ids = torch.randperm(cfg.train_tasks, generator=generator)[:cfg.meta_batch_size].tolist()
         context = self.context_of(self.context_buffer.sample(ids, cfg.context_size, generator))
-        batch = self.replay.sample(ids, cfg.batch_size, generator)
+        batch = {k: v.to(self.device) for k, v in self.replay.sample(ids, cfg.batch_size, generator).items()}
         posterior = self.infer_posterior(context)
         z = self._sample_z(posterior, generator)
         kl = TaskEncoder.kl_to_prior(posterior).sum()  # summed over tasks, as the public code

@@ -40,6 +40,7 @@ from metarl.config import EnvRunConfig, field
 from metarl.returns import ci95, gae, masked_mean
 from metarl.sampler import Episodes
 from metarl.tasks import tasks_to_json
+from metarl.algorithm import acting_copy
 from metarl.training import MetaAlgorithm, check_finite, check_validation_seed
 from metarl.wrappers import RL2TrialSampler
 
@@ -117,7 +118,7 @@ class RL2PPO(MetaAlgorithm):
         self.cfg = config = self.resolve_settings(config, settings)
         self.sampler = self.make_sampler(config)
         self.net = RecurrentActorCritic(self.sampler.inputs.size, self.sampler.action_space, config.hidden_size,
-                                        config.init_std)
+                                        config.init_std).to(self.device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.outer_lr, eps=1e-5)
         self.env_steps = 0
         self.iteration = 0
@@ -146,7 +147,8 @@ class RL2PPO(MetaAlgorithm):
     def rollout(self, tasks: list[Any], trials_per_task: int, rng: np.random.Generator, *,
                 deterministic: bool = False) -> Episodes:
         """``trials_per_task`` trials of every task with the current policy, ``(tasks, trials, T, ...)``."""
-        actor = RecurrentActor(self.net, self.sampler.backend(tasks, trials_per_task), deterministic)
+        actor = RecurrentActor(acting_copy(self.net, self.device), self.sampler.backend(tasks, trials_per_task),
+                               deterministic)
         return self.sampler.sample(actor, tasks, trials_per_task, rng)
 
     def meta_train_step(self, rng: np.random.Generator) -> dict[str, float]:
@@ -156,7 +158,8 @@ class RL2PPO(MetaAlgorithm):
         t0 = time.perf_counter()
         trials = self.rollout(tasks, cfg.trials_per_task, rng)
         sample_time = time.perf_counter() - t0
-        batch = compact_trials(trials.observations, trials.actions, trials.rewards, trials.mask)
+        batch = compact_trials(*(x.to(self.device) for x in (trials.observations, trials.actions, trials.rewards,
+                                                              trials.mask)))
         generator = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
         train = self._ppo_update(batch, generator)
         steps = trials.num_steps
@@ -196,7 +199,7 @@ class RL2PPO(MetaAlgorithm):
             if stop:
                 break
             perm = torch.randperm(n, generator=generator)
-            for idx in torch.tensor_split(perm, cfg.num_minibatches):
+            for idx in torch.tensor_split(perm.to(self.device), cfg.num_minibatches):
                 mask = batch.mask[idx]
                 adv = advantages[idx]
                 mean = masked_mean(adv, mask)

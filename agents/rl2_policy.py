@@ -51,7 +51,7 @@ class RecurrentActorCritic(nn.Module):
 
     def initial_state(self, batch_size: int) -> torch.Tensor:
         """The state at the start of a trial: zeros ``(1, batch_size, hidden_size)``."""
-        return torch.zeros(1, batch_size, self.hidden_size)
+        return torch.zeros(1, batch_size, self.hidden_size, device=self.value_head.weight.device)
 
     def distribution(self, features: torch.Tensor) -> Categorical | DiagGaussian:
         """Action distribution from GRU outputs ``(..., hidden_size)``."""
@@ -146,5 +146,5 @@ def compact_trials(inputs: torch.Tensor, actions: torch.Tensor, rewards: torch.T
         index = order.reshape(n, length, *([1] * (x.dim() - 2))).expand(n, length, *x.shape[2:])
         return torch.gather(x, 1, index)
 
-    packed_mask = (torch.arange(length).unsqueeze(0) < lengths.unsqueeze(1)).float()
+    packed_mask = (torch.arange(length, device=mask.device).unsqueeze(0) < lengths.unsqueeze(1)).float()
     return TrialBatch(take(inputs), take(actions), take(rewards) * packed_mask, packed_mask)

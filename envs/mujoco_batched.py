@@ -75,7 +75,9 @@ def simulation_unstable(data: mujoco.MjData) -> bool:
 
 
 def usable_cpu_count() -> int:
-    """CPU cores this process may run on."""
+    """CPU cores this process may run on (``$METARL_CPUS`` where set: a Ray sampler worker's share)."""
+    if os.environ.get("METARL_CPUS", "").isdigit() and int(os.environ["METARL_CPUS"]) > 0:
+        return int(os.environ["METARL_CPUS"])
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux

@@ -22,7 +22,31 @@ import torch
 from metarl.checkpoint import CheckpointError
 from metarl.config import RunConfig, config_to_dict
 
-__all__ = ["MetaAlgorithm", "NonFiniteError", "check_finite", "check_validation_seed"]
+__all__ = ["MetaAlgorithm", "NonFiniteError", "check_finite", "check_validation_seed", "resolve_device",
+           "acting_copy"]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"cpu"``, ``"cuda"`` (refused with a one-line error where CUDA is unavailable) or ``"auto"`` (CUDA when
+    available) as a ``torch.device``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: this torch build sees no CUDA device (torch.cuda.is_available() is False); "
+                         "use --device cpu, or --device auto to take CUDA only where there is one")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {name!r}: choose cpu, cuda or auto")
+    return torch.device(name)
+
+
+def acting_copy(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """The module that acts in the sampler: ``module`` itself on the CPU, else a CPU copy of it (its current
+    weights). Sampling runs on the CPU whatever the training device, with the same noise."""
+    if device.type == "cpu":
+        return module
+    import copy
+
+    return copy.deepcopy(module).cpu()
 
 
 class NonFiniteError(FloatingPointError):
@@ -133,6 +157,14 @@ class MetaAlgorithm(abc.ABC):
         """Write files that picture the meta-test (figures) into the run directory; returns their paths."""
         return []
 
+    @property
+    def device(self) -> torch.device:
+        """Where the networks, the adaptation and the outer updates run (``device`` setting; sampling, and the
+        policy copy that acts in it, stay on the CPU)."""
+        if not hasattr(self, "_device"):
+            self._device = resolve_device(getattr(self.cfg, "device", "cpu"))
+        return self._device
+
     def sampler_factory(self, config: Any) -> Callable[[], Any]:
         """What builds the run's local sampler (picklable: remote workers build theirs with it): an
         :class:`~metarl.sampler.EpisodeSampler` of ``config``'s family (``env``, ``env_kwargs``,
@@ -150,7 +182,7 @@ class MetaAlgorithm(abc.ABC):
             return factory()
         from metarl.ray_sampler import RaySampler
 
-        return RaySampler(factory, config.num_workers, address=config.ray_address,
+        return RaySampler(factory, config.num_workers, address=config.ray_address, worker_cpus=config.worker_cpus,
                           worker_timeout=config.worker_timeout, worker_retries=config.worker_retries)
 
     def retarget(self, env: str, env_kwargs: Mapping[str, Any] | None = None, **settings: Any) -> None:

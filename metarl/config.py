@@ -51,8 +51,8 @@ RENAMED_SETTINGS = {
 }
 
 #: settings that change how a run is executed but not what it computes: a resumed run may change them
-RUNTIME_SETTINGS = ("iterations", "logdir", "checkpoint_every", "threads", "sampler", "num_workers", "ray_address",
-                    "worker_timeout", "worker_retries")
+RUNTIME_SETTINGS = ("iterations", "logdir", "checkpoint_every", "threads", "device", "sampler", "num_workers", "ray_address",
+                    "worker_cpus", "worker_timeout", "worker_retries")
 
 
 def field(default: Any, help: str, *, bounds: str | None = None, flag: bool = True) -> Any:
@@ -122,12 +122,17 @@ class EnvRunConfig(RunConfig):
     max_episode_steps: int | None = field(None, "horizon (default: the family's registered max_episode_steps)",
                                           bounds="[1, inf)")
 
+    device: Literal["cpu", "cuda", "auto"] = field("cpu", "where networks, adaptation and the outer updates run "
+                                                         "(auto: cuda when available); sampling stays on the CPU")
     sampler: Literal["local", "ray"] = field("local", "where episodes are sampled: this process, or Ray workers "
                                                        "(metarl[ray]; the same episodes)")
     num_workers: int = field(2, "--sampler ray: worker processes (each samples a shard of the tasks)",
                              bounds="[1, inf)")
     ray_address: str | None = field(None, "--sampler ray: the Ray cluster to join (default: start a local one "
                                           "with this machine's cores)")
+    worker_cpus: int | None = field(None, "--sampler ray: CPUs each worker reserves and steps its physics with "
+                                          "(default: this machine's cores / num_workers; 1 on a cluster)",
+                                    bounds="[1, inf)")
     worker_timeout: float = field(300.0, "--sampler ray: seconds a worker may take for its shard before it counts "
                                          "as hung (killed, replaced, the shard sampled again)", bounds="(0, inf)")
     worker_retries: int = field(3, "--sampler ray: fresh workers a failing shard gets before the run stops",

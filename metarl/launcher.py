@@ -188,7 +188,9 @@ def load_run(run_dir: str | os.PathLike, weights: bool = True, best: bool = Fals
         CheckpointError: no readable checkpoint, an unknown algorithm, or weights that do not fit the model.
     """
     algo, config, state = run_config(run_dir, best=best)
-    algorithm = make_algorithm(algo, config)
+    # a trained run is used here, on this machine: on the CPU and with the local sampler, however it was trained
+    local = {k: v for k, v in (("device", "cpu"), ("sampler", "local")) if hasattr(config, k)}
+    algorithm = make_algorithm(algo, dataclasses.replace(config, **local) if local else config)
     if weights:
         algorithm.restore(state["algorithm"], where=str(run_dir))
     return algorithm

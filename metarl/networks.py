@@ -81,7 +81,7 @@ class DiagGaussian(NamedTuple):
         return (other.log_std - self.log_std + (var + (self.mean - other.mean).pow(2)) / (2 * var_o) - 0.5).sum(-1)
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        noise = torch.randn(self.mean.shape, generator=generator, dtype=self.mean.dtype)
+        noise = torch.randn(self.mean.shape, generator=generator, dtype=self.mean.dtype).to(self.mean.device)
         return self.mean + torch.exp(self.log_std) * noise
 
     def mode(self) -> torch.Tensor:

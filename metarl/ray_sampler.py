@@ -59,8 +59,9 @@ def import_ray() -> Any:
 class SamplerWorker:
     """What runs in a Ray worker process: a copy of the run's sampler (built by ``make_sampler``)."""
 
-    def __init__(self, make_sampler: Callable[[], EpisodeSampler], threads: int = 1):
-        torch.set_num_threads(threads)
+    def __init__(self, make_sampler: Callable[[], EpisodeSampler], cpus: int = 1):
+        torch.set_num_threads(1)
+        os.environ["METARL_CPUS"] = str(cpus)  # the batched MuJoCo backends step with this many threads
         self.sampler = make_sampler()
 
     def pid(self) -> int:
@@ -69,10 +70,12 @@ class SamplerWorker:
 
     def rollout(self, act_fn: ActFn, tasks: list[Any], episodes_per_task: int, seeds: np.ndarray,
                 generator_seed: int, info_keys: tuple[str, ...], shard: Shard) -> tuple[str, Any]:
-        """``("ok", Episodes)``, or ``("nonfinite" | "error", message)`` where sampling raised."""
+        """``("ok", (Episodes, seconds))``, or ``("nonfinite" | "error", message)`` where sampling raised."""
+        start = time.perf_counter()
         try:
-            return "ok", self.sampler.rollout(act_fn, tasks, episodes_per_task, seeds, generator_seed,
-                                              info_keys=info_keys, shard=shard)
+            episodes = self.sampler.rollout(act_fn, tasks, episodes_per_task, seeds, generator_seed,
+                                            info_keys=info_keys, shard=shard)
+            return "ok", (episodes, time.perf_counter() - start)
         except NonFiniteError as exc:
             return "nonfinite", str(exc)
         except Exception:  # noqa: BLE001 - the worker's own traceback goes back to the driver
@@ -115,24 +118,29 @@ class RaySampler:
     Args:
         make_sampler: builds the run's sampler (picklable: a class and its arguments, e.g. a
             ``functools.partial``); called once here and once in every worker.
-        num_workers: worker processes (at most one shard of tasks each per call).
+        num_workers: worker processes (at most one shard of tasks each per call; each reserves ``worker_cpus``).
         address: a Ray cluster to join (``ray.init(address=...)``); ``None``: start a local instance with
             this machine's cores (or join the one already running in this process).
         worker_timeout: seconds a shard may take before its worker counts as hung (killed and replaced).
         worker_retries: fresh workers a failing shard is given before the run stops.
-        threads: torch threads per worker.
+        worker_cpus: CPUs each worker reserves and steps its simulations with (MuJoCo backends use that many
+            threads); default: this machine's cores shared out for a local instance, 1 on a cluster.
     """
 
     def __init__(self, make_sampler: Callable[[], EpisodeSampler], num_workers: int = 2, *,
                  address: str | None = None, worker_timeout: float = 300.0, worker_retries: int = 3,
-                 threads: int = 1):
+                 worker_cpus: int | None = None):
         ray = import_ray()
         self.num_workers = check_positive_int("num_workers", num_workers)
         if not worker_timeout > 0:
             raise ValueError(f"worker_timeout must be positive seconds, got {worker_timeout}")
         self.worker_timeout, self.worker_retries = float(worker_timeout), int(worker_retries)
         self.local = make_sampler()
-        self._make_sampler, self._threads = make_sampler, threads
+        cores = os.cpu_count() or 1
+        if worker_cpus is None:
+            worker_cpus = 1 if address else max(1, cores // self.num_workers)
+        self.worker_cpus = check_positive_int("worker_cpus", worker_cpus)
+        self._make_sampler = make_sampler
         if not ray.is_initialized():
             if address:
                 try:
@@ -142,14 +150,17 @@ class RaySampler:
                                      "(host:port of its head node, or 'auto')") from exc
             else:  # the driver's import path, so a user's family module imports in the workers too
                 path = os.pathsep.join([os.getcwd(), *[p for p in sys.path if p and os.path.isdir(p)]])
-                ray.init(num_cpus=max(os.cpu_count() or 1, self.num_workers), include_dashboard=False,
+                ray.init(num_cpus=max(cores, self.num_workers * self.worker_cpus), include_dashboard=False,
                          logging_level="ERROR", log_to_driver=False,
                          runtime_env={"env_vars": {"PYTHONPATH": path}})
         self._ray = ray
-        self._actor_class = ray.remote(num_cpus=1, max_restarts=0)(SamplerWorker)
+        self._actor_class = ray.remote(num_cpus=self.worker_cpus, max_restarts=0)(SamplerWorker)
         self.workers = [self._new_worker() for _ in range(self.num_workers)]
         self.restarts = 0
         self.last_fps = float("nan")
+        #: the last :meth:`sample` call's wall time, the act function's ``ray.put``, and the workers' own
+        #: sampling time (slowest, and summed): the rest is Ray's dispatch and the results' transfer
+        self.last_timing: dict[str, float] = {}
 
     def __getattr__(self, name: str) -> Any:
         if name == "local":  # not built yet (an error in __init__)
@@ -157,7 +168,7 @@ class RaySampler:
         return getattr(self.local, name)
 
     def _new_worker(self) -> Any:
-        return self._actor_class.remote(self._make_sampler, self._threads)
+        return self._actor_class.remote(self._make_sampler, self.worker_cpus)
 
     def _replace(self, index: int) -> None:
         self._ray.kill(self.workers[index], no_restart=True)
@@ -190,6 +201,7 @@ class RaySampler:
         generator_seed = int(rng.integers(0, 2**62))
         start = time.perf_counter()
         act_ref = self._ray.put(act_fn)
+        put_seconds = time.perf_counter() - start
         bounds = np.linspace(0, n_tasks, min(self.num_workers, n_tasks) + 1).round().astype(int)
         shards = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
         keys = tuple(info_keys)
@@ -202,6 +214,7 @@ class RaySampler:
 
         pending = {submit(i): (i, time.monotonic()) for i in range(len(shards))}
         results: dict[int, Episodes] = {}
+        worker_seconds: dict[int, float] = {}
         failures = [0] * len(shards)
         while pending:
             oldest = min(t for _, t in pending.values())
@@ -228,10 +241,13 @@ class RaySampler:
                 self._fail(i, failures, shards, tasks, value)
                 pending[submit(i)] = (i, time.monotonic())
                 continue
-            results[i] = value
+            results[i], worker_seconds[i] = value
         episodes = concat_episodes([results[i] for i in range(len(shards))])
         elapsed = time.perf_counter() - start
         self.last_fps = episodes.num_steps / elapsed if elapsed > 0 else float("nan")
+        self.last_timing = {"seconds": elapsed, "put_seconds": put_seconds,
+                            "slowest_worker_seconds": max(worker_seconds.values()),
+                            "worker_seconds": sum(worker_seconds.values())}
         return episodes
 
     def _fail(self, i: int, failures: list[int], shards: list[tuple[int, int]], tasks: Sequence[Any],

@@ -57,7 +57,9 @@ class TanhGaussianPolicy(nn.Module):
         if deterministic:
             u = mean
         else:
-            eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+            # drawn where the generator is (a CPU generator: the same noise whatever device the networks use)
+            eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype,
+                              device=generator.device if generator is not None else mean.device).to(mean.device)
             u = mean + std * eps
         # log N(u; mean, std) - sum log(1 - tanh(u)^2), the latter as 2 (log 2 - u - softplus(-2u)) (stable)
         log_prob = (-0.5 * ((u - mean) / std) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)

@@ -85,3 +85,4 @@ def test_a_family_that_keeps_failing_stops_the_run_with_its_traceback(tmp_path, 
 def test_ray_settings_errors(tmp_path, capsys):
     assert _train(tmp_path / "a", RUNS["maml-trpo"], "--sampler", "ray", "--num-workers", "0") == 2
     assert "num_workers" in capsys.readouterr().err
+
