@@ -54,7 +54,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except (EOFError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError, KeyError,
-            AttributeError, ImportError, IndexError, TypeError) as exc:
+            AttributeError, ImportError, IndexError, TypeError, MemoryError, OverflowError, AssertionError) as exc:
+        # (a corrupt length field makes the unpickler ask for absurd sizes: MemoryError / OverflowError)
         raise CheckpointError(
             f"checkpoint {path} is unreadable ({type(exc).__name__}: {exc}); it may be truncated or corrupt - "
             "delete it to start afresh, or point --resume at another run"

@@ -17,13 +17,19 @@ pytestmark = needs_extra("ray")
 FAMILY = "tests.ray_families:FaultyLine-v0"
 
 
-def _curves(logdir: Path) -> dict[str, list[float]]:
+def _curves(logdir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every logged training scalar by step, over all the run's event files (a resumed run adds one); timings
+    and the meta-test (written at each process's end) left out."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(next(logdir.glob("events*"))))
-    events.Reload()
-    return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]
-            if not tag.startswith("time/")}
+    curves: dict[str, dict[int, float]] = {}
+    for path in sorted(logdir.glob("events*")):
+        events = EventAccumulator(str(path))
+        events.Reload()
+        for tag in events.Tags()["scalars"]:
+            if not tag.startswith(("time/", "metatest/")):
+                curves.setdefault(tag, {}).update({e.step: e.value for e in events.Scalars(tag)})
+    return {tag: sorted(values.items()) for tag, values in curves.items()}
 
 
 def _metatest(logdir: Path) -> dict:
@@ -86,3 +92,14 @@ def test_ray_settings_errors(tmp_path, capsys):
     assert _train(tmp_path / "a", RUNS["maml-trpo"], "--sampler", "ray", "--num-workers", "0") == 2
     assert "num_workers" in capsys.readouterr().err
 
+
+
+def test_resume_may_change_the_sampler_and_keeps_the_curve(tmp_path):
+    """A run started on Ray and resumed with the local sampler (the sampler settings are runtime settings)."""
+    one = [a if a != "2" else "1" for a in RUNS["maml-trpo"]]  # --iterations 1
+    assert _train(tmp_path / "mixed", one, "--sampler", "ray", "--num-workers", "2") == 0
+    assert main(["train", "--resume", str(tmp_path / "mixed"), "--iterations", "2", "--sampler", "local",
+                 "--no-progress"]) == 0
+    assert _train(tmp_path / "local", RUNS["maml-trpo"]) == 0
+    assert _curves(tmp_path / "mixed") == _curves(tmp_path / "local")
+    assert _metatest(tmp_path / "mixed") == _metatest(tmp_path / "local")
