@@ -60,11 +60,21 @@ class MAMLTRPO(MAMLBase):
         def adapt_fn(p: Params) -> tuple[Params, ...]:
             return tuple(self.adapt_through(p, train_sub, first_order=False)[-n_queries:])
 
-        def task_kl(p: Params, o: torch.Tensor, m: torch.Tensor, *old: torch.Tensor) -> torch.Tensor:
-            return masked_mean(dist_type(*old).kl(functional_forward(self.policy, p, o)), m) / (n_tasks * n_queries)
-
         def task_hvp(p: Params, u: Params, o: torch.Tensor, m: torch.Tensor, *old: torch.Tensor) -> Params:
-            return jvp(lambda q: grad(task_kl)(q, o, m, *old), (p,), (u,))[1]
+            # J^T H J u, with J the Jacobian of the distribution's fields in the parameters and H the KL's Hessian
+            # in those fields (elementwise, cheap): the KL's Hessian in the parameters at p, as its gradient
+            # vanishes there (p sampled the episodes), for a forward, a tangent and a backward pass instead of
+            # differentiating the gradient
+            def fields_of(q: Params) -> tuple[torch.Tensor, ...]:
+                return tuple(functional_forward(self.policy, q, o))
+
+            def kl_of(fields: tuple[torch.Tensor, ...]) -> torch.Tensor:
+                return masked_mean(dist_type(*old).kl(dist_type(*fields)), m) / (n_tasks * n_queries)
+
+            fields, pull_back = vjp(fields_of, p)
+            _, j_u = jvp(fields_of, (p,), (u,))
+            _, h_j_u = jvp(grad(kl_of), (fields,), (j_u,))
+            return pull_back(h_j_u)[0]
 
         _, transpose = vjp(adapt_fn, start)
         like = list(start.values())
