@@ -79,8 +79,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     return path
 
 
-def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
-    """Write ``data`` as indented JSON, atomically."""
+def write_json_atomic(path: str | os.PathLike, data: Any, make_parents: bool = False) -> Path:
+    """Write ``data`` as indented JSON, atomically (``make_parents``: create missing parent folders first)."""
+    if make_parents:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(data, indent=2) + "\n"
     return atomic_write(path, lambda f: f.write(text.encode()))
 

@@ -23,13 +23,13 @@ here separately, and ``overhead`` Ray's per-call dispatch and gathering.
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from metarl.rundir import write_json_atomic
 
 
 def _run(env: str, sampler: str, workers: int, iterations: int, worker_cpus: int | None = None) -> dict[str, Any]:
@@ -124,8 +124,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for row in out["projection"]:
         print(f"  {row['workers']:>4} -> {row['iteration_seconds']:.2f} (sampling {row['sample_seconds']:.2f})")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+        write_json_atomic(args.json, out, make_parents=True)
     return out
 
 

@@ -19,15 +19,14 @@ Each runs ``--repeats`` times and the best counts; threads: ``--threads`` (defau
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import torch
 
 from metarl.fewshot.algorithms import OuterAdam
 from metarl.fewshot.text import load_text_dataset
 from metarl.fewshot.text_encoders import TEXT_ENCODERS, embed_texts, make_text_encoder, trim_padding
+from metarl.rundir import write_json_atomic
 
 
 def _best_rate(run, count: int, repeats: int) -> float:
@@ -81,8 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = {"sentences": n, "batch": args.batch, "threads": args.threads, "trainable_layers": args.trainable_layers,
            "sentences_per_second": results}
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+        write_json_atomic(args.json, out, make_parents=True)
     return out
 
 

@@ -15,14 +15,14 @@ Exit status 1 if a check fails; 2 without CUDA.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from metarl.rundir import write_json_atomic
 
 RUNS: dict[str, dict[str, Any]] = {
     "maml-trpo": {"env": "metarl/HalfCheetahVel-v0", "meta_batch_size": 10, "episodes_per_task": 5},
@@ -82,8 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['algo']:<10} {r['relative_step_error']:>11.2e} {r['cpu_seconds_per_iteration']:>9.2f} "
               f"{r['cuda_seconds_per_iteration']:>10.2f}  {'ok' if r['passed'] else 'FAILED'}")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"device": torch.cuda.get_device_name(), "results": results}, indent=2))
+        write_json_atomic(args.json, {"device": torch.cuda.get_device_name(), "results": results}, make_parents=True)
     return 0 if all(r["passed"] for r in results) else 1
 
 
