@@ -168,8 +168,9 @@ def adapt_batch(
 
     ``task_batches`` is a pytree whose tensors have a leading task dimension; the result has the
     same leading dimension on every parameter. With ``vectorize`` the tasks run in one
-    ``torch.func.vmap`` call; otherwise in a Python loop (same numbers, used as a reference and
-    for losses that vmap cannot batch). With ``batched_params`` the starting parameters already
+    ``torch.func.vmap`` call; otherwise in a Python loop (same numbers; a reference, for losses that vmap cannot
+    batch, and for convolutions, whose per-task weights vmap turns into grouped convolutions, 2.3x slower on the
+    CPU for Conv-4: ``scripts/benchmark.py maml-omniglot``). With ``batched_params`` the starting parameters already
     carry the task dimension (e.g. a further step from per-task adapted parameters).
     """
     def one(start: Params, task_batch: Any) -> Params:

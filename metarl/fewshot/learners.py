@@ -14,11 +14,14 @@ RL agents call. :mod:`metarl.fewshot.algorithms` plugs the learners into the sha
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import vmap
+from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
 from metarl.adaptation import (
     MetaSGDStepSizes,
@@ -75,6 +78,7 @@ class GradientLearner(nn.Module):
         if task not in ("regression", "classification"):
             raise ValueError(f"task must be 'regression' or 'classification', got {task!r}")
         self.net, self.method, self.inner_lr, self.task = net, method, float(inner_lr), task
+        self._has_conv = any(isinstance(m, nn.Conv2d) for m in net.modules())
         self.step_sizes = MetaSGDStepSizes(self._inner(parameters_of(net)), init=inner_lr) if method == "metasgd" \
             else None
 
@@ -83,6 +87,22 @@ class GradientLearner(nn.Module):
         sentence classifier's head; its encoder then trains in the outer loop only)."""
         names = getattr(self.net, "inner_parameter_names", None)
         return params if names is None else {k: v for k, v in params.items() if k in names}
+
+    @property
+    def vectorize(self) -> bool:
+        """Whether a meta-batch's tasks run in one ``vmap`` (else a loop over tasks, the same numbers). Convolutions
+        with per-task weights under ``vmap`` become grouped convolutions, 2.4x slower than a loop on the CPU for
+        Conv-4 (``scripts/benchmark.py maml-omniglot``): conv nets loop on the CPU; everything else vectorises."""
+        return not (self._has_conv and next(self.net.parameters()).device.type == "cpu")
+
+    def per_task(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn`` applied to each task's slice of ``args`` (pytrees with a leading task axis), stacked: one
+        ``vmap`` or a loop (:attr:`vectorize`)."""
+        if self.vectorize:
+            return vmap(fn)(*args)
+        leaves, spec = tree_flatten(args)
+        outs = [fn(*tree_unflatten([leaf[t] for leaf in leaves], spec)) for t in range(leaves[0].shape[0])]
+        return tree_map(lambda *xs: torch.stack(xs), *outs)
 
     @property
     def first_order(self) -> bool:
@@ -108,10 +128,13 @@ class GradientLearner(nn.Module):
     def loss(self, params: Params, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """The task loss: a pure function of (parameters, (inputs, targets)), as the core requires."""
         inputs, targets = batch
-        out = self.predict(params, inputs)
+        return self.loss_of(self.predict(params, inputs), targets)
+
+    def loss_of(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The task loss of network outputs: mean squared error (regression) or cross-entropy."""
         if self.task == "regression":
-            return (out - targets).pow(2).mean()
-        return F.cross_entropy(out, targets)
+            return (outputs - targets).pow(2).mean()
+        return F.cross_entropy(outputs, targets)
 
     def adapt_tasks(self, support_inputs: torch.Tensor, support_targets: torch.Tensor, *, steps: int,
                     ways: int | None = None, first_order: bool | None = None) -> Params:
@@ -119,18 +142,8 @@ class GradientLearner(nn.Module):
         return adapt_batch(
             self.loss, self.initial_parameters(ways), (support_inputs, support_targets), steps=steps,
             step_size=self.step_size(), first_order=self.first_order if first_order is None else first_order,
+            vectorize=self.vectorize,
         )
-
-    def adapt_tasks_each_step(self, support_inputs: torch.Tensor, support_targets: torch.Tensor, *, steps: int,
-                              ways: int | None = None) -> list[Params]:
-        """The adapted parameters of a stack of tasks after each of ``steps`` inner steps (differentiable)."""
-        params, batched, states = self.initial_parameters(ways), False, []
-        for _ in range(steps):
-            params = adapt_batch(self.loss, params, (support_inputs, support_targets), steps=1,
-                                 step_size=self.step_size(), first_order=self.first_order, batched_params=batched)
-            states.append(params)
-            batched = True
-        return states
 
     def query_loss(self, support_inputs: torch.Tensor, support_targets: torch.Tensor, query_inputs: torch.Tensor,
                    query_targets: torch.Tensor, *, steps: int, multi_step: bool, ways: int | None = None
@@ -138,14 +151,37 @@ class GradientLearner(nn.Module):
         """Mean query loss over tasks after ``steps`` inner steps, and the query outputs after the last step.
 
         With ``multi_step`` the loss is the mean over the states after each step (MAML++'s multi-step loss,
-        Antoniou et al. 2019): every step count is trained, not only the last.
+        Antoniou et al. 2019): every step count is trained, not only the last. Each task's adaptation, query
+        outputs and losses run in one :meth:`per_task` call (one ``vmap``, a forward per query set).
         """
-        if multi_step:
-            states = self.adapt_tasks_each_step(support_inputs, support_targets, steps=steps, ways=ways)
-        else:
-            states = [self.adapt_tasks(support_inputs, support_targets, steps=steps, ways=ways)]
-        losses = [vmap(self.loss)(state, (query_inputs, query_targets)).mean() for state in states]
-        return torch.stack(losses).mean(), vmap(self.predict)(states[-1], query_inputs)
+        start, step_size, first_order = self.initial_parameters(ways), self.step_size(), self.first_order
+
+        def one(xs: torch.Tensor, ys: torch.Tensor, xq: torch.Tensor, yq: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+            params, losses = start, []
+            for k in range(steps):
+                params = adapt(self.loss, params, (xs, ys), steps=1, step_size=step_size, first_order=first_order)
+                if multi_step or k == steps - 1:
+                    outputs = self.predict(params, xq)
+                    losses.append(self.loss_of(outputs, yq))
+            return torch.stack(losses).mean(), outputs
+
+        losses, outputs = self.per_task(one, support_inputs, support_targets, query_inputs, query_targets)
+        return losses.mean(), outputs
+
+    def adapted_outputs(self, support_inputs: torch.Tensor, support_targets: torch.Tensor,
+                        query_inputs: torch.Tensor, *, steps: int, ways: int | None = None,
+                        first_order: bool | None = None) -> torch.Tensor:
+        """Query outputs of stacked tasks after ``steps`` inner steps on their support sets (one
+        :meth:`per_task` call for the adaptation and the outputs)."""
+        start, step_size = self.initial_parameters(ways), self.step_size()
+        first_order = self.first_order if first_order is None else first_order
+
+        def one(xs: torch.Tensor, ys: torch.Tensor, xq: torch.Tensor) -> torch.Tensor:
+            params = adapt(self.loss, start, (xs, ys), steps=steps, step_size=step_size, first_order=first_order)
+            return self.predict(params, xq)
+
+        return self.per_task(one, support_inputs, support_targets, query_inputs)
 
     def adapt_one(self, support_inputs: torch.Tensor, support_targets: torch.Tensor, *, steps: int,
                   ways: int | None = None) -> Params:
@@ -156,7 +192,8 @@ class GradientLearner(nn.Module):
     def further_step(self, params: Params, support_inputs: torch.Tensor, support_targets: torch.Tensor) -> Params:
         """One more inner step from already adapted, task-batched ``params`` (for step-by-step evaluation)."""
         step_size = self.step_size()
-        return vmap(lambda p, x, y: adapt(self.loss, p, (x, y), steps=1, step_size=step_size, first_order=True))(
+        return self.per_task(lambda p, x, y: adapt(self.loss, p, (x, y), steps=1, step_size=step_size,
+                                                   first_order=True), 
             params, support_inputs, support_targets)
 
 
@@ -250,6 +287,5 @@ def classifier_query_logits(learner: nn.Module, batch: EpisodeBatch, ways: int, 
     """Query logits ``(tasks, queries, ways)`` of stacked episodes after adapting on their support sets."""
     if isinstance(learner, PrototypicalNetwork):
         return learner.episode_logits(batch, ways)
-    adapted = learner.adapt_tasks(batch.support_inputs, batch.support_labels, steps=steps, ways=ways,
-                                  first_order=first_order)
-    return vmap(learner.predict)(adapted, batch.query_inputs)
+    return learner.adapted_outputs(batch.support_inputs, batch.support_labels, batch.query_inputs, steps=steps,
+                                   ways=ways, first_order=first_order)
