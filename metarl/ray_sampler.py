@@ -56,6 +56,23 @@ def import_ray() -> Any:
     return ray
 
 
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A one-line error now, where ``ray.init`` would wait minutes, if a ``host:port`` address does not answer
+    (``auto`` and ``ray://`` addresses are left to Ray)."""
+    import socket
+
+    if address == "auto" or "://" in address or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        raise ValueError(f"--ray-address {address!r} is not host:port (or 'auto')")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ValueError(f"no Ray cluster answers at {address} ({exc}); start one with 'ray start --head' there, "
+                         "or fix --ray-address") from exc
+
+
 class SamplerWorker:
     """What runs in a Ray worker process: a copy of the run's sampler (built by ``make_sampler``)."""
 
@@ -141,6 +158,8 @@ class RaySampler:
             worker_cpus = 1 if address else max(1, cores // self.num_workers)
         self.worker_cpus = check_positive_int("worker_cpus", worker_cpus)
         self._make_sampler = make_sampler
+        if address:
+            _check_reachable(address)
         if not ray.is_initialized():
             if address:
                 try:

@@ -91,6 +91,10 @@ def test_a_family_that_keeps_failing_stops_the_run_with_its_traceback(tmp_path, 
 def test_ray_settings_errors(tmp_path, capsys):
     assert _train(tmp_path / "a", RUNS["maml-trpo"], "--sampler", "ray", "--num-workers", "0") == 2
     assert "num_workers" in capsys.readouterr().err
+    # an address where no cluster answers: a one-line error at once (ray.init alone would wait minutes)
+    assert _train(tmp_path / "b", RUNS["maml-trpo"], "--sampler", "ray", "--ray-address", "127.0.0.1:1") == 2
+    err = capsys.readouterr().err
+    assert "no Ray cluster answers at 127.0.0.1:1" in err and "Traceback" not in err
 
 
 
