@@ -201,8 +201,13 @@ class MetaAlgorithm(abc.ABC):
         config.validate()
         sampler = self.make_sampler(config)
         old = self.sampler  # type: ignore[attr-defined]
-        check_spaces(sampler.env, old.env.observation_space, old.env.action_space, f"this {self.name} run")
+        try:
+            check_spaces(sampler.env, old.env.observation_space, old.env.action_space, f"this {self.name} run")
+        except ValueError:
+            sampler.close()
+            raise
         self.cfg, self.sampler = config, sampler
+        old.close()  # its envs (and, for a Ray sampler, its workers)
 
     def learn(self, logdir: str | os.PathLike | None = None, *, progress: bool = False) -> "MetaAlgorithm":
         """Meta-train for the configured iterations, then meta-test (``self.metatest_result``), writing the run
