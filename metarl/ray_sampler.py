@@ -166,7 +166,8 @@ class RaySampler:
                     ray.init(address=address, logging_level="ERROR", log_to_driver=False)
                 except ConnectionError as exc:
                     raise ValueError(f"cannot join the Ray cluster at {address!r}: {exc}; check --ray-address "
-                                     "(host:port of its head node, or 'auto')") from exc
+                                     "(host:port of its head node, or 'auto'), and where the cluster uses token "
+                                     "authentication (Ray >= 2.59), set RAY_AUTH_TOKEN to its token") from exc
             else:  # the driver's import path, so a user's family module imports in the workers too
                 path = os.pathsep.join([os.getcwd(), *[p for p in sys.path if p and os.path.isdir(p)]])
                 ray.init(num_cpus=max(cores, self.num_workers * self.worker_cpus), include_dashboard=False,

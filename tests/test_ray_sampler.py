@@ -107,3 +107,31 @@ def test_resume_may_change_the_sampler_and_keeps_the_curve(tmp_path):
     assert _train(tmp_path / "local", RUNS["maml-trpo"]) == 0
     assert _curves(tmp_path / "mixed") == _curves(tmp_path / "local")
     assert _metatest(tmp_path / "mixed") == _metatest(tmp_path / "local")
+
+
+def test_a_run_joins_an_existing_cluster_with_ray_address(tmp_path):
+    """A Ray instance started by another process (a cluster's head, here on this machine); the run joins it with
+    --ray-address and gives the local sampler's curve. Both run as subprocesses: this process may hold its own."""
+    import os
+    import subprocess
+    import sys
+
+    # Ray >= 2.59 gives local clusters token authentication: a real cluster's users set RAY_AUTH_TOKEN; here
+    # both processes run without it
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    head = subprocess.Popen(
+        [sys.executable, "-c", "import ray, sys; ray.init(num_cpus=2, include_dashboard=False, logging_level='ERROR');"
+         " print(ray.get_runtime_context().gcs_address, flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        address = head.stdout.readline().strip()
+        assert ":" in address, address
+        run = subprocess.run([sys.executable, "-m", "metarl.cli", "train", *RUNS["maml-trpo"], "--logdir",
+                              str(tmp_path / "joined"), "--no-progress", "--sampler", "ray", "--num-workers", "2",
+                              "--ray-address", address], capture_output=True, text=True, timeout=300, env=env)
+        assert run.returncode == 0, run.stderr[-2000:]
+    finally:
+        head.stdin.close()
+        head.wait(timeout=60)
+    assert _train(tmp_path / "local", RUNS["maml-trpo"]) == 0
+    assert _curves(tmp_path / "joined") == _curves(tmp_path / "local")
