@@ -243,7 +243,9 @@ class RaySampler:
             if not ready:  # the oldest shard is past the timeout: its worker counts as dead
                 ref = min(pending, key=lambda r: pending[r][1])
                 i, _ = pending.pop(ref)
-                self._fail(i, failures, shards, tasks, f"no answer within worker_timeout={self.worker_timeout:g} s")
+                self._fail(i, failures, shards, tasks, f"no answer within worker_timeout={self.worker_timeout:g} s "
+                           f"(a hung worker, or a cluster without {self.num_workers} x {self.worker_cpus} free CPUs "
+                           "for the workers)")
                 pending[submit(i)] = (i, time.monotonic())
                 continue
             ref = ready[0]
