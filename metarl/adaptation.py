@@ -23,6 +23,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 __all__ = [
+    "map_tasks",
     "Params",
     "LossFn",
     "parameters_of",
@@ -176,18 +177,28 @@ def adapt_batch(
     def one(start: Params, task_batch: Any) -> Params:
         return adapt(loss_fn, start, task_batch, steps=steps, step_size=step_size, first_order=first_order)
 
-    if vectorize:
-        return vmap(one, in_dims=(0 if batched_params else None, 0), randomness=randomness)(params, task_batches)
-    leaves, spec = torch.utils._pytree.tree_flatten(task_batches)
-    if not leaves:
+    if not torch.utils._pytree.tree_leaves(task_batches):
         raise ValueError("task_batches holds no tensors")
-    n_tasks = leaves[0].shape[0]
-    per_task = [
-        one({k: v[i] for k, v in params.items()} if batched_params else params,
-            torch.utils._pytree.tree_unflatten([leaf[i] for leaf in leaves], spec))
-        for i in range(n_tasks)
-    ]
-    return {name: torch.stack([p[name] for p in per_task]) for name in per_task[0]}
+    return map_tasks(one, params, task_batches, in_dims=(0 if batched_params else None, 0), vectorize=vectorize,
+                     randomness=randomness)
+
+
+def map_tasks(fn: Callable[..., Any], *args: Any, in_dims: int | tuple[int | None, ...] = 0,
+              vectorize: bool = True, randomness: str = "error") -> Any:
+    """``fn`` applied to every task's slice of ``args`` (pytrees with a leading task axis where ``in_dims`` is 0,
+    shared where it is ``None``), results stacked on a new leading axis: one ``torch.func.vmap`` call, or with
+    ``vectorize=False`` a Python loop (the same numbers)."""
+    if vectorize:
+        return vmap(fn, in_dims=in_dims, randomness=randomness)(*args)
+    dims = in_dims if isinstance(in_dims, tuple) else (in_dims,) * len(args)
+    batched = [a for a, d in zip(args, dims) if d is not None]
+    n_tasks = torch.utils._pytree.tree_leaves(batched)[0].shape[0]
+
+    def task(t: int) -> tuple[Any, ...]:
+        return tuple(a if d is None else torch.utils._pytree.tree_map(lambda x: x[t], a) for a, d in zip(args, dims))
+
+    outs = [fn(*task(t)) for t in range(n_tasks)]
+    return torch.utils._pytree.tree_map(lambda *xs: torch.stack(xs), *outs)
 
 
 class MetaSGDStepSizes(nn.Module):

@@ -20,8 +20,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import vmap
-from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
 from metarl.adaptation import (
     MetaSGDStepSizes,
@@ -30,6 +28,7 @@ from metarl.adaptation import (
     adapt,
     adapt_batch,
     functional_forward,
+    map_tasks,
     parameters_of,
 )
 from metarl.fewshot.data import EpisodeBatch
@@ -98,11 +97,7 @@ class GradientLearner(nn.Module):
     def per_task(self, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn`` applied to each task's slice of ``args`` (pytrees with a leading task axis), stacked: one
         ``vmap`` or a loop (:attr:`vectorize`)."""
-        if self.vectorize:
-            return vmap(fn)(*args)
-        leaves, spec = tree_flatten(args)
-        outs = [fn(*tree_unflatten([leaf[t] for leaf in leaves], spec)) for t in range(leaves[0].shape[0])]
-        return tree_map(lambda *xs: torch.stack(xs), *outs)
+        return map_tasks(fn, *args, vectorize=self.vectorize)
 
     @property
     def first_order(self) -> bool:
