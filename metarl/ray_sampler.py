@@ -81,10 +81,6 @@ class SamplerWorker:
         os.environ["METARL_CPUS"] = str(cpus)  # the batched MuJoCo backends step with this many threads
         self.sampler = make_sampler()
 
-    def pid(self) -> int:
-        """The worker's process id."""
-        return os.getpid()
-
     def rollout(self, act_fn: ActFn, tasks: list[Any], episodes_per_task: int, seeds: np.ndarray,
                 generator_seed: int, info_keys: tuple[str, ...], shard: Shard) -> tuple[str, Any]:
         """``("ok", (Episodes, seconds))``, or ``("nonfinite" | "error", message)`` where sampling raised."""
@@ -176,7 +172,6 @@ class RaySampler:
         self._ray = ray
         self._actor_class = ray.remote(num_cpus=self.worker_cpus, max_restarts=0)(SamplerWorker)
         self.workers = [self._new_worker() for _ in range(self.num_workers)]
-        self.restarts = 0
         self.last_fps = float("nan")
         #: the last :meth:`sample` call's wall time, the act function's ``ray.put``, and the workers' own
         #: sampling time (slowest, and summed): the rest is Ray's dispatch and the results' transfer
@@ -193,11 +188,6 @@ class RaySampler:
     def _replace(self, index: int) -> None:
         self._ray.kill(self.workers[index], no_restart=True)
         self.workers[index] = self._new_worker()
-        self.restarts += 1
-
-    def worker_pids(self) -> list[int]:
-        """The process id of every worker (e.g. to watch or test them)."""
-        return self._ray.get([w.pid.remote() for w in self.workers], timeout=self.worker_timeout)
 
     def backend(self, tasks: Sequence[Any], episodes_per_task: int) -> _RemoteBackend:
         """A stand-in for the backend an act function may hold (the workers run the real ones)."""
