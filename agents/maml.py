@@ -29,7 +29,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch.func import vmap
 
 from metarl.adaptation import Params, adapt_batch, detach_params, functional_forward
 from metarl.config import EnvRunConfig, field
@@ -37,6 +36,7 @@ from metarl.networks import LinearFeatureBaseline, ValueNetwork, make_policy
 from metarl.returns import ci95, discounted_returns, gae, masked_mean, masked_normalize
 from metarl.sampler import Episodes
 from metarl.tasks import tasks_to_json
+from metarl.agents.actors import PolicyActor, policy_distribution
 from metarl.algorithm import acting_copy
 from metarl.training import MetaAlgorithm, check_finite, check_validation_seed
 
@@ -50,31 +50,6 @@ __all__ = [
 ]
 
 Batch = dict[str, torch.Tensor]
-
-
-def policy_distribution(policy: torch.nn.Module, params: Params, obs: torch.Tensor, batched: bool) -> Any:
-    """The action distribution of ``policy`` run with ``params``; ``batched``: params and observations have a
-    leading task axis (one adapted policy per task, through ``vmap``)."""
-    if batched:
-        return vmap(lambda p, o: functional_forward(policy, p, o))(params, obs)
-    return functional_forward(policy, params, obs)
-
-
-class PolicyActor:
-    """The sampler's act function of a MAML policy with explicit (e.g. adapted, per-task) parameters: a small
-    picklable object (the policy network and the parameters), so remote samplers can run it.
-
-    Args:
-        policy: the policy network.
-        params: its parameters (``batched``: with a leading task axis).
-        batched: one parameter set per task.
-    """
-
-    def __init__(self, policy: torch.nn.Module, params: Params, batched: bool):
-        self.policy, self.params, self.batched = policy, params, batched
-
-    def __call__(self, obs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return policy_distribution(self.policy, self.params, obs, self.batched).sample(generator)
 
 
 @dataclass

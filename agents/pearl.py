@@ -52,6 +52,7 @@ from metarl.returns import ci95
 from metarl.sac import ActionScaler, TanhGaussianPolicy, TwinQ, soft_q_target, soft_update
 from metarl.sampler import ActFn, Episodes
 from metarl.tasks import Task, tasks_to_json
+from metarl.agents.actors import LatentActor
 from metarl.algorithm import acting_copy
 from metarl.training import MetaAlgorithm, check_finite, check_validation_seed
 
@@ -59,18 +60,6 @@ __all__ = ["PEARLConfig", "PEARL"]
 
 #: the step info key holding a dense reward for the critic (``--critic-reward dense``)
 DENSE_REWARD_KEY = "dense_reward"
-
-
-class LatentActor:
-    """The sampler's act function of PEARL's policy conditioned on latent tasks ``z`` ``(tasks, episodes, latent)``:
-    a small picklable object (policy, action scaler, ``z``), so remote samplers can run it."""
-
-    def __init__(self, policy: TanhGaussianPolicy, scaler: ActionScaler, z: torch.Tensor, deterministic: bool):
-        self.policy, self.scaler, self.z, self.deterministic = policy, scaler, z, deterministic
-
-    def __call__(self, obs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        x = torch.cat([obs.flatten(2), self.z], dim=-1)
-        return self.scaler.to_env(self.policy(x, generator, deterministic=self.deterministic).actions)
 
 
 @dataclass
