@@ -336,7 +336,9 @@ class MAMLBase(MetaAlgorithm):
                          for state, query in zip(sampled_by, queries)]
             entropy = masked_mean(self._dist(detach_params(params), supports[0]["observations"], batched=False)
                                   .entropy(), supports[0]["mask"])
+        t0 = time.perf_counter()
         outer_metrics = self.outer_step(params, supports, queries, sampled_by, old_dists)
+        outer_time = time.perf_counter() - t0
         metrics = {
             "samples": steps,
             "rollout/return_before_adaptation": returns[0],
@@ -345,6 +347,8 @@ class MAMLBase(MetaAlgorithm):
             **outer_metrics,
             "train/entropy_loss": -float(entropy),
             "time/fps": steps / sample_time if sample_time > 0 else float("nan"),
+            "time/sampling_seconds": sample_time,
+            "time/outer_step_seconds": outer_time,
             "time/iteration_seconds": time.perf_counter() - t_start,
         }
         if hasattr(self.policy, "log_std"):  # Gaussian policies

@@ -288,6 +288,7 @@ class PEARL(MetaAlgorithm):
             **{f"train/{k}": float(np.mean(v)) for k, v in stats.items()},
             "train/alpha": self.alpha,
             "time/fps": steps / sample_seconds if sample_seconds > 0 else float("nan"),
+            "time/sampling_seconds": sample_seconds,
             "time/gradient_steps_per_second": cfg.gradient_steps / update_seconds if update_seconds > 0 else float("nan"),
             "time/iteration_seconds": time.perf_counter() - t_start,
         })

@@ -174,6 +174,7 @@ class RL2PPO(MetaAlgorithm):
             "rollout/last_episode_return": float(by_index[-1]),
             **train,
             "time/fps": steps / sample_time if sample_time > 0 else float("nan"),
+            "time/sampling_seconds": sample_time,
             "time/iteration_seconds": time.perf_counter() - t_start,
         }
         return metrics

@@ -133,10 +133,17 @@ def _setup(name: str, args: argparse.Namespace) -> tuple[GradientLearner, list, 
     return learner, [episodes() for _ in range(4)], args.ways
 
 
-def _time_per_iteration(step: Callable[[int], None], iterations: int) -> float:
+def _synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _time_per_iteration(step: Callable[[int], None], iterations: int, device: str = "cpu") -> float:
+    _synchronize(device)
     start = time.perf_counter()
     for i in range(iterations):
         step(i)
+    _synchronize(device)
     return (time.perf_counter() - start) / iterations
 
 
@@ -145,6 +152,8 @@ def maml_comparison(args: argparse.Namespace) -> dict:
     alternating in rounds, after checking that their meta-gradients agree; returns the result dict."""
     torch.set_num_threads(args.threads)
     learner, batches, ways = _setup(args.benchmark, args)
+    learner.to(args.device)
+    batches = [type(b)(*(t.to(args.device) for t in b)) for b in batches]
     optimizer = torch.optim.Adam(learner.parameters(), lr=1e-3)
     losses = _implementations(learner, batches, args.inner_lr, ways)
     names = [n for n, p in learner.net.named_parameters()]
@@ -156,11 +165,19 @@ def maml_comparison(args: argparse.Namespace) -> dict:
         optimizer.zero_grad(set_to_none=True)
         return out
 
-    reference = gradient(losses["autograd.grad loop"])
-    gaps = {name: float((gradient(fn) - reference).abs().max() / reference.abs().max()) for name, fn in losses.items()}
-    bad = {name: gap for name, gap in gaps.items() if gap > 1e-4}
+    def gaps_to_the_loop() -> dict[str, float]:
+        reference = gradient(losses["autograd.grad loop"])
+        return {name: float((gradient(fn) - reference).abs().max() / reference.abs().max())
+                for name, fn in losses.items()}
+
+    tf32_gaps = None
+    if args.device.startswith("cuda"):  # cuDNN convolutions default to TF32 (10-bit mantissa): report their gap,
+        tf32_gaps = gaps_to_the_loop()  # then check and time in full float32
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    gaps = gaps_to_the_loop()
+    bad = {name: gap for name, gap in gaps.items() if gap > args.tolerance}
     if bad:
-        raise RuntimeError(f"meta-gradients differ from the autograd loop's: {bad}")
+        print(f"meta-gradients differ from the autograd loop's by more than {args.tolerance}: {bad}", file=sys.stderr)
 
     def step(loss_fn: Callable[[int], torch.Tensor]) -> Callable[[int], None]:
         def run(i: int) -> None:
@@ -177,19 +194,23 @@ def maml_comparison(args: argparse.Namespace) -> dict:
     for _ in range(args.rounds):
         for name, run in steps.items():
             iterations = args.iterations if name.startswith("core") else max(1, args.iterations // 5)
-            times[name].append(_time_per_iteration(run, iterations))
+            times[name].append(_time_per_iteration(run, iterations, args.device))
     core = "core (adapt_batch)"
     ms = {name: 1e3 * statistics.median(t) for name, t in times.items()}
     ratio = {name: statistics.median(a / c for a, c in zip(t, times[core])) for name, t in times.items()}
     shape = (f"meta-batch {args.meta_batch_size}, K={args.shots}" if ways is None else
              f"Conv-4 ({args.downsample}), {ways}-way {args.shots}-shot, meta-batch {args.meta_batch_size}")
-    print(f"{args.benchmark}: one meta-iteration ({shape}, 1 second-order step), {args.threads} thread(s), "
-          f"median of {args.rounds} rounds")
+    where = (f"{args.threads} CPU thread(s)" if args.device == "cpu" else
+             f"{args.device} ({torch.cuda.get_device_name(args.device)})")
+    print(f"{args.benchmark}: one meta-iteration ({shape}, 1 second-order step), {where}, median of {args.rounds} "
+          "rounds")
     for name in steps:
-        print(f"  {name:<30} {ms[name]:9.3f} ms  {ratio[name]:6.2f}x the core  (gradient gap {gaps[name]:.1e})")
+        tf32 = "" if tf32_gaps is None else f", with TF32 {tf32_gaps[name]:.1e}"
+        print(f"  {name:<30} {ms[name]:9.3f} ms  {ratio[name]:6.2f}x the core  (gradient gap {gaps[name]:.1e}{tf32})")
     return {"benchmark": args.benchmark, "meta_batch_size": args.meta_batch_size, "shots": args.shots,
-            "ways": ways, "threads": args.threads, "rounds": args.rounds, "ms_per_iteration": ms,
-            "times_the_core": ratio, "meta_gradient_relative_gap": gaps, "torch": torch.__version__,
+            "ways": ways, "threads": args.threads, "device": args.device, "rounds": args.rounds, "ms_per_iteration": ms,
+            "times_the_core": ratio, "meta_gradient_relative_gap": gaps,
+            "meta_gradient_relative_gap_tf32": tf32_gaps, "gradients_agree": not bad, "torch": torch.__version__,
             "speedup": ratio["autograd.grad loop"]}
 
 
@@ -213,16 +234,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--rounds", type=int, default=5, help="alternating timing rounds (medians are reported)")
         p.add_argument("--warmup", type=int, default=3, help="untimed iterations of each first")
         p.add_argument("--threads", type=int, default=1, help="torch CPU threads for every implementation")
+        p.add_argument("--device", default="cpu", help="where the networks and the data live (cpu, cuda, cuda:N)")
         p.add_argument("--seed", type=int, default=0, help="seed of the network and the tasks")
         p.add_argument("--json", type=Path, default=None, help="also write the result here")
+        p.add_argument("--tolerance", type=float, default=1e-4,
+                       help="largest meta-gradient gap to the autograd loop (relative to its largest entry)")
         p.add_argument("--min-speedup", type=float, default=0.0,
                        help="exit with status 1 below this speedup over the autograd loop")
         p.set_defaults(run=maml_comparison, check="speedup")
     args = parser.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: this torch sees no CUDA device; use --device cpu")
     result = args.run(args)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
+    if not result["gradients_agree"]:
+        return 1
     if result[args.check] < args.min_speedup:
         print(f"speedup {result[args.check]:.2f}x is below the required {args.min_speedup}x", file=sys.stderr)
         return 1

@@ -32,8 +32,17 @@ SMALL = {
 @pytest.mark.parametrize("algo", sorted(SMALL))
 def test_the_cuda_check_compares_one_meta_update(algo, monkeypatch):
     check_cuda = load_script("check_cuda")
-    monkeypatch.setitem(check_cuda.RUNS, algo, SMALL[algo])
+    monkeypatch.setitem(check_cuda.CHECKS, algo, (algo, SMALL[algo]))
     result = check_cuda.check(algo, iterations=0, tolerance=1e-4, devices=("cpu", "cpu"))
     assert result["passed"] and result["relative_step_error"] == 0.0
+    assert result["episode_drift"] and max(result["episode_drift"]) == 0.0  # the second run replayed the first's
     if not torch.cuda.is_available():
-        assert check_cuda.main(["--algos", algo]) == 2  # says it needs a GPU
+        assert check_cuda.main(["--checks", algo]) == 2  # says it needs a GPU
+
+
+def test_the_cuda_check_times_sampling_and_the_outer_step(monkeypatch):
+    check_cuda = load_script("check_cuda")
+    monkeypatch.setitem(check_cuda.CHECKS, "maml-trpo", ("maml-trpo", SMALL["maml-trpo"]))
+    result = check_cuda.check("maml-trpo", iterations=1, tolerance=1e-4, devices=("cpu", "cpu"))
+    assert result["cpu_sampling_seconds"] > 0 and result["cpu_outer_step_seconds"] > 0
+    assert result["cpu_seconds_per_iteration"] >= result["cpu_sampling_seconds"] + result["cpu_outer_step_seconds"]
