@@ -111,18 +111,24 @@ class MAMLTRPO(MAMLBase):
                 for p, v in zip(param_list, unflat_like(vector, param_list)):
                     p.copy_(v)
 
+        evaluated: dict[float, tuple[float, float]] = {}
+
         def evaluate(fraction: float) -> tuple[float, float]:
             set_params(old_flat - fraction * step)
             with torch.no_grad():
                 new_loss, new_kl = self._surrogate(params, train, queries, old_log_probs, old_dists, True)
-            return float(new_loss), float(new_kl)
+            evaluated[fraction] = float(new_loss), float(new_kl)
+            return evaluated[fraction]
 
         old_loss = float(loss.detach())
         del loss, fvp
         fraction, ls_steps = backtracking_line_search(evaluate, old_loss, cfg.max_kl, cfg.ls_max_steps,
                                                       cfg.ls_backtrack_ratio)
-        set_params(old_flat - fraction * step)
-        new_loss, new_kl = evaluate(fraction) if fraction > 0 else (old_loss, 0.0)
+        if fraction > 0:  # the search stops right after evaluating (and setting) the accepted fraction
+            new_loss, new_kl = evaluated[fraction]
+        else:
+            set_params(old_flat)
+            new_loss, new_kl = old_loss, 0.0
         return {
             "train/surrogate_loss_before": old_loss,
             "train/surrogate_loss_after": new_loss,
