@@ -34,6 +34,19 @@ def test_pearl_benchmark_reports_update_rates(tmp_path, capsys):
     assert "| metarl/SparsePointRobot-v0 |" in capsys.readouterr().out
 
 
+def test_iteration_benchmark_times_variants_side_by_side(tmp_path, capsys):
+    module = load_script("benchmark_iteration")
+    out = tmp_path / "iteration.json"
+    module.main(["--env", "metarl/Navigation2D-v0", "--variant", "meta_batch_size=2,episodes_per_task=2",
+                 "--variant", "meta_batch_size=2,episodes_per_task=2,fisher_subsample=2", "--iterations", "1",
+                 "--rounds", "1", "--warmup", "0", "--json", str(out)])
+    rows = json.loads(out.read_text())["results"]
+    assert [r["settings"] for r in rows[1:]] == [{"meta_batch_size": 2, "episodes_per_task": 2},
+                                                 {"meta_batch_size": 2, "episodes_per_task": 2, "fisher_subsample": 2}]
+    assert all(r["iteration_seconds"] >= r["sampling_seconds"] + r["outer_step_seconds"] > 0 for r in rows)
+    assert "fisher_subsample=2" in capsys.readouterr().out
+
+
 def test_every_tensorboard_tag_is_documented(tmp_path):
     """Tiny runs of each kind; every scalar tag they write appears in docs/tensorboard.md."""
     from metarl.cli import main

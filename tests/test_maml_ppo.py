@@ -235,7 +235,7 @@ def test_half_cheetah_presets_are_the_original_codes_with_promps_network():
 
 def test_python_api_gets_the_presets_the_command_line_uses():
     built = MAMLTRPO(env="metarl/Navigation2D-v0", seed=1, meta_batch_size=2)
-    assert built.cfg.gae_lambda == 0.9 and built.cfg.fisher_subsample == 4, "the preset applies in Python too"
+    assert built.cfg.gae_lambda == 0.9 and built.cfg.fisher_subsample == 10, "the preset applies in Python too"
     assert built.cfg.meta_batch_size == 2 and built.cfg.seed == 1, "settings given win over the preset"
     explicit = MAMLTRPO(MAMLConfig(env="metarl/Navigation2D-v0"))
     assert explicit.cfg.gae_lambda == 1.0, "a complete config is used as given"
