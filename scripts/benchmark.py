@@ -5,14 +5,17 @@
 
 Subcommands:
     maml-sinusoid   one MAML sinusoid meta-iteration (meta-batch 25, K=10 support + 10 query points,
-                    one second-order inner step, Adam update) with the shared adaptation core
-                    (``metarl.adaptation.adapt_batch``, vmapped over tasks) against a reference that
-                    loops over the tasks with ``torch.autograd.grad(..., create_graph=True)``. Both use
-                    the same network, loss, data and optimiser, and their meta-gradients are checked
-                    to agree before timing. Reports the per-iteration times and their ratio.
+                    one second-order inner step, Adam update) as meta-training runs it
+                    (``GradientLearner.query_loss``: a regression MLP's inner step in closed form,
+                    ``metarl.mlp_gradients``) against a per-task ``torch.autograd.grad(..., create_graph=True)``
+                    loop, a hand-written ``torch.func`` vmap, and torchopt's and higher's loops when installed
+                    (the ``bench`` extra). All use the same network, loss, data and optimiser, and their
+                    meta-gradients are checked to agree before timing.
+    maml-omniglot   the same for Conv-4 20-way 1-shot (the core loops over tasks on the CPU, vmaps on CUDA);
+                    ``--device cuda`` runs it on a GPU.
 
-Timings alternate between the two implementations in several rounds and report medians, so a
-machine shared with other jobs slows both alike.
+Timings alternate between the implementations in several rounds and report medians, so a
+machine shared with other jobs slows all alike.
 """
 
 from __future__ import annotations
@@ -69,8 +72,8 @@ def _implementations(learner: GradientLearner, batches: list, inner_lr: float, w
                                                              b.support_labels, b.query_inputs, b.query_labels)
         return losses.mean()
 
-    out = {"core (adapt_batch)": core, "autograd.grad loop": autograd_loop, "hand-written torch.func vmap":
-           handwritten_vmap}
+    out = {"core (GradientLearner.query_loss)": core, "autograd.grad loop": autograd_loop,
+           "hand-written torch.func vmap": handwritten_vmap}
     if ways is not None:
         return out
     net = learner.net
@@ -195,7 +198,7 @@ def maml_comparison(args: argparse.Namespace) -> dict:
         for name, run in steps.items():
             iterations = args.iterations if name.startswith("core") else max(1, args.iterations // 5)
             times[name].append(_time_per_iteration(run, iterations, args.device))
-    core = "core (adapt_batch)"
+    core = "core (GradientLearner.query_loss)"
     ms = {name: 1e3 * statistics.median(t) for name, t in times.items()}
     ratio = {name: statistics.median(a / c for a, c in zip(t, times[core])) for name, t in times.items()}
     shape = (f"meta-batch {args.meta_batch_size}, K={args.shots}" if ways is None else

@@ -110,7 +110,8 @@ def check(name: str, iterations: int, tolerance: float, devices: tuple[str, str]
     reference, other = (steps[d] for d in devices)
     error = float((other - reference).norm() / reference.norm().clamp_min(1e-12))
     return {"check": name, "algo": CHECKS[name][0], **CHECKS[name][1], "relative_step_error": error,
-            "episode_drift": drift, "passed": error <= tolerance, **{f"{d}_{k}": v for d in devices for k, v in timings[d].items()}}
+            "episode_drift": drift, "passed": error <= tolerance,
+            **{f"{d}_{k}": v for d in devices for k, v in timings[d].items()}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,14 +131,14 @@ def main(argv: list[str] | None = None) -> int:
     def seconds(value: float | None) -> str:
         return "-" if value is None else f"{value:.3f}"
 
-    print(f"{'check':<22} {'step error':>10} {'drift':>8}  {'s/iteration':>13}  {'s sampling':>13}  {'s outer step':>13}  "
-          f"cpu/cuda on {torch.cuda.get_device_name()}")
+    print(f"{'check':<22} {'step error':>10} {'drift':>8}  {'s/iteration':>13}  {'s sampling':>13}  "
+          f"{'s outer step':>13}  cpu/cuda on {torch.cuda.get_device_name()}")
     for r in results:
         cells = [f"{seconds(r[f'cpu_{k}'])}/{seconds(r[f'cuda_{k}'])}"
                  for k in ("seconds_per_iteration", "sampling_seconds", "outer_step_seconds")]
         drift = max(r["episode_drift"], default=0.0)
-        print(f"{r['check']:<22} {r['relative_step_error']:>10.2e} {drift:>8.1e}  {cells[0]:>13}  {cells[1]:>13}  {cells[2]:>13}  "
-              f"{'ok' if r['passed'] else 'FAILED'}")
+        print(f"{r['check']:<22} {r['relative_step_error']:>10.2e} {drift:>8.1e}  {cells[0]:>13}  {cells[1]:>13}  "
+              f"{cells[2]:>13}  {'ok' if r['passed'] else 'FAILED'}")
     if args.json:
         write_json_atomic(args.json, {"device": torch.cuda.get_device_name(), "results": results}, make_parents=True)
     return 0 if all(r["passed"] for r in results) else 1

@@ -116,6 +116,38 @@ def test_meta_sgd_learns_its_step_sizes():
     assert not torch.equal(initial["head_weight"], step_sizes.as_dict()["head_weight"].detach())
 
 
+@pytest.mark.parametrize("method, activation, steps, multi_step", [
+    ("maml", "relu", 1, False), ("maml", "tanh", 3, True), ("fomaml", "relu", 2, False), ("metasgd", "relu", 2, True)])
+def test_closed_form_mlp_inner_steps_equal_the_generic_core(method, activation, steps, multi_step):
+    """A regression MLP's closed-form inner steps (metarl.mlp_gradients) give the generic core's query loss,
+    outputs and meta-gradient (MAML, FOMAML, Meta-SGD; one or several steps; ReLU and Tanh)."""
+    from metarl.fewshot.learners import GradientLearner
+    from metarl.mlp_gradients import mlp_layout
+    from metarl.networks import mlp
+
+    torch.manual_seed(0)
+    learner = GradientLearner(mlp(1, (16, 16), 1, activation=activation), method, 0.05, task="regression")
+    assert learner._mlp == mlp_layout(learner.net) and learner._mlp is not None
+    batch = SinusoidTasks().sample(np.random.default_rng(0), 6, 5, 7)
+    results = []
+    for closed_form in (learner._mlp, None):
+        learner._mlp = closed_form
+        learner.zero_grad()
+        loss, outputs = learner.query_loss(batch.support_inputs, batch.support_labels, batch.query_inputs,
+                                           batch.query_labels, steps=steps, multi_step=multi_step)
+        loss.backward()
+        tested = learner.adapted_outputs(batch.support_inputs, batch.support_labels, batch.query_inputs, steps=steps)
+        grads = [p.grad.clone() for p in learner.parameters()]
+        results.append((loss.detach(), outputs.detach(), tested.detach(), grads))
+    (loss_a, out_a, test_a, grads_a), (loss_b, out_b, test_b, grads_b) = results
+    torch.testing.assert_close(loss_a, loss_b, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(out_a, out_b, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(test_a, test_b, rtol=1e-5, atol=1e-6)
+    for a, b in zip(grads_a, grads_b):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert mlp_layout(ConvClassifier(image_size=16, hidden=8)) is None  # conv nets keep the generic core
+
+
 @pytest.mark.parametrize("downsample", ["stride", "maxpool"])
 def test_conv_classifier_vmapped_adaptation_equals_the_task_loop(downsample):
     """Batch norm without running statistics under vmap: same adapted weights and meta-gradient as a loop."""
