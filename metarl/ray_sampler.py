@@ -14,7 +14,8 @@ zero) with the whole batch's noise generator and keeps its own rows (:meth:`Epis
 for any number of workers. The cost: each worker evaluates the policy for the whole batch (cheap against
 physics for the families here; docs/benchmarks.md projects where it stops scaling).
 
-**Faults.** A worker whose process dies (or that has not answered within ``worker_timeout`` seconds) is killed,
+**Faults.** A worker whose process dies (or that has not answered within ``worker_timeout`` seconds of sampling;
+starting a worker, which imports torch and builds its sampler, has its own limit, ``WORKER_START_TIMEOUT``) is killed,
 replaced by a fresh one and its shard is sampled again from the same seeds, so the episodes do not change. A
 shard whose sampling raises is retried on a fresh worker too; after ``worker_retries`` failures the run stops
 with :class:`SamplerWorkerError`, carrying the worker's own traceback and the tasks it was on (the last
@@ -41,6 +42,11 @@ from metarl.tasks import check_positive_int, check_rng
 __all__ = ["RaySampler", "SamplerWorkerError", "concat_episodes"]
 
 _EXTRA = "pip install 'metarl[ray]'"
+
+
+#: seconds a new worker may take to start (its process, imports and sampler) before the run stops: on a loaded
+#: machine this is many seconds, which must not count against ``worker_timeout``, the limit on a shard's sampling
+WORKER_START_TIMEOUT = 120.0
 
 
 class SamplerWorkerError(RuntimeError):
@@ -80,6 +86,10 @@ class SamplerWorker:
         torch.set_num_threads(1)
         os.environ["METARL_CPUS"] = str(cpus)  # the batched MuJoCo backends step with this many threads
         self.sampler = make_sampler()
+
+    def ready(self) -> bool:
+        """Answers once the worker has started (its sampler built)."""
+        return True
 
     def rollout(self, act_fn: ActFn, tasks: list[Any], episodes_per_task: int, seeds: np.ndarray,
                 generator_seed: int, info_keys: tuple[str, ...], shard: Shard) -> tuple[str, Any]:
@@ -171,7 +181,9 @@ class RaySampler:
                          runtime_env={"env_vars": {"PYTHONPATH": path}})
         self._ray = ray
         self._actor_class = ray.remote(num_cpus=self.worker_cpus, max_restarts=0)(SamplerWorker)
-        self.workers = [self._new_worker() for _ in range(self.num_workers)]
+        self.workers = [self._actor_class.remote(self._make_sampler, self.worker_cpus)
+                        for _ in range(self.num_workers)]
+        self._wait_started(self.workers)
         self.last_fps = float("nan")
         #: the last :meth:`sample` call's wall time, the act function's ``ray.put``, and the workers' own
         #: sampling time (slowest, and summed): the rest is Ray's dispatch and the results' transfer
@@ -182,12 +194,24 @@ class RaySampler:
             raise AttributeError(name)
         return getattr(self.local, name)
 
-    def _new_worker(self) -> Any:
-        return self._actor_class.remote(self._make_sampler, self.worker_cpus)
+    def _wait_started(self, workers: list[Any]) -> None:
+        """Block until ``workers`` have started, so that ``worker_timeout`` counts sampling only."""
+        refs = [worker.ready.remote() for worker in workers]
+        ready, _ = self._ray.wait(refs, num_returns=len(refs), timeout=WORKER_START_TIMEOUT)
+        try:
+            self._ray.get(ready)
+        except self._ray.exceptions.RayActorError as exc:
+            raise SamplerWorkerError(f"a Ray sampler worker failed to start: {exc}") from exc
+        if len(ready) < len(refs):
+            raise SamplerWorkerError(
+                f"{len(refs) - len(ready)} Ray sampler worker(s) did not start within {WORKER_START_TIMEOUT:g} s: "
+                f"the cluster has no {len(refs)} x {self.worker_cpus} free CPUs, or its nodes cannot import metarl "
+                "and the family's module; the last checkpoint is intact")
 
     def _replace(self, index: int) -> None:
         self._ray.kill(self.workers[index], no_restart=True)
-        self.workers[index] = self._new_worker()
+        self.workers[index] = self._actor_class.remote(self._make_sampler, self.worker_cpus)
+        self._wait_started([self.workers[index]])
 
     def backend(self, tasks: Sequence[Any], episodes_per_task: int) -> _RemoteBackend:
         """A stand-in for the backend an act function may hold (the workers run the real ones)."""

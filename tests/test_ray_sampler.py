@@ -88,6 +88,16 @@ def test_a_family_that_keeps_failing_stops_the_run_with_its_traceback(tmp_path, 
     assert state["iteration"] == 2  # every meta-iteration's checkpoint, intact
 
 
+def test_workers_that_do_not_start_stop_the_run_with_a_one_line_error(tmp_path, capsys, monkeypatch):
+    """Starting a worker has its own limit (not ``--worker-timeout``, which counts sampling only)."""
+    import metarl.ray_sampler
+
+    monkeypatch.setattr(metarl.ray_sampler, "WORKER_START_TIMEOUT", 0.001)
+    assert _train(tmp_path / "run", RUNS["maml-trpo"], "--sampler", "ray", "--num-workers", "2") == 1
+    err = capsys.readouterr().err
+    assert "did not start within 0.001 s" in err and "free CPUs" in err and "Traceback" not in err
+
+
 def test_ray_settings_errors(tmp_path, capsys):
     assert _train(tmp_path / "a", RUNS["maml-trpo"], "--sampler", "ray", "--num-workers", "0") == 2
     assert "num_workers" in capsys.readouterr().err
