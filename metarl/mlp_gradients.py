@@ -49,10 +49,6 @@ def mlp_layout(net: nn.Module) -> MLPLayout | None:
     return MLPLayout(tuple(layers))
 
 
-def _bias(b: torch.Tensor) -> torch.Tensor:
-    return b.unsqueeze(-2) if b.dim() == 2 else b  # per-task biases (tasks, out) broadcast over the points
-
-
 def mlp_forward(layout: MLPLayout, params: Params, inputs: torch.Tensor
                 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Outputs ``(tasks, points, out)`` for inputs ``(tasks, points, in)`` with parameters shared by all tasks
@@ -61,7 +57,11 @@ def mlp_forward(layout: MLPLayout, params: Params, inputs: torch.Tensor
     for layer in layout.layers:
         if layer[0] == "linear":
             saved.append(h)
-            h = h @ params[layer[1]].transpose(-1, -2) + _bias(params[layer[2]])
+            weight, bias = params[layer[1]], params[layer[2]]
+            if weight.dim() == 2:  # shared by the tasks: one matrix product with the bias added
+                h = torch.nn.functional.linear(h, weight, bias)
+            else:  # per task: one batched product with the bias added
+                h = torch.baddbmm(bias.unsqueeze(-2), h, weight.transpose(-1, -2))
         elif layer[0] == "relu":
             h = h.relu()
             saved.append(h)
