@@ -304,7 +304,7 @@ class MAMLBase(MetaAlgorithm):
         tasks = self.sampler.sample_tasks(cfg.meta_batch_size, rng, split="train")
         params = self.meta_params()
         sample_time = 0.0
-        returns, supports, states = [], [], []
+        returns, supports, states, sampling_dists = [], [], [], []
         adapted, batched = detach_params(params), False
         for step in range(cfg.inner_steps + 1):  # support episodes of each inner step, then the query episodes
             t0 = time.perf_counter()
@@ -317,8 +317,8 @@ class MAMLBase(MetaAlgorithm):
                 break
             check_finite(batch["advantages"], f"advantages of the support episodes of inner step {step + 1}")
             with torch.no_grad():
-                batch["sampling_log_probs"] = self._dist(adapted, batch["observations"], batched).log_prob(
-                    batch["actions"])
+                sampling_dists.append(self._dist(adapted, batch["observations"], batched))
+                batch["sampling_log_probs"] = sampling_dists[-1].log_prob(batch["actions"])
                 adapted = self.adapt(adapted, batch, steps=1, first_order=True, batched_params=batched,
                                      step_size=self.step_size(params, step))
             batched = True
@@ -331,11 +331,13 @@ class MAMLBase(MetaAlgorithm):
         self.env_steps += steps
         queries = [*supports[1:], valid] if cfg.multi_step_loss else [valid]
         sampled_by = states[-len(queries):]
+        # the policies that sampled each query batch, and the entropy of the first: a support batch's sampling
+        # distribution is already computed above (only the last query batch needs a forward pass)
+        known = [*sampling_dists[1:], None] if cfg.multi_step_loss else [None]
         with torch.no_grad():
-            old_dists = [self._dist(state, query["observations"], batched=True).detach()
-                         for state, query in zip(sampled_by, queries)]
-            entropy = masked_mean(self._dist(detach_params(params), supports[0]["observations"], batched=False)
-                                  .entropy(), supports[0]["mask"])
+            old_dists = [(dist if dist is not None else self._dist(state, query["observations"], batched=True))
+                         .detach() for dist, state, query in zip(known, sampled_by, queries)]
+            entropy = masked_mean(sampling_dists[0].entropy(), supports[0]["mask"])
         t0 = time.perf_counter()
         outer_metrics = self.outer_step(params, supports, queries, sampled_by, old_dists)
         outer_time = time.perf_counter() - t0
