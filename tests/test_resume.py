@@ -33,14 +33,14 @@ def test_help_first_lines_and_config_file_show_the_family_preset(tmp_path):
     flat = " ".join(help_text.split())
     assert "--gae-lambda FLOAT GAE lambda for advantages (1.0: returns minus baseline, as the original) (default: 0.9)" \
         in flat
-    assert "(default: 4)" in flat.split("--fisher-subsample INT")[-1][:250]
+    assert "(default: 10)" in flat.split("--fisher-subsample INT")[-1][:250]
     generic = " ".join(metarl("train", "--algo", "maml-trpo", "--env", "metarl/TabularMDP-v0", "--help").stdout.split())
     assert "as the original) (default: 1.0)" in generic
     logdir = tmp_path / "run"
     proc = metarl("train", "--env", "metarl/Navigation2D-v0", "--iterations", "1", "--logdir", str(logdir), *TINY)
     assert proc.returncode == 0, proc.stderr
     first = proc.stderr.split("\n", 1)[1][:1500]
-    assert "gae_lambda=0.9" in first and "fisher_subsample=4" in first
+    assert "gae_lambda=0.9" in first and "fisher_subsample=10" in first
     saved = yaml.safe_load((logdir / "config.yaml").read_text())
     assert saved["gae_lambda"] == 0.9 and saved["algo"] == "maml-trpo" and saved["checkpoint_every"] == 10
     # the settings file reruns the same run
