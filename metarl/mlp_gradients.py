@@ -76,7 +76,7 @@ def mse_gradients(layout: MLPLayout, params: Params, inputs: torch.Tensor, targe
     """Each task's gradient of its mean squared error ``mean((f(x) - y)^2)`` (leading task axis on every
     gradient), and the outputs. Differentiable: a meta-gradient back-propagates through it."""
     out, saved = mlp_forward(layout, params, inputs)
-    delta = 2.0 * (out - targets) / (out.shape[-2] * out.shape[-1])
+    delta = (out - targets) * (2.0 / (out.shape[-2] * out.shape[-1]))
     grads: Params = {}
     for index in range(len(layout.layers) - 1, -1, -1):
         layer = layout.layers[index]
@@ -103,4 +103,10 @@ def mse_gradient_step(layout: MLPLayout, params: Params, inputs: torch.Tensor, t
             grads, _ = mse_gradients(layout, {n: p.detach() for n, p in params.items()}, inputs, targets)
     else:
         grads, _ = mse_gradients(layout, params, inputs, targets)
-    return {name: p - _step_size_for(step_size, name) * grads[name] for name, p in params.items()}
+    out = {}
+    for name, p in params.items():
+        size = _step_size_for(step_size, name)
+        # a plain step size: one fused call (p + (-size) * g); Meta-SGD's learned tensors: multiply and subtract
+        plain = isinstance(size, (int, float))
+        out[name] = torch.add(p, grads[name], alpha=-size) if plain else p - size * grads[name]
+    return out

@@ -163,8 +163,8 @@ class GradientLearner(nn.Module):
                                            first_order=first_order)
                 if multi_step or k == steps - 1:
                     outputs = mlp_forward(self._mlp, params, query_inputs)[0]
-                    losses.append((outputs - query_targets).pow(2).mean(dim=(-2, -1)))
-            return torch.stack(losses).mean(0).mean(), outputs
+                    losses.append((outputs - query_targets).pow(2).mean())  # every task has as many points
+            return (losses[0] if len(losses) == 1 else torch.stack(losses).mean()), outputs
 
         def one(xs: torch.Tensor, ys: torch.Tensor, xq: torch.Tensor, yq: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
