@@ -29,6 +29,7 @@ __all__ = [
     "parameters_of",
     "buffers_of",
     "gradient_step",
+    "step_size_for",
     "adapt",
     "adapt_batch",
     "adapt_sequence",
@@ -65,7 +66,8 @@ def functional_forward(module: nn.Module, params: Mapping[str, torch.Tensor], *a
     return functional_call(module, dict(params), args, kwargs)
 
 
-def _step_size_for(step_size: StepSize, name: str) -> float | torch.Tensor:
+def step_size_for(step_size: StepSize, name: str) -> float | torch.Tensor:
+    """The step size of parameter ``name``: ``step_size`` itself, or its entry for Meta-SGD's per-parameter sizes."""
     if isinstance(step_size, Mapping):
         try:
             return step_size[name]
@@ -97,7 +99,7 @@ def gradient_step(
         grads = grad(loss_fn)(detach_params(params), batch)
     else:
         grads = grad(loss_fn)(params, batch)
-    return {name: p - _step_size_for(step_size, name) * grads[name] for name, p in params.items()}
+    return {name: p - step_size_for(step_size, name) * grads[name] for name, p in params.items()}
 
 
 def adapt(

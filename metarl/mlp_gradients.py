@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from metarl.adaptation import Params, StepSize, _step_size_for
+from metarl.adaptation import Params, StepSize, step_size_for
 
 __all__ = ["MLPLayout", "mlp_layout", "mlp_forward", "mse_gradients", "mse_gradient_step"]
 
@@ -105,7 +105,7 @@ def mse_gradient_step(layout: MLPLayout, params: Params, inputs: torch.Tensor, t
         grads, _ = mse_gradients(layout, params, inputs, targets)
     out = {}
     for name, p in params.items():
-        size = _step_size_for(step_size, name)
+        size = step_size_for(step_size, name)
         # a plain step size: one fused call (p + (-size) * g); Meta-SGD's learned tensors: multiply and subtract
         plain = isinstance(size, (int, float))
         out[name] = torch.add(p, grads[name], alpha=-size) if plain else p - size * grads[name]
