@@ -14,12 +14,12 @@ zero) with the whole batch's noise generator and keeps its own rows (:meth:`Epis
 for any number of workers. The cost: each worker evaluates the policy for the whole batch (cheap against
 physics for the families here; docs/benchmarks.md projects where it stops scaling).
 
-**Faults.** A worker whose process dies (or that has not answered within ``worker_timeout`` seconds of
-sampling; starting a worker, which imports torch and builds its sampler, has its own limit,
-``WORKER_START_TIMEOUT``) is killed, replaced by a fresh one and its shard is sampled again from the same
-seeds, so the episodes do not change. A shard whose sampling raises is retried on a fresh worker too; after ``worker_retries`` failures the run stops
-with :class:`SamplerWorkerError`, carrying the worker's own traceback and the tasks it was on (the last
-checkpoint is untouched: nothing is saved mid-iteration). A non-finite reward or action is the algorithm's
+**Faults.** A worker whose process dies (or that has not answered within ``worker_timeout`` seconds of sampling;
+starting a worker, which imports torch and builds its sampler, has its own limit, ``WORKER_START_TIMEOUT``) is
+killed, replaced by a fresh one and its shard is sampled again from the same seeds, so the episodes do not
+change. A shard whose sampling raises is retried on a fresh worker too; after ``worker_retries`` failures the
+run stops with :class:`SamplerWorkerError`, carrying the worker's own traceback and the tasks it was on (the
+last checkpoint is untouched: nothing is saved mid-iteration). A non-finite reward or action is the algorithm's
 problem, not the worker's: it stops the run at once, as with the local sampler.
 """
 
