@@ -10,6 +10,7 @@ import torch
 
 from metarl.adaptation import adapt_batch, detach_params
 from metarl.agents.maml import MAMLConfig, MAMLTRPO
+from metarl.returns import masked_mean
 from metarl.training import NonFiniteError
 
 
@@ -258,3 +259,36 @@ def test_multi_step_weights_weigh_each_inner_steps_loss(tiny_maml_config):
     torch.testing.assert_close(both, 0.75 * first + 0.25 * second)
     with pytest.raises(ValueError, match="one non-negative weight per inner step"):
         MAMLTRPO(dataclasses.replace(tiny_maml_config, inner_steps=2, multi_step_loss=True, multi_step_weights=(1.0,)))
+
+
+@pytest.mark.parametrize("multi_step_loss", [False, True])
+def test_logged_outer_step_matches_a_fresh_evaluation(tiny_maml_config, multi_step_loss, monkeypatch):
+    """What meta_train_step reuses instead of recomputing (the support batches' sampling distributions as the
+    queries' old policies and for the entropy; the line search's evaluation of the accepted step) equals a
+    fresh computation: the old policies, the entropy and the surrogate and KL after the step."""
+    torch.manual_seed(0)
+    algo = MAMLTRPO(dataclasses.replace(tiny_maml_config, inner_steps=2, multi_step_loss=multi_step_loss,
+                                        learn_step_sizes=True))
+    start = {name: p.detach().clone() for name, p in algo.meta_params().items()}  # the step updates in place
+    seen = {}
+    outer_step = algo.outer_step
+
+    def recording(params, train, queries, adapted, old_dists):
+        seen.update(train=train, queries=queries, adapted=adapted, old_dists=old_dists)
+        return outer_step(params, train, queries, adapted, old_dists)
+
+    monkeypatch.setattr(algo, "outer_step", recording)
+    metrics = algo.meta_train_step(np.random.default_rng(3))
+    assert metrics["train/step_accepted"] == 1.0
+    with torch.no_grad():
+        for old, state, query in zip(seen["old_dists"], seen["adapted"], seen["queries"]):
+            fresh = algo._dist(state, query["observations"], batched=True)
+            for a, b in zip(old, fresh):
+                torch.testing.assert_close(a, b, rtol=0, atol=0)
+        entropy = masked_mean(algo._dist(start, seen["train"][0]["observations"], batched=False).entropy(),
+                              seen["train"][0]["mask"])
+        old_log_probs = [d.log_prob(q["actions"]) for d, q in zip(seen["old_dists"], seen["queries"])]
+        loss, kl = algo._surrogate(algo.meta_params(), seen["train"], seen["queries"], old_log_probs,
+                                   seen["old_dists"], True)
+    assert metrics["train/entropy_loss"] == -float(entropy)
+    assert metrics["train/surrogate_loss_after"] == float(loss) and metrics["train/approx_kl"] == float(kl)
