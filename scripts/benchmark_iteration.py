@@ -56,7 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     variants = [{}, *args.variant]
     runs = []
     for settings in variants:
-        algorithm = make_algorithm(args.algo, env=args.env, seed=args.seed, **settings)
+        try:
+            algorithm = make_algorithm(args.algo, env=args.env, seed=args.seed, **settings)
+        except (ValueError, TypeError, KeyError) as exc:  # an unknown algorithm, family or setting
+            parser.error(str(exc).strip("'\""))
         rng = np.random.default_rng(args.seed)
         for _ in range(args.warmup):
             algorithm.meta_train_step(rng)

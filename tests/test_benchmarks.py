@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.conftest import load_script, requires_extra
 
 
@@ -45,6 +47,9 @@ def test_iteration_benchmark_times_variants_side_by_side(tmp_path, capsys):
                                                  {"meta_batch_size": 2, "episodes_per_task": 2, "fisher_subsample": 2}]
     assert all(r["iteration_seconds"] >= r["sampling_seconds"] + r["outer_step_seconds"] > 0 for r in rows)
     assert "fisher_subsample=2" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as stop:  # a mistake is a one-line usage error
+        module.main(["--variant", "no_such_setting=3"])
+    assert stop.value.code == 2 and "unknown setting 'no_such_setting'" in capsys.readouterr().err
 
 
 def test_every_tensorboard_tag_is_documented(tmp_path):
