@@ -6,7 +6,9 @@ it. The result stays differentiable with respect to the starting parameters (sec
 unless ``first_order`` is set, and with respect to learned step sizes (Meta-SGD). Because the loop
 is a pure function it ``vmap``s over a leading task dimension (:func:`adapt_batch`). MAML-RL and
 few-shot classification/regression all call these functions; none keep
-their own inner loop.
+their own inner loop. A loss that can write every task's gradient in closed form (a
+:class:`BatchedGradientLoss`, e.g. :class:`metarl.mlp_gradients.MLPRegressionLoss`) gives it to
+:func:`adapt_batch`, which then steps all tasks with it instead of ``vmap``-ing ``torch.func.grad``.
 
     params = parameters_of(model)
     adapted = adapt(loss_fn, params, support, steps=1, step_size=0.01)
@@ -32,6 +34,7 @@ __all__ = [
     "step_size_for",
     "adapt",
     "adapt_batch",
+    "BatchedGradientLoss",
     "adapt_sequence",
     "functional_forward",
     "MetaSGDStepSizes",
@@ -155,6 +158,40 @@ def adapt_sequence(
     return params
 
 
+class BatchedGradientLoss:
+    """A loss that also computes every task's gradient at once, in closed form.
+
+    ``loss(params, batch)`` is the per-task loss, as any ``LossFn``; :meth:`task_gradients` takes a batch with a
+    leading task axis and parameters shared by all tasks or per task, and returns each task's gradient (a leading
+    task axis on every entry), differentiable like ``torch.func.grad``'s. :func:`adapt_batch` steps with it.
+    """
+
+    def __call__(self, params: Params, batch: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    def task_gradients(self, params: Params, task_batches: Any) -> Params:
+        raise NotImplementedError
+
+
+def _closed_form_steps(loss_fn: BatchedGradientLoss, params: Params, task_batches: Any, steps: int,
+                       step_size: StepSize, first_order: bool) -> Params:
+    """:func:`adapt_batch` for a :class:`BatchedGradientLoss`: the same steps, all tasks per call."""
+    for _ in range(steps):
+        if first_order:
+            with torch.no_grad():
+                grads = loss_fn.task_gradients(detach_params(params), task_batches)
+        else:
+            grads = loss_fn.task_gradients(params, task_batches)
+        stepped = {}
+        for name, p in params.items():
+            size = step_size_for(step_size, name)
+            # a plain step size in one fused call (p + (-size) * g); learned step sizes: multiply and subtract
+            plain = isinstance(size, (int, float))
+            stepped[name] = torch.add(p, grads[name], alpha=-size) if plain else p - size * grads[name]
+        params = stepped
+    return params
+
+
 def adapt_batch(
     loss_fn: LossFn,
     params: Params,
@@ -176,6 +213,15 @@ def adapt_batch(
     CPU for Conv-4: ``scripts/benchmark.py maml-omniglot``). With ``batched_params`` the starting parameters already
     carry the task dimension (e.g. a further step from per-task adapted parameters).
     """
+    if isinstance(loss_fn, BatchedGradientLoss) and vectorize:
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise ValueError(f"number of inner steps must be a non-negative integer, got {steps!r}")
+        _check_step_size(step_size)
+        if not batched_params:  # every task starts from the shared parameters (views, as vmap's outputs)
+            n_tasks = torch.utils._pytree.tree_leaves(task_batches)[0].shape[0]
+            params = {name: p.expand(n_tasks, *p.shape) for name, p in params.items()} if steps == 0 else params
+        return _closed_form_steps(loss_fn, params, task_batches, steps, step_size, first_order)
+
     def one(start: Params, task_batch: Any) -> Params:
         return adapt(loss_fn, start, task_batch, steps=steps, step_size=step_size, first_order=first_order)
 

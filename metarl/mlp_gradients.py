@@ -1,4 +1,4 @@
-"""Closed-form inner steps for small MLP regressors: back-propagation written as batched matrix products.
+"""Closed-form support gradients of small MLP regressors: back-propagation written as batched matrix products.
 
 For an ``nn.Sequential`` of ``nn.Linear`` layers with ReLU or Tanh between them and the mean squared error,
 the support-set gradient of every task of a meta-batch is a handful of batched matrix products. Writing them
@@ -6,20 +6,23 @@ out (:func:`mse_gradients`) gives the same gradients as ``torch.func.grad`` unde
 a MAML meta-gradient differentiates straight through them, with about half the operator calls: on the
 sinusoid benchmark (``scripts/benchmark.py maml-sinusoid``, 25 tasks, a 1-40-40-1 network), where the time is
 per-call overhead rather than arithmetic, a meta-iteration takes about half as long.
-:class:`~metarl.fewshot.learners.GradientLearner` uses it for regression MLPs and the generic core
-(:mod:`metarl.adaptation`) for everything else.
+
+:class:`MLPRegressionLoss` is such a network's loss for the shared core: :func:`metarl.adaptation.adapt_batch`
+steps every task with its closed-form gradients (the inner loop itself stays the core's).
+:class:`~metarl.fewshot.learners.GradientLearner` uses it for regression MLPs.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-from metarl.adaptation import Params, StepSize, step_size_for
+from metarl.adaptation import BatchedGradientLoss, Params
 
-__all__ = ["MLPLayout", "mlp_layout", "mlp_forward", "mse_gradients", "mse_gradient_step"]
+__all__ = ["MLPLayout", "MLPRegressionLoss", "mlp_layout", "mlp_forward", "mse_gradients"]
 
 _ACTIVATIONS = {nn.ReLU: "relu", nn.Tanh: "tanh"}
 
@@ -52,7 +55,8 @@ def mlp_layout(net: nn.Module) -> MLPLayout | None:
 def mlp_forward(layout: MLPLayout, params: Params, inputs: torch.Tensor
                 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Outputs ``(tasks, points, out)`` for inputs ``(tasks, points, in)`` with parameters shared by all tasks
-    (``(out, in)``) or per task (``(tasks, out, in)``), and what the backward pass needs."""
+    (``(out, in)``) or per task (``(tasks, out, in)``), and what the backward pass needs. Without a task axis
+    (inputs ``(points, in)``, shared parameters) it is the network's plain forward pass."""
     saved, h = [], inputs
     for layer in layout.layers:
         if layer[0] == "linear":
@@ -94,19 +98,24 @@ def mse_gradients(layout: MLPLayout, params: Params, inputs: torch.Tensor, targe
     return grads, out
 
 
-def mse_gradient_step(layout: MLPLayout, params: Params, inputs: torch.Tensor, targets: torch.Tensor,
-                      step_size: StepSize, *, first_order: bool = False) -> Params:
-    """One inner step ``theta - alpha * grad`` for every task at once (as
-    :func:`metarl.adaptation.gradient_step` under ``vmap``; Meta-SGD's per-parameter step sizes included)."""
-    if first_order:
-        with torch.no_grad():
-            grads, _ = mse_gradients(layout, {n: p.detach() for n, p in params.items()}, inputs, targets)
-    else:
-        grads, _ = mse_gradients(layout, params, inputs, targets)
-    out = {}
-    for name, p in params.items():
-        size = step_size_for(step_size, name)
-        # a plain step size: one fused call (p + (-size) * g); Meta-SGD's learned tensors: multiply and subtract
-        plain = isinstance(size, (int, float))
-        out[name] = torch.add(p, grads[name], alpha=-size) if plain else p - size * grads[name]
-    return out
+class MLPRegressionLoss(BatchedGradientLoss):
+    """The mean squared error of an MLP (``layout``) as the shared core's loss, with closed-form task gradients.
+
+    ``loss(params, (inputs, targets))`` is one task's loss (as ``torch.func.grad`` differentiates it);
+    :meth:`task_gradients` every task's gradient at once (:func:`mse_gradients`).
+    """
+
+    def __init__(self, layout: MLPLayout):
+        self.layout = layout
+
+    def __call__(self, params: Params, batch: Any) -> torch.Tensor:
+        inputs, targets = batch
+        return (self.outputs(params, inputs) - targets).pow(2).mean()
+
+    def outputs(self, params: Params, inputs: torch.Tensor) -> torch.Tensor:
+        """The network's outputs (per task where ``inputs`` or ``params`` carry a task axis)."""
+        return mlp_forward(self.layout, params, inputs)[0]
+
+    def task_gradients(self, params: Params, task_batches: Any) -> Params:
+        inputs, targets = task_batches
+        return mse_gradients(self.layout, params, inputs, targets)[0]

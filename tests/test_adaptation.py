@@ -118,29 +118,37 @@ def _mlp_and_tasks(tasks: int = 5, seed: int = 0):
 @pytest.mark.parametrize("first_order", [False, True])
 @pytest.mark.parametrize("meta_sgd", [False, True])
 def test_vmapped_adaptation_equals_the_task_loop(first_order, meta_sgd):
+    """vmap, a loop over tasks and a loss with closed-form task gradients (metarl.mlp_gradients) take the same
+    steps and give the same meta-gradient."""
+    from metarl.mlp_gradients import MLPRegressionLoss, mlp_layout
+
     net, loss, support, query = _mlp_and_tasks()
     params = parameters_of(net)
     step_sizes = MetaSGDStepSizes(params, init=0.1) if meta_sgd else None
     step = step_sizes.as_dict() if meta_sgd else 0.1
+    closed_form = MLPRegressionLoss(mlp_layout(net))
     results = {}
-    for vectorize in (True, False):
+    for mode, vectorize in (("closed form", True), (True, True), (False, False)):
         net.zero_grad()
         if step_sizes is not None:
             step_sizes.zero_grad()
-        adapted = adapt_batch(loss, params, support, steps=2, step_size=step, first_order=first_order,
-                              vectorize=vectorize)
+        adapted = adapt_batch(closed_form if mode == "closed form" else loss, params, support, steps=2,
+                              step_size=step, first_order=first_order, vectorize=vectorize)
         meta_loss = torch.stack([loss({k: v[i] for k, v in adapted.items()}, (query[0][i], query[1][i]))
                                  for i in range(len(query[0]))]).mean()
         meta_loss.backward()
         grads = [p.grad.clone() for p in net.parameters()]
         if step_sizes is not None:
             grads += [p.grad.clone() for p in step_sizes.parameters()]
-        results[vectorize] = ({k: v.detach() for k, v in adapted.items()}, grads)
-    (adapted_v, grads_v), (adapted_l, grads_l) = results[True], results[False]
-    for name in adapted_v:
-        torch.testing.assert_close(adapted_v[name], adapted_l[name])
-    for gv, gl in zip(grads_v, grads_l):
-        torch.testing.assert_close(gv, gl)
+        results[mode] = ({k: v.detach() for k, v in adapted.items()}, grads)
+    adapted_l, grads_l = results[False]
+    for adapted_v, grads_v in (results[True], results["closed form"]):
+        for name in adapted_v:
+            torch.testing.assert_close(adapted_v[name], adapted_l[name])
+        for gv, gl in zip(grads_v, grads_l):
+            torch.testing.assert_close(gv, gl)
+    unadapted = adapt_batch(closed_form, params, support, steps=0)  # each task's copy, as vmap gives
+    assert all(unadapted[k].shape == (5, *p.shape) and torch.equal(unadapted[k][3], p) for k, p in params.items())
 
 
 def test_adapt_batch_matches_adapt_per_task():

@@ -127,7 +127,7 @@ def test_closed_form_mlp_inner_steps_equal_the_generic_core(method, activation, 
 
     torch.manual_seed(0)
     learner = GradientLearner(mlp(1, (16, 16), 1, activation=activation), method, 0.05, task="regression")
-    assert learner._mlp == mlp_layout(learner.net) and learner._mlp is not None
+    assert learner._mlp is not None and learner._mlp.layout == mlp_layout(learner.net)
     batch = SinusoidTasks().sample(np.random.default_rng(0), 6, 5, 7)
     results = []
     for closed_form in (learner._mlp, None):

@@ -8,8 +8,9 @@
 
 The gradient learners never run their own inner loop: they hand a pure loss function to
 :func:`metarl.adaptation.adapt_batch` (vmapped over the tasks of a meta-batch), the same core the
-RL agents call; a regression MLP's inner steps run in closed form (:mod:`metarl.mlp_gradients`, the same
-numbers with half the operator calls). :mod:`metarl.fewshot.algorithms` plugs the learners into the shared outer loop
+RL agents call; a regression MLP's loss gives the core every task's gradient in closed form
+(:mod:`metarl.mlp_gradients`, the same numbers with half the operator calls).
+:mod:`metarl.fewshot.algorithms` plugs the learners into the shared outer loop
 :func:`metarl.training.run_meta_training`.
 """
 
@@ -33,7 +34,7 @@ from metarl.adaptation import (
     parameters_of,
 )
 from metarl.fewshot.data import EpisodeBatch
-from metarl.mlp_gradients import mlp_forward, mlp_layout, mse_gradient_step
+from metarl.mlp_gradients import MLPRegressionLoss, mlp_layout
 from metarl.fewshot.networks import Conv4, ConvClassifier, init_parameters_, sinusoid_mlp
 from metarl.fewshot.config import TEXT_DATASETS, FewShotConfig
 
@@ -80,10 +81,11 @@ class GradientLearner(nn.Module):
             raise ValueError(f"task must be 'regression' or 'classification', got {task!r}")
         self.net, self.method, self.inner_lr, self.task = net, method, float(inner_lr), task
         self._has_conv = any(isinstance(m, nn.Conv2d) for m in net.modules())
-        # a regression MLP adapting all its parameters takes its inner steps in closed form (same numbers, half
-        # the operator calls: metarl.mlp_gradients); everything else goes through the generic core
-        self._mlp = mlp_layout(net) if task == "regression" and getattr(net, "inner_parameter_names", None) is None \
+        # a regression MLP adapting all its parameters hands the core a loss with closed-form task gradients
+        # (same numbers, half the operator calls: metarl.mlp_gradients); everything else the generic loss
+        layout = mlp_layout(net) if task == "regression" and getattr(net, "inner_parameter_names", None) is None \
             else None
+        self._mlp = MLPRegressionLoss(layout) if layout is not None else None
         self.step_sizes = MetaSGDStepSizes(self._inner(parameters_of(net)), init=inner_lr) if method == "metasgd" \
             else None
 
@@ -156,13 +158,13 @@ class GradientLearner(nn.Module):
         outputs and losses run in one :meth:`per_task` call (one ``vmap``, a forward per query set).
         """
         start, step_size, first_order = self.initial_parameters(ways), self.step_size(), self.first_order
-        if self._mlp is not None and support_inputs.dim() == 3:
+        if self._mlp is not None and support_inputs.dim() == 3:  # all tasks per call, no vmap
             params, losses = start, []
             for k in range(steps):
-                params = mse_gradient_step(self._mlp, params, support_inputs, support_targets, step_size,
-                                           first_order=first_order)
+                params = adapt_batch(self._mlp, params, (support_inputs, support_targets), steps=1,
+                                     step_size=step_size, first_order=first_order, batched_params=k > 0)
                 if multi_step or k == steps - 1:
-                    outputs = mlp_forward(self._mlp, params, query_inputs)[0]
+                    outputs = self._mlp.outputs(params, query_inputs)
                     losses.append((outputs - query_targets).pow(2).mean())  # every task has as many points
             return (losses[0] if len(losses) == 1 else torch.stack(losses).mean()), outputs
 
@@ -186,12 +188,10 @@ class GradientLearner(nn.Module):
         :meth:`per_task` call for the adaptation and the outputs)."""
         start, step_size = self.initial_parameters(ways), self.step_size()
         first_order = self.first_order if first_order is None else first_order
-        if self._mlp is not None and support_inputs.dim() == 3:
-            params = start
-            for _ in range(steps):
-                params = mse_gradient_step(self._mlp, params, support_inputs, support_targets, step_size,
-                                           first_order=first_order)
-            return mlp_forward(self._mlp, params, query_inputs)[0]
+        if self._mlp is not None and support_inputs.dim() == 3:  # all tasks per call, no vmap
+            params = adapt_batch(self._mlp, start, (support_inputs, support_targets), steps=steps,
+                                 step_size=step_size, first_order=first_order)
+            return self._mlp.outputs(params, query_inputs)
 
         def one(xs: torch.Tensor, ys: torch.Tensor, xq: torch.Tensor) -> torch.Tensor:
             params = adapt(self.loss, start, (xs, ys), steps=steps, step_size=step_size, first_order=first_order)
