@@ -93,7 +93,7 @@ def _implementations(learner: GradientLearner, batches: list, inner_lr: float, w
 
         out["torchopt MetaSGD loop"] = torchopt_loop
     except ImportError:
-        pass
+        print("torchopt is not installed, not timed (pip install 'metarl[bench]')", file=sys.stderr)
     try:
         import higher
 
@@ -109,7 +109,7 @@ def _implementations(learner: GradientLearner, batches: list, inner_lr: float, w
 
         out["higher innerloop_ctx loop"] = higher_loop
     except ImportError:
-        pass
+        print("higher is not installed, not timed (pip install 'metarl[bench]')", file=sys.stderr)
     return out
 
 
