@@ -37,16 +37,16 @@ from metarl.returns import ci95, discounted_returns, gae, masked_mean, masked_no
 from metarl.sampler import Episodes
 from metarl.tasks import tasks_to_json
 from metarl.agents.actors import PolicyActor, policy_distribution
-from metarl.algorithm import acting_copy
-from metarl.training import MetaAlgorithm, check_finite, check_validation_seed
+from metarl.errors import check_finite, check_validation_seed
+from metarl.meta_rl import MetaRLAlgorithm, acting_copy
+from metarl.policy import AdaptedPolicy, MetaPolicy, records_to_episodes
 
 __all__ = [
     "MAMLBaseConfig",
     "MAMLConfig",
     "MAMLPPOConfig",
     "MAMLBase",
-    "MAMLTRPO",
-    "MAMLPPO",
+    "MAMLPolicy",
 ]
 
 Batch = dict[str, torch.Tensor]
@@ -126,7 +126,7 @@ class MAMLPPOConfig(MAMLBaseConfig):
                                    "adapted policies are inside it, else undo it (0: always undo)", bounds="[0, inf)")
 
 
-class MAMLBase(MetaAlgorithm):
+class MAMLBase(MetaRLAlgorithm):
     """MAML-RL without its outer update: sampling, advantages, the inner step, meta-test and state.
 
     A subclass implements :meth:`outer_step`, which updates the meta-policy from one meta-batch of
@@ -467,6 +467,47 @@ class MAMLBase(MetaAlgorithm):
             self.value_opt.load_state_dict(state["value_opt"])
 
 
-# the outer optimisers, after the base they extend (their modules import it from here)
-from metarl.agents.maml_ppo import MAMLPPO  # noqa: E402
-from metarl.agents.maml_trpo import MAMLTRPO  # noqa: E402
+# ----------------------------------------------------------------------------------------------------
+# the trained policy a user holds (metarl.load / metarl.load_policy): adapt to an env's task, then act
+
+
+class _MAMLAdapted(AdaptedPolicy):
+    def __init__(self, policy: MetaPolicy, generator: torch.Generator, params: dict[str, torch.Tensor],
+                 batched: bool):
+        super().__init__(policy, generator)
+        self.params, self.batched = params, batched
+
+    def act(self, obs: Any, sample: bool = False) -> np.ndarray:
+        algo = self.policy.algorithm
+        x = torch.as_tensor(np.asarray(obs), dtype=torch.float32)[None]
+        with torch.no_grad():
+            dist = algo._dist(self.params, x[None] if self.batched else x, self.batched)  # type: ignore[attr-defined]
+            action = dist.sample(self.generator) if sample else dist.mode()
+        action = action.reshape(-1, *action.shape[(2 if self.batched else 1):])[0]
+        return action.numpy() if action.is_floating_point() else action.numpy().astype(np.int64)[()]
+
+
+class MAMLPolicy(MetaPolicy):
+    """MAML-TRPO / MAML-PPO: ``adapt`` takes the run's inner step(s) on the collected episodes."""
+
+    def __init__(self, algorithm: Any):
+        super().__init__(algorithm)
+        self.default_episodes = int(algorithm.cfg.episodes_per_task)  # type: ignore[attr-defined]
+
+    def _adapt(self, env: gym.Env, episodes: int, seeds: list[int | None], generator: torch.Generator,
+               steps: int | None = None) -> AdaptedPolicy:
+        """``steps`` inner steps (default: the run's ``inner_steps``), each on ``episodes`` fresh episodes."""
+        algo: Any = self.algorithm
+        steps = algo.cfg.inner_steps if steps is None else steps
+        meta = detach_params(algo.meta_params())
+        actor = _MAMLAdapted(self, generator, meta, batched=False)
+        if episodes == 0:
+            return actor
+        for step in range(steps):
+            records = self.collect(env, actor, seeds if step == 0 else [None] * episodes, sample=True)
+            batch = algo.task_batch(records_to_episodes(records))
+            with torch.no_grad():
+                params = algo.adapt(actor.params, batch, steps=1, first_order=True, batched_params=actor.batched,
+                                    step_size=algo.step_size(meta, step))
+            actor = _MAMLAdapted(self, generator, params, batched=True)
+        return actor

@@ -10,7 +10,7 @@ import torch
 from metarl.adaptation import Params
 from metarl.agents.maml import Batch, MAMLBase, MAMLPPOConfig
 from metarl.returns import masked_mean
-from metarl.training import check_finite
+from metarl.errors import check_finite
 
 __all__ = ["MAMLPPO"]
 

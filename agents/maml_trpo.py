@@ -11,7 +11,7 @@ from torch.func import grad, jvp, vjp, vmap
 from metarl.adaptation import Params, detach_params, functional_forward
 from metarl.agents.maml import Batch, MAMLBase, MAMLConfig
 from metarl.returns import masked_mean
-from metarl.training import check_finite
+from metarl.errors import check_finite
 from metarl.trpo import backtracking_line_search, conjugate_gradient, flat, unflat_like
 
 __all__ = ["MAMLTRPO"]

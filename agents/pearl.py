@@ -53,10 +53,11 @@ from metarl.sac import ActionScaler, TanhGaussianPolicy, TwinQ, soft_q_target, s
 from metarl.sampler import ActFn, Episodes
 from metarl.tasks import Task, tasks_to_json
 from metarl.agents.actors import LatentActor
-from metarl.algorithm import acting_copy
-from metarl.training import MetaAlgorithm, check_finite, check_validation_seed
+from metarl.errors import check_finite, check_validation_seed
+from metarl.meta_rl import MetaRLAlgorithm, acting_copy
+from metarl.policy import AdaptedPolicy, MetaPolicy, records_to_episodes
 
-__all__ = ["PEARLConfig", "PEARL"]
+__all__ = ["PEARLConfig", "PEARL", "PEARLPolicy"]
 
 #: the step info key holding a dense reward for the critic (``--critic-reward dense``)
 DENSE_REWARD_KEY = "dense_reward"
@@ -122,7 +123,7 @@ class PEARLConfig(EnvRunConfig):
                              "from those episodes")
 
 
-class PEARL(MetaAlgorithm):
+class PEARL(MetaRLAlgorithm):
     """PEARL: a task encoder and a soft actor-critic conditioned on its latent task.
 
     Args:
@@ -458,3 +459,43 @@ class PEARL(MetaAlgorithm):
         self.gradient_steps_done = int(state["gradient_steps"])
         self.iteration = int(state["iteration"])
 
+
+# ----------------------------------------------------------------------------------------------------
+# the trained policy a user holds (metarl.load / metarl.load_policy): adapt to an env's task, then act
+
+
+class _PEARLAdapted(AdaptedPolicy):
+    """Acts with ``z`` drawn from the posterior at each :meth:`reset` (the prior before any context)."""
+
+    def __init__(self, policy: MetaPolicy, generator: torch.Generator, posterior: torch.distributions.Normal):
+        super().__init__(policy, generator)
+        self.posterior = posterior
+        self.reset()
+
+    def reset(self) -> None:
+        self.z = self.policy.algorithm._sample_z(self.posterior, self.generator)  # type: ignore[attr-defined]
+
+    def act(self, obs: Any, sample: bool = False) -> np.ndarray:
+        algo: Any = self.policy.algorithm
+        x = torch.as_tensor(np.asarray(obs), dtype=torch.float32).reshape(1, 1, -1)
+        with torch.no_grad():
+            action = algo.act_fn(self.z.reshape(1, 1, -1), deterministic=not sample)(x, self.generator)
+        return action[0, 0].numpy()
+
+
+class PEARLPolicy(MetaPolicy):
+    """PEARL: ``adapt`` infers the posterior over the task variable from the episodes' transitions."""
+
+    def _adapt(self, env: gym.Env, episodes: int, seeds: list[int | None], generator: torch.Generator
+               ) -> AdaptedPolicy:
+        algo: Any = self.algorithm
+        actor = _PEARLAdapted(self, generator, algo.encoder.prior((1,)))
+        context = torch.zeros((1, 0, algo.encoder.input_dim))
+        for e in range(episodes):
+            sample = e == 0 and algo.cfg.metatest_sample_prior  # as the meta-test acts
+            records = self.collect(env, actor, seeds[e:e + 1], sample=sample)
+            tr = episode_transitions(records_to_episodes(records), algo.scaler)
+            context = torch.cat([context, algo.context_of({k: v[:, 0] for k, v in tr.items()})], dim=1)
+            with torch.no_grad():
+                actor = _PEARLAdapted(self, generator, algo.infer_posterior(context))
+        return actor

@@ -40,11 +40,12 @@ from metarl.config import EnvRunConfig, field
 from metarl.returns import ci95, gae, masked_mean
 from metarl.sampler import Episodes
 from metarl.tasks import tasks_to_json
-from metarl.algorithm import acting_copy
-from metarl.training import MetaAlgorithm, check_finite, check_validation_seed
+from metarl.errors import check_finite, check_validation_seed
+from metarl.meta_rl import MetaRLAlgorithm, acting_copy
+from metarl.policy import AdaptedPolicy, MetaPolicy
 from metarl.wrappers import RL2TrialSampler
 
-__all__ = ["RL2Config", "RL2PPO", "RecurrentActorCritic", "RecurrentActor", "TrialBatch", "compact_trials",
+__all__ = ["RL2Config", "RL2PPO", "RL2Policy", "RecurrentActorCritic", "RecurrentActor", "TrialBatch", "compact_trials",
            ]
 
 
@@ -100,7 +101,7 @@ class RL2Config(EnvRunConfig):
 # ---------------------------------------------------------------------------------------------------
 
 
-class RL2PPO(MetaAlgorithm):
+class RL2PPO(MetaRLAlgorithm):
     """RL^2 with a GRU actor-critic trained by PPO over whole trials.
 
     Args:
@@ -365,3 +366,50 @@ class RL2PPO(MetaAlgorithm):
         self.optimizer.load_state_dict(state["optimizer"])
         self.env_steps = int(state["env_steps"])
         self.iteration = int(state["iteration"])
+
+
+# ----------------------------------------------------------------------------------------------------
+# the trained policy a user holds (metarl.load / metarl.load_policy): adapt to an env's task, then act
+
+
+class _RL2Adapted(AdaptedPolicy):
+    """Carries the GRU state and the previous action, reward and episode-end flag through the trial."""
+
+    def __init__(self, policy: MetaPolicy, generator: torch.Generator):
+        super().__init__(policy, generator)
+        algo: Any = policy.algorithm
+        self.inputs = algo.sampler.inputs
+        self.state = algo.net.initial_state(1)
+        self.prev_action = np.zeros((1, self.inputs.action_dim), dtype=np.float32)
+        self.prev_reward, self.done, self.pending = 0.0, 0.0, None
+
+    def act(self, obs: Any, sample: bool = False) -> np.ndarray:
+        x = self.inputs.compose(np.asarray(obs)[None], self.prev_action, np.array([self.prev_reward]),
+                                np.array([self.done]))
+        with torch.no_grad():
+            dist, self.state = self.policy.algorithm.net.step(torch.as_tensor(x), self.state)  # type: ignore[attr-defined]
+            action = dist.sample(self.generator) if sample else dist.mode()
+        self.pending = action[0].numpy()
+        return self.pending if action.is_floating_point() else self.pending.astype(np.int64)[()]
+
+    def observe(self, reward: float, terminated: bool = False, truncated: bool = False) -> None:
+        if self.pending is None:
+            raise RuntimeError("observe() follows act(): call act(obs) first")
+        self.prev_action = self.inputs.encode_actions(np.asarray(self.pending)[None])
+        self.prev_reward, self.done, self.pending = float(reward), float(terminated or truncated), None
+
+
+class RL2Policy(MetaPolicy):
+    """RL^2: ``adapt`` runs the episodes as the start of a trial; the adapted policy continues it."""
+
+    def __init__(self, algorithm: Any):
+        super().__init__(algorithm)
+        self.default_episodes = max(int(algorithm.cfg.episodes_per_trial) - 1, 0)  # type: ignore[attr-defined]
+
+    def _adapt(self, env: gym.Env, episodes: int, seeds: list[int | None], generator: torch.Generator,
+               sample: bool = True) -> AdaptedPolicy:
+        """``sample``: sample the trial's first episodes' actions (as in training and the meta-test)."""
+        actor = _RL2Adapted(self, generator)
+        if episodes:
+            self.collect(env, actor, seeds, sample=sample)
+        return actor

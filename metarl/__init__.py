@@ -1,13 +1,15 @@
 """metarl: meta-reinforcement learning and meta-learning on current Gymnasium, MuJoCo and PyTorch.
 
 Importing ``metarl`` registers its task families with Gymnasium (``metarl/Navigation2D-v0``
-and the others listed by :func:`metarl.list_families`). :func:`make_algorithm` builds any learner with
-the settings ``metarl train`` would use and :func:`train` trains one as ``metarl train`` does, :func:`load_run`
-gives back a trained one, :func:`load_policy` a trained meta-policy that adapts to a task and acts,
-:func:`evaluate` its meta-test table on any family with its spaces, and
-``metarl.fewshot.load_learner`` a few-shot learner ready to adapt, ``metarl.continual.load_learner`` an
-online learner, :class:`TaskEncoder` (``metarl.encoders``) PEARL's context encoder for any agent (submodules
-load on first use).
+and the others listed by :func:`metarl.list_families`). :func:`train` trains any registered algorithm as
+``metarl train`` / ``fewshot`` / ``continual`` do (with your own :class:`BaseCallback` objects),
+:func:`load` gives back what a user holds for any run (a meta-policy that adapts and acts, a few-shot or
+an online learner; :func:`load_policy`, ``metarl.fewshot.load_learner`` and ``metarl.continual.load_learner``
+are the same call for one kind), :func:`make_algorithm` builds a learner with the settings the command
+line would use, :func:`load_run` the trained algorithm itself, :func:`evaluate` a policy's meta-test on
+any family with its spaces, :func:`register_algorithm` adds an algorithm of your own to all of these,
+:class:`TaskEncoder` (``metarl.encoders``) is PEARL's context encoder for any agent (submodules load on
+first use).
 """
 
 import importlib
@@ -29,6 +31,9 @@ import metarl.envs  # noqa: E402,F401  (registers the families)
 
 __all__ = [
     "train",
+    "load",
+    "register_algorithm",
+    "BaseCallback",
     "load_policy",
     "evaluate",
     "make_algorithm",
@@ -47,10 +52,11 @@ __all__ = [
 
 
 _LAZY = {"train": "metarl.launcher", "load_policy": "metarl.policy", "evaluate": "metarl.evaluation",
-         "make_algorithm": "metarl.launcher", "load_run": "metarl.launcher", "run_meta_training": "metarl.training",
+         "make_algorithm": "metarl.registry", "load_run": "metarl.registry", "run_meta_training": "metarl.training",
+         "load": "metarl.registry", "register_algorithm": "metarl.registry", "BaseCallback": "metarl.callbacks",
          "TaskEncoder": "metarl.encoders"}
 _SUBMODULES = ("fewshot", "continual", "agents", "launcher", "training", "presets", "config", "encoders", "policy",
-               "evaluation", "plotting")
+               "evaluation", "plotting", "registry", "callbacks", "algorithm", "meta_rl", "errors")
 
 
 def __getattr__(name: str) -> Any:

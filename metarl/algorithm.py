@@ -1,77 +1,31 @@
-"""The interface every meta-learner implements (:class:`MetaAlgorithm`), and the checks they share.
+"""The interface every meta-learner implements (:class:`MetaAlgorithm`): the leaf of the package's layers.
 
 An algorithm (MAML-TRPO, RL^2, a few-shot learner, ...) implements ``meta_train_step``, ``meta_test``,
 ``state_dict``/``load_state_dict`` and, for model selection, ``validation_scores``; the outer loop
-(:func:`metarl.training.run_meta_training`) does everything around them.
+(:func:`metarl.training.run_meta_training`, reached through :meth:`MetaAlgorithm.learn`) does everything
+around them. Meta-RL algorithms add the sampling methods of :class:`metarl.meta_rl.MetaRLAlgorithm`;
+few-shot and continual learners do not carry them. This module imports only the loop and the modules
+below it (settings, errors, checkpoints), never an algorithm, a sampler or the launcher.
 """
 
 from __future__ import annotations
 
 import abc
-import dataclasses
-import functools
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from metarl.checkpoint import CheckpointError
 from metarl.config import RunConfig, config_to_dict
+from metarl.errors import NonFiniteError, check_finite, check_validation_seed
+from metarl.registry import resolve_config
+from metarl.training import run_meta_training
 
-__all__ = ["MetaAlgorithm", "NonFiniteError", "check_finite", "check_validation_seed", "resolve_device",
-           "acting_copy"]
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"cpu"``, ``"cuda"`` (refused with a one-line error where CUDA is unavailable) or ``"auto"`` (CUDA when
-    available) as a ``torch.device``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: this torch build sees no CUDA device (torch.cuda.is_available() is False); "
-                         "use --device cpu, or --device auto to take CUDA only where there is one")
-    if name not in ("cpu", "cuda"):
-        raise ValueError(f"unknown device {name!r}: choose cpu, cuda or auto")
-    return torch.device(name)
-
-
-def acting_copy(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """The module that acts in the sampler: ``module`` itself on the CPU, else a CPU copy of it (its current
-    weights). Sampling runs on the CPU whatever the training device, with the same noise."""
-    if device.type == "cpu":
-        return module
-    import copy
-
-    return copy.deepcopy(module).cpu()
-
-
-class NonFiniteError(FloatingPointError):
-    """A loss, gradient, parameter or return became NaN or infinite; the message says where."""
-
-
-def check_finite(value: Any, where: str) -> None:
-    """Raise :class:`NonFiniteError` naming ``where`` if ``value`` (number, array or tensor) is not finite."""
-    if isinstance(value, torch.Tensor):
-        ok = bool(torch.isfinite(value).all())
-    else:
-        ok = bool(np.all(np.isfinite(np.asarray(value, dtype=np.float64))))
-    if not ok:
-        raise NonFiniteError(
-            f"non-finite value in {where}; the run was stopped before it was applied "
-            "(the last checkpoint is intact). Lower the learning rate / step size or check the task's rewards"
-        )
-
-
-def check_validation_seed(seed: int, metatest_seed: int | None) -> None:
-    """Raise ``ValueError`` if the validation seed is the meta-test's (the best checkpoint would be chosen on
-    the test tasks)."""
-    if metatest_seed is not None and seed == metatest_seed:
-        raise ValueError(f"the validation seed {seed} equals metatest_seed: choose another --eval-seed, "
-                         "so the best checkpoint is not chosen on the test tasks")
+__all__ = ["MetaAlgorithm", "NonFiniteError", "check_finite", "check_validation_seed"]
 
 
 class MetaAlgorithm(abc.ABC):
@@ -88,7 +42,7 @@ class MetaAlgorithm(abc.ABC):
 
     def resolve_settings(self, config: RunConfig | None, settings: Mapping[str, Any]) -> Any:
         """The validated settings of a new instance: ``config`` as given, or ``settings`` by name on top of
-        the algorithm's preset for the family or dataset (:func:`metarl.presets.resolve_config`)."""
+        the algorithm's preset for the family or dataset (:func:`metarl.registry.resolve_config`)."""
         if config is not None:
             if settings:
                 raise TypeError(f"{type(self).__name__}: pass either a config or settings by name, not both")
@@ -97,8 +51,6 @@ class MetaAlgorithm(abc.ABC):
                                 f"got {type(config).__name__}")
             config.validate()
             return config
-        from metarl.presets import resolve_config
-
         return resolve_config(self.name, self.config_class, settings)
 
     @abc.abstractmethod
@@ -149,6 +101,11 @@ class MetaAlgorithm(abc.ABC):
         """
         raise NotImplementedError(f"{self.name or type(self).__name__} has no validation score")
 
+    @property
+    def supports_validation(self) -> bool:
+        """Whether this algorithm implements :meth:`validation_scores` (needed by ``eval_every``)."""
+        return type(self).validation_scores is not MetaAlgorithm.validation_scores
+
     def format_metatest(self, result: Mapping[str, Any]) -> str:
         """Human-readable meta-test table printed at the end of training."""
         return json.dumps(result, indent=2)
@@ -157,64 +114,15 @@ class MetaAlgorithm(abc.ABC):
         """Write files that picture the meta-test (figures) into the run directory; returns their paths."""
         return []
 
-    @property
-    def device(self) -> torch.device:
-        """Where the networks, the adaptation and the outer updates run (``device`` setting; sampling, and the
-        policy copy that acts in it, stay on the CPU)."""
-        if not hasattr(self, "_device"):
-            self._device = resolve_device(getattr(self.cfg, "device", "cpu"))
-        return self._device
-
-    def sampler_factory(self, config: Any) -> Callable[[], Any]:
-        """What builds the run's local sampler (picklable: remote workers build theirs with it): an
-        :class:`~metarl.sampler.EpisodeSampler` of ``config``'s family (``env``, ``env_kwargs``,
-        ``max_episode_steps``); RL^2 overrides it with its trial sampler."""
-        from metarl.sampler import EpisodeSampler
-
-        return functools.partial(EpisodeSampler, config.env, config.env_kwargs,
-                                 max_episode_steps=config.max_episode_steps)
-
-    def make_sampler(self, config: Any) -> Any:
-        """The run's sampler: the local one, or with ``sampler: ray`` a :class:`~metarl.ray_sampler.RaySampler`
-        of ``num_workers`` workers that samples the same episodes."""
-        factory = self.sampler_factory(config)
-        if getattr(config, "sampler", "local") != "ray":
-            return factory()
-        from metarl.ray_sampler import RaySampler
-
-        return RaySampler(factory, config.num_workers, address=config.ray_address, worker_cpus=config.worker_cpus,
-                          worker_timeout=config.worker_timeout, worker_retries=config.worker_retries)
-
-    def retarget(self, env: str, env_kwargs: Mapping[str, Any] | None = None, **settings: Any) -> None:
-        """Sample another family from now on with the same networks (to meta-test a run on a family it was not
-        trained on); ``settings``: meta-test settings to change too (``metatest_tasks=...``).
-
-        Raises:
-            ValueError: the family's observation or action space differs from the run's (kind or shape).
-        """
-        from metarl.policy import check_spaces
-
-        changes: dict[str, Any] = {"env": env, "env_kwargs": dict(env_kwargs or {}), **settings}
-        if env != getattr(self.cfg, "env", None) or changes["env_kwargs"] != dict(getattr(self.cfg, "env_kwargs", {})):
-            changes.setdefault("max_episode_steps", None)  # the other family's own horizon
-        config = dataclasses.replace(self.cfg, **changes)
-        config.validate()
-        sampler = self.make_sampler(config)
-        old = self.sampler  # type: ignore[attr-defined]
-        try:
-            check_spaces(sampler.env, old.env.observation_space, old.env.action_space, f"this {self.name} run")
-        except ValueError:
-            sampler.close()
-            raise
-        self.cfg, self.sampler = config, sampler
-        old.close()  # its envs (and, for a Ray sampler, its workers)
-
-    def learn(self, logdir: str | os.PathLike | None = None, *, progress: bool = False) -> "MetaAlgorithm":
+    def learn(self, logdir: str | os.PathLike | None = None, *, callbacks: Sequence[Any] = (),
+              progress: bool = False) -> "MetaAlgorithm":
         """Meta-train for the configured iterations, then meta-test (``self.metatest_result``), writing the run
-        directory (``logdir``, default the settings' ``logdir``) as ``metarl train`` does; returns ``self``."""
-        from metarl.training import run_meta_training
+        directory (``logdir``, default the settings' ``logdir``) as ``metarl train`` does; returns ``self``.
 
-        self.metatest_result = run_meta_training(self, logdir=logdir, progress=progress)
+        ``callbacks``: :class:`~metarl.callbacks.BaseCallback` objects of the user's, called after the
+        built-in ones (logging, validation) and before the checkpoint; one returning ``False`` from
+        ``on_iteration_end`` stops the run there (checkpointed, then meta-tested)."""
+        self.metatest_result = run_meta_training(self, logdir=logdir, progress=progress, callbacks=callbacks)
         return self
 
     def metatest_scalars(self, result: Mapping[str, Any]) -> dict[str, float]:

@@ -19,9 +19,11 @@ import torch
 
 from metarl.rundir import atomic_write
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "CHECKPOINT_NAME", "rng_state", "set_rng_state"]
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "CHECKPOINT_NAME", "BEST_CHECKPOINT_NAME", "rng_state", "set_rng_state"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
+#: a run's best validation state (written by the outer loop with ``eval_every``)
+BEST_CHECKPOINT_NAME = "best.pt"
 
 
 class CheckpointError(RuntimeError):

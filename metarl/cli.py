@@ -22,13 +22,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from metarl.checkpoint import CheckpointError
-from metarl.launcher import ALGORITHMS, AlgorithmSpec, launch, load_run, parse_env_kwargs, register_algorithm
+from metarl.errors import NonFiniteError, SamplerWorkerError, TrainingInterrupted
+from metarl.launcher import launch
 from metarl.tasks import list_families
-from metarl.ray_sampler import SamplerWorkerError
-from metarl.training import NonFiniteError, TrainingInterrupted
 
-__all__ = ["main", "train_main", "fewshot_main", "continual_main", "ALGORITHMS", "AlgorithmSpec", "parse_env_kwargs",
-           "register_algorithm", "load_run"]
+__all__ = ["main", "train_main", "fewshot_main", "continual_main"]
 
 COMMANDS = "train | fewshot | continual | evaluate | plot | envs"
 

@@ -19,9 +19,11 @@ import math
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
+
+from metarl.errors import check_validation_seed
 
 __all__ = [
     "RunConfig",
@@ -33,6 +35,8 @@ __all__ = [
     "add_config_arguments",
     "RENAMED_SETTINGS",
     "RUNTIME_SETTINGS",
+    "VALIDATION_SETTINGS",
+    "resume_conflicts",
 ]
 
 C = TypeVar("C")
@@ -53,6 +57,20 @@ RENAMED_SETTINGS = {
 #: settings that change how a run is executed but not what it computes: a resumed run may change them
 RUNTIME_SETTINGS = ("iterations", "logdir", "checkpoint_every", "threads", "device", "sampler", "num_workers", "ray_address",
                     "worker_cpus", "worker_timeout", "worker_retries")
+#: the validation cadence may change when resuming (a best checkpoint's own validation settings are checked apart)
+VALIDATION_SETTINGS = ("eval_every", "eval_tasks", "eval_seed")
+
+
+def resume_conflicts(saved: Mapping[str, Any], current: Mapping[str, Any], metatest_only: Sequence[str] = ()
+                     ) -> list[str]:
+    """The settings a resumed run would change but may not: the one rule of ``--resume``.
+
+    Runtime settings (:data:`RUNTIME_SETTINGS`), the validation cadence and the algorithm's meta-test-only
+    settings may change. A setting absent from ``saved`` was added to the library after the checkpoint was
+    written; new settings default to the earlier behaviour, so it is no conflict.
+    """
+    allowed = {*RUNTIME_SETTINGS, *VALIDATION_SETTINGS, *metatest_only}
+    return sorted(k for k in set(saved) - allowed if saved.get(k) != current.get(k))
 
 
 def field(default: Any, help: str, *, bounds: str | None = None, flag: bool = True) -> Any:
@@ -107,9 +125,8 @@ class RunConfig:
     def validate(self) -> None:
         """Raise ``ValueError``/``TypeError`` naming any setting that cannot train."""
         check_config(self)
-        if self.eval_every and self.eval_seed == self.metatest_seed:
-            raise ValueError(f"eval_seed {self.eval_seed} equals metatest_seed: choose another --eval-seed, so the "
-                             "best checkpoint is not chosen on the test tasks")
+        if self.eval_every:
+            check_validation_seed(self.eval_seed, self.metatest_seed)
 
 
 @dataclass
@@ -322,12 +339,15 @@ def _number(tp: type) -> Any:
     return parse
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type, defaults: Mapping[str, Any]) -> None:
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type, defaults: Mapping[str, Any],
+                         many: Mapping[str, str] | None = None) -> None:
     """One flag per field of config ``cls``; flags not given are absent from the parsed namespace.
 
     ``defaults`` are the values the run would use without the flag (generic, preset or config file):
-    ``--help`` shows them.
+    ``--help`` shows them. ``many``: fields whose flag takes several values (a list), with the sentence that
+    says what several do (``{"seed": "several: one run each"}``).
     """
+    many = dict(many or {})
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if not f.metadata.get("flag", True):
@@ -336,9 +356,15 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, defaults: M
         tp = _base_type(hints[f.name])
         default = defaults.get(f.name)
         shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else default
-        help_text = f"{f.metadata.get('help', '')} (default: {shown})"
+        help_text = f.metadata.get("help", "")
+        if many.get(f.name):
+            help_text += f"; {many[f.name]}"
+        if default is not None or "default" not in help_text:  # a None default is described by the help itself
+            help_text += f" (default: {shown})"
         kwargs: dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS, help=help_text.replace("%", "%%"))
-        if tp is bool:
+        if f.name in many and tp in (int, float):
+            parser.add_argument(flag, type=_number(tp), nargs="+", metavar=tp.__name__.upper(), **kwargs)
+        elif tp is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
         elif typing.get_origin(tp) is typing.Literal:
             parser.add_argument(flag, choices=list(typing.get_args(tp)), **kwargs)

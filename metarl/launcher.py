@@ -1,16 +1,19 @@
-"""One launcher for every kind of run: settings, start, resume and loading, for ``metarl train`` and
-``metarl fewshot`` alike (and for what registers with :func:`register_algorithm`).
+"""One launcher for every kind of run: settings, start, resume and several seeds, for ``metarl train``,
+``metarl fewshot`` and ``metarl continual`` alike (and for what registers with
+:func:`metarl.register_algorithm`).
 
 A run's settings are layered: the algorithm's config class (generic defaults), its preset for the
-family or dataset (:mod:`metarl.presets`), a ``--config FILE``, then the flags given. ``--help`` shows
-the values the run would use with the flags given so far (``metarl train --algo maml-trpo --env
-metarl/Navigation2D-v0 --help``), the run prints them when it starts and writes them to
-``DIR/config.yaml``. ``--resume DIR`` continues the run with the settings saved in its checkpoint;
-a flag that would change what the run computes is refused, naming it (only the length, the checkpoint
-cadence, threads, validation cadence and the meta-test-only settings may change).
+family or dataset (:mod:`metarl.presets`, or the record's own), a ``--config FILE``, then the flags given.
+``--help`` shows the values the run would use with the flags given so far (``metarl train --algo
+maml-trpo --env metarl/Navigation2D-v0 --help``), the run prints them when it starts and writes them to
+``DIR/config.yaml``. ``--resume DIR`` continues the run with the settings saved in its checkpoint; a flag
+that would change what the run computes is refused, naming it (:func:`metarl.config.resume_conflicts`).
+``--seed 0 1 2`` runs each seed into ``DIR/seed_<s>`` on the same parsed settings (:mod:`metarl.seeds`).
 
-Python users get the same settings through :func:`make_algorithm` (or an algorithm class called with
-settings by name) and the trained learner through :func:`load_run`.
+Each subcommand trains one kind of algorithm (``metarl train``: meta-RL; ``fewshot``; ``continual``) and
+refuses another kind's in one line naming the right subcommand. No parser abbreviates a flag.
+
+Python users get the same through :func:`train`, :func:`metarl.make_algorithm` and :func:`metarl.load`.
 """
 
 from __future__ import annotations
@@ -21,8 +24,7 @@ import dataclasses
 import os
 import sys
 import textwrap
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,174 +32,25 @@ import numpy as np
 import torch
 import yaml
 
-from metarl.checkpoint import CheckpointError, load_checkpoint
-from metarl.config import RENAMED_SETTINGS, RUNTIME_SETTINGS, RunConfig, add_config_arguments, config_from_dict, \
-    config_to_dict
-from metarl.presets import preset
+from metarl.callbacks import BaseCallback, TrainingState
+from metarl.checkpoint import CHECKPOINT_NAME
+from metarl.config import RENAMED_SETTINGS, add_config_arguments, config_from_dict, config_to_dict, resume_conflicts
+from metarl.errors import TrainingInterrupted
+from metarl.registry import (COMMANDS, AlgorithmRecord, algorithm_names, algorithm_record, make_algorithm, read_run,
+                             resolve_config)
+from metarl.seeds import read_seed_list, seed_dir, write_seed_list, write_seed_summary
 from metarl.system import keep_freed_memory
-from metarl.training import BEST_CHECKPOINT_NAME, MetaAlgorithm, run_meta_training
+from metarl.training import run_meta_training
 
-__all__ = ["AlgorithmSpec", "ALGORITHMS", "register_algorithm", "algorithm_spec", "make_algorithm", "load_run",
-           "run_config", "launch", "parse_env_kwargs", "train"]
+__all__ = ["launch", "parse_env_kwargs", "train", "DEFAULT_ALGORITHM"]
 
-
-@dataclass(frozen=True)
-class AlgorithmSpec:
-    """How the launcher builds an algorithm.
-
-    Attributes:
-        name: the ``--algo`` name, also the algorithm's ``name`` and its presets file's.
-        command: the subcommand that lists it (``"train"`` for RL, ``"fewshot"``).
-        config_class: its settings dataclass (a :class:`~metarl.config.RunConfig` subclass).
-        make: resolved config -> algorithm.
-        metatest_only: config -> the settings a resumed run may change because only the meta-test reads them.
-    """
-
-    name: str
-    command: str
-    config_class: type[RunConfig]
-    make: Callable[[Any], MetaAlgorithm]
-    metatest_only: Callable[[Any], tuple[str, ...]] = lambda config: ()
-
-
-def _rl(name: str, module: str, cls: str, config_cls: str) -> Callable[[], AlgorithmSpec]:
-    def factory() -> AlgorithmSpec:
-        mod = __import__(module, fromlist=[cls, config_cls])
-        algorithm = getattr(mod, cls)
-        return AlgorithmSpec(name, "train", getattr(mod, config_cls), algorithm,
-                             lambda config: algorithm.metatest_only_settings)
-
-    return factory
-
-
-def _fewshot(name: str) -> Callable[[], AlgorithmSpec]:
-    def factory() -> AlgorithmSpec:
-        from metarl.fewshot.build import build_algorithm
-        from metarl.fewshot.config import FewShotConfig
-        from metarl.fewshot.algorithms import FewShotClassification, MANNMetaLearning, SinusoidMetaLearning
-
-        def metatest_only(config: Any) -> tuple[str, ...]:
-            if config.dataset == "sinusoid":
-                return SinusoidMetaLearning.metatest_only_settings
-            return (MANNMetaLearning if name == "mann" else FewShotClassification).metatest_only_settings
-
-        return AlgorithmSpec(name, "fewshot", FewShotConfig, lambda config: build_algorithm(config, name),
-                             metatest_only)
-
-    return factory
-
-
-def _continual(name: str) -> Callable[[], AlgorithmSpec]:
-    def factory() -> AlgorithmSpec:
-        from metarl.continual.algorithm import ContinualLearning
-        from metarl.continual.config import ContinualConfig
-
-        return AlgorithmSpec(name, "continual", ContinualConfig, lambda config: ContinualLearning(config, name),
-                             lambda config: ContinualLearning.metatest_only_settings)
-
-    return factory
-
-
-#: algorithm name -> lazy spec factory (lazy so ``metarl envs`` imports no agent)
-ALGORITHMS: dict[str, Callable[[], AlgorithmSpec]] = {
-    "maml-trpo": _rl("maml-trpo", "metarl.agents.maml", "MAMLTRPO", "MAMLConfig"),
-    "maml-ppo": _rl("maml-ppo", "metarl.agents.maml", "MAMLPPO", "MAMLPPOConfig"),
-    "rl2-ppo": _rl("rl2-ppo", "metarl.agents.rl2", "RL2PPO", "RL2Config"),
-    "pearl": _rl("pearl", "metarl.agents.pearl", "PEARL", "PEARLConfig"),
-    **{name: _fewshot(name) for name in ("maml", "fomaml", "metasgd", "protonet", "mann")},
-    **{name: _continual(name) for name in ("oml", "oml-er", "pretrain", "finetune", "er", "iid")},
-}
-
-#: the algorithm each command runs when neither --algo nor a config file names one
-DEFAULT_ALGO = {"train": "maml-trpo", "fewshot": "maml", "continual": "oml"}
+#: the algorithm each subcommand runs when neither --algo nor a config file names one
+DEFAULT_ALGORITHM = {"train": "maml-trpo", "fewshot": "maml", "continual": "oml"}
+_KIND_OF = {command: kind for kind, command in COMMANDS.items()}
 #: what each command meta-trains, for its --help
-_KINDS = {"train": "RL meta-learner", "fewshot": "few-shot learner", "continual": "continual learner"}
-
-
-def register_algorithm(name: str, spec_factory: Callable[[], AlgorithmSpec]) -> None:
-    """Make ``--algo name`` available to the launcher (and :func:`make_algorithm` / :func:`load_run`)."""
-    ALGORITHMS[name] = spec_factory
-
-
-def algorithm_spec(name: str) -> AlgorithmSpec:
-    """The spec of algorithm ``name``.
-
-    Raises:
-        ValueError: no such algorithm (the message lists them).
-    """
-    if name not in ALGORITHMS:
-        raise ValueError(f"unknown algorithm {name!r}; choose from {sorted(ALGORITHMS)}")
-    return ALGORITHMS[name]()
-
-
-def make_algorithm(algo: str, config: RunConfig | None = None, **settings: Any) -> MetaAlgorithm:
-    """A new algorithm, as ``metarl train``/``metarl fewshot`` builds it.
-
-    Args:
-        algo: the algorithm's name (``"maml-trpo"``, ``"rl2-ppo"``, ``"protonet"``, ...).
-        config: complete settings, used as given; or
-        **settings: settings by name on top of the algorithm's preset for the family/dataset.
-
-    The network initialisation is seeded with the run's ``seed``, as on the command line.
-    """
-    spec = algorithm_spec(algo)
-    if config is None:
-        from metarl.presets import resolve_config
-
-        config = resolve_config(algo, spec.config_class, settings)
-    elif settings:
-        raise TypeError("pass either a config or settings by name, not both")
-    config.validate()
-    torch.manual_seed(config.seed)  # network initialisation; everything else draws from the run's generator
-    return spec.make(config)
-
-
-def run_config(run_dir: str | os.PathLike, best: bool = False) -> tuple[str, Any, dict[str, Any]]:
-    """``(algo, config, checkpoint)`` of a run directory (or checkpoint file), whatever its kind.
-
-    Raises:
-        CheckpointError: no readable checkpoint, or one naming an unknown algorithm.
-    """
-    path = Path(run_dir)
-    if best:
-        path = (path if path.is_dir() else path.parent) / BEST_CHECKPOINT_NAME
-        if not path.is_file():
-            raise CheckpointError(f"no {BEST_CHECKPOINT_NAME} in {run_dir}: only runs trained with --eval-every "
-                                  "keep a best validation checkpoint")
-    state = load_checkpoint(path)
-    saved = dict(state["config"])
-    algo = saved.pop("algo", None) or saved.pop("method", None) or "maml-trpo"  # few-shot runs of 0.1 named "method"
-    if algo not in ALGORITHMS:
-        raise CheckpointError(f"{run_dir}: its checkpoint names algorithm {algo!r}, which is not registered; "
-                              f"known: {sorted(ALGORITHMS)}")
-    spec = algorithm_spec(algo)
-    try:
-        config = config_from_dict(spec.config_class, saved, where=f"{run_dir}'s checkpoint", strict=False)
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{run_dir}: its checkpoint's settings do not fit {algo} ({exc})") from exc
-    return algo, config, state
-
-
-def load_run(run_dir: str | os.PathLike, weights: bool = True, best: bool = False) -> MetaAlgorithm:
-    """The algorithm of a run directory (any kind: MAML, RL^2, few-shot), rebuilt from its settings and checkpoint.
-
-    With ``weights=False`` it is the run's freshly initialised algorithm (same settings and seed);
-    with ``best=True`` it holds the best validation state (``best.pt`` of a run with ``--eval-every``).
-
-    Raises:
-        CheckpointError: no readable checkpoint, an unknown algorithm, or weights that do not fit the model.
-    """
-    algo, config, state = run_config(run_dir, best=best)
-    # a trained run is used here, on this machine: on the CPU and with the local sampler, however it was trained
-    local = {k: v for k, v in (("device", "cpu"), ("sampler", "local")) if hasattr(config, k)}
-    algorithm = make_algorithm(algo, dataclasses.replace(config, **local) if local else config)
-    if weights:
-        algorithm.restore(state["algorithm"], where=str(run_dir))
-    return algorithm
-
-
-# ----------------------------------------------------------------------------------------------
-# command line
+_WHAT = {"train": "meta-RL algorithm", "fewshot": "few-shot learner", "continual": "continual learner"}
+#: a few-shot name typed where RL was meant, and back
+_COUNTERPART = {"maml": "maml-trpo", "fomaml": "maml-trpo", "maml-trpo": "maml", "maml-ppo": "maml"}
 
 
 def parse_env_kwargs(items: Sequence[str] | None) -> dict[str, Any]:
@@ -228,26 +81,213 @@ def _read_config_file(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ValueError(f"--config {path} must be a mapping of setting: value, got {type(data).__name__}")
-    return data
+    return {RENAMED_SETTINGS.get(k, k): v for k, v in data.items()}
 
 
-def _base_parser(command: str, algo: str, spec: AlgorithmSpec | None) -> argparse.ArgumentParser:
-    kind = _KINDS[command]
+def check_command(command: str, record: AlgorithmRecord, algo: str) -> None:
+    """Refuse an algorithm of another kind than ``command`` trains, naming the right subcommand."""
+    if record.command == command:
+        return
+    hint = ""
+    other = _COUNTERPART.get(record.name)
+    if other is not None and algorithm_record(other).command == command:
+        hint = f"; for {_WHAT[command].split()[0]} use --algo {other}"
+    raise ValueError(f"{algo} is a {_WHAT[record.command]}: metarl {record.command} --algo {algo}{hint} "
+                     f"(metarl {command} runs {', '.join(algorithm_names(_KIND_OF[command]))})")
+
+
+def _preparse(argv: Sequence[str]) -> argparse.Namespace:
+    """The flags that choose the parser: algorithm, config file, resume directory, family or dataset."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--algo", "--method", dest="algo", default=None)
+    pre.add_argument("--config", type=Path, default=None)
+    pre.add_argument("--resume", type=Path, default=None)
+    pre.add_argument("--env", default=None)
+    pre.add_argument("--dataset", default=None)
+    pre.add_argument("--env-kwargs", nargs="*", default=None)
+    known, _ = pre.parse_known_args(argv)
+    return known
+
+
+def _parser(command: str, algo: str, record: AlgorithmRecord, defaults: dict[str, Any]) -> argparse.ArgumentParser:
+    cls = record.settings_class()
     parser = argparse.ArgumentParser(
-        prog=f"metarl {command}", description=f"meta-train a {kind}, then meta-test it",
+        prog=f"metarl {command}", allow_abbrev=False, description=f"meta-train a {_WHAT[command]}, then meta-test it",
         epilog="Defaults shown are the ones this run would use: the algorithm's preset for the family/dataset "
                "(metarl/presets/<algo>.yaml), then --config, then the flags. Settings are saved to DIR/config.yaml.")
-    parser.add_argument("--algo", "--method", dest="algo", default=algo, choices=sorted(ALGORITHMS),
-                        help=f"meta-learning algorithm or continual method (default: {algo})")
+    parser.add_argument("--algo", "--method", dest="algo", default=algo, metavar="ALGO",
+                        help=f"the {_WHAT[command]}: {', '.join(algorithm_names(_KIND_OF[command]))}, or "
+                             f"your_module:name (default: {algo}; --method is the same flag)")
     parser.add_argument("--config", type=Path, default=None, metavar="FILE",
                         help="YAML file of settings (e.g. a run's config.yaml); flags override it")
     parser.add_argument("--resume", type=Path, default=None, metavar="DIR",
-                        help="continue the stopped run in DIR with its saved settings (--iterations may extend it)")
+                        help="continue the stopped run in DIR with its saved settings (--iterations may extend it); "
+                             "a multi-seed DIR finishes every seed")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    if spec is not None and "env_kwargs" in {f.name for f in dataclasses.fields(spec.config_class)}:
+    if "env_kwargs" in cls.__dataclass_fields__:
         parser.add_argument("--env-kwargs", nargs="*", default=None, metavar="KEY=VALUE",
                             help="family constructor kwargs, e.g. --env-kwargs k=10 n=100")
+    add_config_arguments(parser, cls, defaults, many={"seed": ""})
     return parser
+
+
+def _given(args: argparse.Namespace, record: AlgorithmRecord) -> dict[str, Any]:
+    """The settings the flags gave (lists as tuples; ``seed`` is handled apart)."""
+    fields = record.settings_class().__dataclass_fields__
+    given = {k: (tuple(v) if isinstance(v, list) else v) for k, v in vars(args).items()
+             if k in fields and k not in ("env_kwargs", "seed")}
+    if getattr(args, "env_kwargs", None) is not None:
+        given["env_kwargs"] = parse_env_kwargs(args.env_kwargs)
+    return given
+
+
+def _seeds(args: argparse.Namespace, default: int) -> list[int]:
+    seeds = list(getattr(args, "seed", [default]))
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seed lists a seed twice: {' '.join(map(str, seeds))}")
+    return seeds
+
+
+def _resumed(record: AlgorithmRecord, saved: Any, given: dict[str, Any], run_dir: Path) -> Any:
+    """``saved`` settings with the flags ``given`` on a resume, refusing any that would change what it computes."""
+    if "logdir" in given and Path(given["logdir"]).resolve() != run_dir.resolve():
+        raise ValueError(f"--logdir {given['logdir']} differs from --resume {run_dir}: a resumed run stays in "
+                         "its directory (copy the directory first to branch a run)")
+    before = config_to_dict(saved)
+    config = config_from_dict(type(saved), {**before, **given, "logdir": str(run_dir)}, where="the settings")
+    after = config_to_dict(config)
+    changed = resume_conflicts(before, after, record.metatest_only_settings(saved))
+    if changed:
+        was = ", ".join(f"{k}={before[k]!r}" for k in changed)
+        raise ValueError(f"cannot change {', '.join(changed)} when resuming {run_dir} (the run has {was}); "
+                         "resume without them, or start a new run in a new --logdir")
+    config.validate()
+    return config
+
+
+def launch(command: str, argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Parse ``argv`` for ``metarl <command>``, build the run (or runs, one per seed), meta-train and meta-test.
+
+    Returns:
+        The meta-test result (also in ``DIR/metatest.json``), or the summary over seeds
+        (``DIR/metatest_summary.json``).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    known = _preparse(argv)
+    asks_help = any(a in ("-h", "--help") for a in argv)
+    if known.resume is not None and not asks_help:
+        if known.config is not None:
+            raise ValueError("--config starts a new run; --resume continues one with its own settings: give one")
+        if _seed_list(known.resume) is not None:
+            return _resume_seeds(command, known, argv)
+        run = read_run(known.resume)
+        if known.algo is not None and known.algo != run.algo:
+            raise ValueError(f"{known.resume} is a {run.algo} run, not {known.algo}: leave --algo out when resuming")
+        record = algorithm_record(run.algo)
+        defaults = config_to_dict(run.config)
+        defaults["iterations"] = int(run.state.get("target_iterations", run.state.get("iteration", 0)))
+        args = _parser(command, run.algo, record, defaults).parse_args(argv)
+        if getattr(args, "seed", [run.config.seed]) != [run.config.seed]:
+            raise ValueError(f"cannot change seed when resuming {known.resume} (the run has seed={run.config.seed})")
+        given = {"iterations": defaults["iterations"], **_given(args, record)}
+        config = _resumed(record, run.config, given, known.resume)
+        return _run(run.algo, config, resume=True, progress=not args.no_progress)[1]
+
+    file_settings = _read_config_file(known.config) if known.config is not None else {}
+    algo = known.algo or file_settings.pop("algo", None) or DEFAULT_ALGORITHM[command]
+    file_settings.pop("algo", None)
+    record = algorithm_record(algo)
+    check_command(command, record, algo)
+    cls = record.settings_class()
+    key_field = cls.preset_key
+    key = getattr(known, key_field, None) if key_field in ("env", "dataset") else None
+    fields = cls.__dataclass_fields__
+    key = key or file_settings.get(key_field) or (fields[key_field].default if key_field in fields else None)
+    env_kwargs = parse_env_kwargs(known.env_kwargs) if known.env_kwargs is not None \
+        else dict(file_settings.get("env_kwargs") or {})
+    defaults = {**config_to_dict(cls()), **record.preset(key, env_kwargs), **file_settings}
+    if key_field:
+        defaults[key_field] = key
+    if "env_kwargs" in cls.__dataclass_fields__:
+        defaults["env_kwargs"] = env_kwargs
+    args = _parser(command, algo, record, defaults).parse_args(argv)
+    seeds = _seeds(args, int(defaults.get("seed", 0)))
+    config = config_from_dict(cls, {**defaults, **_given(args, record), "seed": seeds[0]}, where="the settings")
+    config.validate()
+    progress = not args.no_progress
+    if len(seeds) == 1:
+        return _run(algo, config, resume=False, progress=progress)[1]
+    return run_seeds(algo, config, seeds, progress=progress)
+
+
+def _seed_list(parent: Path) -> dict[str, Any] | None:
+    """The seeds of a multi-seed run directory (its ``seeds.yaml``; for runs of earlier versions, which have
+    none, the ``seed_<s>`` directories holding a checkpoint), or ``None``."""
+    listed = read_seed_list(parent)
+    if listed is not None or (parent / CHECKPOINT_NAME).is_file():
+        return listed
+    dirs = sorted((p for p in parent.glob("seed_*") if p.name[5:].isdigit() and (p / CHECKPOINT_NAME).is_file()),
+                  key=lambda p: int(p.name[5:]))
+    if not dirs:
+        return None
+    first = read_run(dirs[0])
+    return {"algo": first.algo, "seeds": [int(p.name[5:]) for p in dirs], "settings": config_to_dict(first.config)}
+
+
+def _resume_seeds(command: str, known: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
+    """``--resume PARENT`` of a multi-seed run: resume the seeds that started, start those that had not."""
+    parent = Path(known.resume)
+    listed = _seed_list(parent)
+    assert listed is not None
+    algo = listed["algo"]
+    if known.algo is not None and known.algo != algo:
+        raise ValueError(f"{parent} is a {algo} run, not {known.algo}: leave --algo out when resuming")
+    record = algorithm_record(algo)
+    cls = record.settings_class()
+    shared = config_from_dict(cls, {**listed["settings"], "logdir": str(parent)}, where=f"{parent}'s seeds.yaml",
+                              strict=False)
+    args = _parser(command, algo, record, config_to_dict(shared)).parse_args(argv)
+    if getattr(args, "seed", listed["seeds"]) != listed["seeds"]:
+        raise ValueError(f"cannot change the seeds when resuming {parent} (the run has seeds "
+                         f"{' '.join(map(str, listed['seeds']))})")
+    given = _given(args, record)
+    configs, resumes = [], []
+    for seed in listed["seeds"]:
+        directory = seed_dir(parent, seed)
+        if (directory / CHECKPOINT_NAME).is_file():
+            run = read_run(directory)
+            iterations = {"iterations": int(run.state.get("target_iterations", run.config.iterations))}
+            configs.append(_resumed(record, run.config, {**iterations, **given}, directory))
+        else:
+            fresh = dataclasses.replace(shared, seed=seed, logdir=str(directory))
+            configs.append(_resumed(record, fresh, given, directory))
+        resumes.append((directory / CHECKPOINT_NAME).is_file())
+    return _run_seed_configs(algo, parent, listed["seeds"], configs, resumes, progress=not args.no_progress)
+
+
+def run_seeds(algo: str, config: Any, seeds: Sequence[int], *, progress: bool,
+              callbacks: Sequence[BaseCallback] = ()) -> dict[str, Any]:
+    """Run ``config`` once per seed into ``DIR/seed_<s>`` (``DIR``: its logdir, or the default with every seed in
+    its name), recorded first in ``DIR/seeds.yaml``; then ``DIR/metatest_summary.json``."""
+    parent = Path(config.logdir) if config.logdir is not None else _default_logdir(algo, config, seeds)
+    shared = config_to_dict(dataclasses.replace(config, seed=int(seeds[0]), logdir=None))
+    if (parent / CHECKPOINT_NAME).is_file() or read_seed_list(parent) is not None:
+        raise ValueError(f"{parent} already holds a run; pass --resume {parent} to continue it or choose a new --logdir")
+    write_seed_list(parent, algo, seeds, shared)
+    configs = [dataclasses.replace(config, seed=int(s), logdir=str(seed_dir(parent, s))) for s in seeds]
+    return _run_seed_configs(algo, parent, list(seeds), configs, [False] * len(seeds), progress=progress,
+                             callbacks=callbacks)
+
+
+def _run_seed_configs(algo: str, parent: Path, seeds: list[int], configs: list[Any], resumes: list[bool], *,
+                      progress: bool, callbacks: Sequence[BaseCallback] = ()) -> dict[str, Any]:
+    results = []
+    for config, resume in zip(configs, resumes):
+        try:
+            results.append(_run(algo, config, resume=resume, progress=progress, callbacks=callbacks)[1])
+        except TrainingInterrupted as exc:  # the parent resumes every seed, also those not started
+            raise TrainingInterrupted(parent, exc.iteration) from None
+    return write_seed_summary(parent, seeds, [c.logdir for c in configs], results)
 
 
 def _describe(config: Any) -> str:
@@ -258,152 +298,80 @@ def _describe(config: Any) -> str:
     return "\n".join(lines)
 
 
-def _default_logdir(algo: str, config: Any) -> Path:
+def _default_logdir(algo: str, config: Any, seeds: Sequence[int] | None = None) -> Path:
     key = getattr(config, type(config).preset_key, None) or "run"
-    return Path("runs") / f"{algo}-{str(key).split(':')[-1].replace('/', '-')}-s{config.seed}"
+    seeds = [config.seed] if seeds is None else seeds
+    name = f"{algo.split(':')[-1]}-{str(key).split(':')[-1].replace('/', '-')}-s{'-'.join(map(str, seeds))}"
+    return Path("runs") / name
 
 
-def _import_from_cwd(config: Any) -> None:
-    """Let ``--env my_module:Family-v0`` import ``my_module.py`` from the current directory, as ``python -m`` would."""
-    env = getattr(config, "env", "")
-    if ":" in env and os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
+class _Banner(BaseCallback):
+    """Prints what the run is, once its directory is locked and its settings accepted (a refusal prints only
+    its one line)."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def on_training_start(self, state: TrainingState) -> None:
+        print(self.text, file=sys.stderr)
 
 
-def launch(command: str, argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Parse ``argv`` for ``metarl <command>``, build the run, meta-train and meta-test it.
-
-    Returns:
-        The meta-test result (also in ``DIR/metatest.json``).
-    """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    from metarl.seeds import multi_seed
-
-    multi = multi_seed(command, argv)
-    if multi is not None:
-        return multi
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--algo", "--method", dest="algo", default=None)
-    pre.add_argument("--config", type=Path, default=None)
-    pre.add_argument("--resume", type=Path, default=None)
-    pre.add_argument("--env", default=None)
-    pre.add_argument("--dataset", default=None)
-    pre.add_argument("--env-kwargs", nargs="*", default=None)
-    known, _ = pre.parse_known_args(argv)
-    asks_help = any(a in ("-h", "--help") for a in argv)
-
-    resume_state: dict[str, Any] | None = None
-    file_settings: dict[str, Any] = {}
-    if known.resume is not None and not asks_help:
-        if known.config is not None:
-            raise ValueError("--config starts a new run; --resume continues one with its own settings: give one")
-        algo, saved_config, resume_state = run_config(known.resume)
-        if known.algo is not None and known.algo != algo:
-            raise ValueError(f"{known.resume} is a {algo} run, not {known.algo}: leave --algo out when resuming")
-        spec = algorithm_spec(algo)
-        defaults = config_to_dict(saved_config)
-        defaults["iterations"] = int(resume_state.get("target_iterations", resume_state["iteration"]))
-        defaults["logdir"] = str(known.resume)
-    else:
-        if known.config is not None:
-            file_settings = {RENAMED_SETTINGS.get(k, k): v for k, v in _read_config_file(known.config).items()}
-        algo = known.algo or file_settings.pop("algo", None) or DEFAULT_ALGO[command]
-        file_settings.pop("algo", None)
-        spec = algorithm_spec(algo)
-        key_field = spec.config_class.preset_key
-        fields = spec.config_class.__dataclass_fields__
-        key = getattr(known, key_field, None) if key_field in ("env", "dataset") else None
-        key = key or file_settings.get(key_field) or (fields[key_field].default if key_field in fields else None)
-        env_kwargs = parse_env_kwargs(known.env_kwargs) if known.env_kwargs is not None \
-            else dict(file_settings.get("env_kwargs") or {})
-        base = config_to_dict(spec.config_class())
-        defaults = {**base, **(preset(algo, key, env_kwargs) if key else {}), **file_settings}
-        if key_field:
-            defaults[key_field] = key
-        if "env_kwargs" in fields:
-            defaults["env_kwargs"] = env_kwargs
-
-    parser = _base_parser(command, algo, spec)
-    add_config_arguments(parser, spec.config_class, defaults)
-    args = parser.parse_args(argv)
-    given = {name: value for name, value in vars(args).items()
-             if name in spec.config_class.__dataclass_fields__ and name != "env_kwargs"}
-    given = {k: (tuple(v) if isinstance(v, list) else v) for k, v in given.items()}
-    if resume_state is not None:
-        if getattr(args, "env_kwargs", None) is not None:
-            given["env_kwargs"] = parse_env_kwargs(args.env_kwargs)
-        if "logdir" in given and Path(given["logdir"]).resolve() != Path(known.resume).resolve():
-            raise ValueError(f"--logdir {given['logdir']} differs from --resume {known.resume}: a resumed run stays in "
-                             "its directory (copy the directory first to branch a run)")
-        allowed = {*RUNTIME_SETTINGS, "eval_every", "eval_tasks", "eval_seed", *spec.metatest_only(saved_config)}
-        saved_values = config_to_dict(saved_config)
-        changed = sorted(k for k, v in given.items() if k not in allowed
-                         and config_to_dict(dataclasses.replace(saved_config, **{k: v}))[k] != saved_values[k])
-        if changed:
-            was = ", ".join(f"{k}={saved_values[k]!r}" for k in changed)
-            raise ValueError(f"cannot change {', '.join(changed)} when resuming {known.resume} (the run has {was}); "
-                             "resume without them, or start a new run in a new --logdir")
-    config = config_from_dict(spec.config_class, {**defaults, **given}, where="the settings")
-    config.validate()
-    return _run(algo, config, resume=resume_state is not None, progress=not args.no_progress)[1]
-
-
-def _run(algo: str, config: Any, *, resume: bool, progress: bool) -> tuple[MetaAlgorithm, dict[str, Any]]:
+def _run(algo: str, config: Any, *, resume: bool, progress: bool, callbacks: Sequence[BaseCallback] = ()
+         ) -> tuple[Any, dict[str, Any]]:
     """Build the algorithm of a validated ``config``, meta-train and meta-test it (the run's last steps)."""
     if config.logdir is None:
         config = dataclasses.replace(config, logdir=str(_default_logdir(algo, config)))
-    _import_from_cwd(config)
     torch.set_num_threads(config.threads)
     algorithm = make_algorithm(algo, config)
     state = "resuming" if resume else "starting"
-    print(f"metarl: {state} {algo} on {getattr(config, type(config).preset_key, '')}, seed {config.seed}, "
-          f"{config.iterations} meta-iterations, logdir {config.logdir}\n{_describe(config)}", file=sys.stderr)
+    banner = _Banner(f"metarl: {state} {algo} on {getattr(config, type(config).preset_key, '')}, seed {config.seed}, "
+                     f"{config.iterations} meta-iterations, logdir {config.logdir}\n{_describe(config)}")
     keep_freed_memory()  # no page-fault churn from per-iteration arrays (metarl/system.py)
-    result = run_meta_training(algorithm, logdir=config.logdir, resume=resume, progress=progress)
+    result = run_meta_training(algorithm, logdir=config.logdir, resume=resume, progress=progress,
+                               callbacks=[banner, *callbacks])
     algorithm.metatest_result = result
     return algorithm, result
 
 
 def train(algo: str, env: str | None = None, *, seed: int | Sequence[int] = 0, logdir: str | os.PathLike | None = None,
-          progress: bool = False, **settings: Any) -> Path:
+          progress: bool = False, callbacks: Sequence[BaseCallback] = (), **settings: Any) -> Path:
     """Meta-train as ``metarl train`` / ``metarl fewshot`` / ``metarl continual`` do, from Python.
 
     Args:
-        algo: the algorithm (``"maml-trpo"``, ``"rl2-ppo"``, ``"pearl"``, ``"protonet"``, ``"oml"``, ...).
+        algo: the algorithm (``"maml-trpo"``, ``"rl2-ppo"``, ``"pearl"``, ``"protonet"``, ``"oml"``,
+            ``"my_module:name"``, ...).
         env: the family (RL) or dataset (few-shot, continual); default the algorithm's.
         seed: one seed, or several: each runs into ``logdir/seed_<s>`` and ``logdir/metatest_summary.json``
             gets the mean and 95% interval over seeds.
         logdir: the run directory (default ``runs/<algo>-<env>-s<seed>``).
         progress: show the progress bar.
+        callbacks: :class:`~metarl.callbacks.BaseCallback` objects of your own (one returning ``False`` from
+            ``on_iteration_end`` stops the run, checkpointed and meta-tested).
         **settings: any setting by name, on top of the algorithm's preset for ``env`` (as the flags).
 
     Returns:
-        The run directory (``metatest.json``, checkpoints, TensorBoard events; :func:`metarl.load_policy`).
+        The run directory (``metatest.json``, checkpoints, TensorBoard events; :func:`metarl.load`).
 
     Raises:
         ValueError / TypeError: an unknown algorithm or setting, or a value out of range (naming it).
     """
-    from metarl.presets import resolve_config
-    from metarl.seeds import write_seed_summary
-
-    spec = algorithm_spec(algo)
-    key_field = spec.config_class.preset_key
+    record = algorithm_record(algo)
     if env is not None:
-        settings[key_field] = env
+        settings[record.settings_class().preset_key] = env
     seeds = [seed] if isinstance(seed, (int, np.integer)) else list(seed)
     if not seeds:
         raise ValueError("seed: give at least one seed")
-    configs = [resolve_config(algo, spec.config_class, {**settings, "seed": int(s)}) for s in seeds]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seed lists a seed twice: {seeds}")
+    config = resolve_config(algo, record.settings_class(), {**settings, "seed": int(seeds[0])})
+    if logdir is not None:
+        config = dataclasses.replace(config, logdir=str(logdir))
     if len(seeds) == 1:
-        config = configs[0] if logdir is None else dataclasses.replace(configs[0], logdir=str(logdir))
-        config = config if config.logdir is not None else dataclasses.replace(config, logdir=str(_default_logdir(algo, config)))
-        _run(algo, config, resume=False, progress=progress)
+        if config.logdir is None:
+            config = dataclasses.replace(config, logdir=str(_default_logdir(algo, config)))
+        _run(algo, config, resume=False, progress=progress, callbacks=callbacks)
         return Path(config.logdir)
-    default = _default_logdir(algo, configs[0])
-    parent = Path(logdir) if logdir is not None else default.with_name(
-        default.name.rsplit("-s", 1)[0] + "-s" + "-".join(map(str, seeds)))
-    dirs = [parent / f"seed_{int(s)}" for s in seeds]
-    results = [_run(algo, dataclasses.replace(c, logdir=str(d)), resume=False, progress=progress)[1]
-               for c, d in zip(configs, dirs)]
-    write_seed_summary(parent, [int(s) for s in seeds], dirs, results)
+    parent = Path(config.logdir) if config.logdir is not None else _default_logdir(algo, config, seeds)
+    run_seeds(algo, dataclasses.replace(config, logdir=str(parent)), [int(s) for s in seeds], progress=progress,
+              callbacks=callbacks)
     return parent

@@ -33,10 +33,11 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from metarl.algorithm import MetaAlgorithm
+from metarl.meta_rl import MetaRLAlgorithm, check_spaces
+from metarl.registry import SavedRun, load
 from metarl.sampler import Episodes
 
-__all__ = ["load_policy", "MetaPolicy", "AdaptedPolicy", "EpisodeRecord", "check_spaces"]
+__all__ = ["load_policy", "MetaPolicy", "AdaptedPolicy", "EpisodeRecord", "check_spaces", "records_to_episodes"]
 
 
 @dataclass
@@ -64,18 +65,6 @@ class EpisodeRecord:
     def episode_return(self) -> float:
         """The undiscounted return."""
         return float(self.rewards.sum())
-
-
-def check_spaces(env: gym.Env, observation_space: gym.Space, action_space: gym.Space, who: str) -> None:
-    """Raise a one-line ``ValueError`` unless ``env``'s spaces have the kind and shape the policy was trained on."""
-    for name, mine, theirs in (("observation", observation_space, env.observation_space),
-                               ("action", action_space, env.action_space)):
-        same = type(mine) is type(theirs) and mine.shape == theirs.shape
-        if isinstance(mine, gym.spaces.Discrete) and same:
-            same = int(mine.n) == int(theirs.n)
-        if not same:
-            raise ValueError(f"{who} was trained on the {name} space {mine}; this env has {theirs}: use a family "
-                             "with the same spaces")
 
 
 def _env_horizon(env: gym.Env, default: int) -> int:
@@ -159,6 +148,9 @@ def records_to_episodes(records: Sequence[EpisodeRecord]) -> Episodes:
 class MetaPolicy(abc.ABC):
     """A trained meta-policy (from :func:`load_policy`): adapts to the task of an env it is given.
 
+    Each meta-RL algorithm has its subclass next to it (``MAMLPolicy`` in ``metarl.agents.maml``,
+    ``RL2Policy``, ``PEARLPolicy``), which implements :meth:`_adapt` with the algorithm's own adaptation.
+
     Attributes:
         algorithm: the trained algorithm (its settings in ``algorithm.cfg``).
         default_episodes: what ``adapt`` collects when ``episodes`` is not given (the run's own setting).
@@ -167,7 +159,12 @@ class MetaPolicy(abc.ABC):
 
     default_episodes: int = 1
 
-    def __init__(self, algorithm: MetaAlgorithm):
+    @classmethod
+    def from_run(cls, run: SavedRun) -> "MetaPolicy":
+        """The policy of a trained run (an algorithm record's ``load``: ``load=MyPolicy.from_run``)."""
+        return cls(run.algorithm())
+
+    def __init__(self, algorithm: MetaRLAlgorithm):
         self.algorithm = algorithm
         sampler = algorithm.sampler  # type: ignore[attr-defined]
         self.observation_space: gym.Space = sampler.env.observation_space
@@ -205,160 +202,12 @@ class MetaPolicy(abc.ABC):
         return [_run_episode(env, actor, sample=sample, seed=s, render=False, max_steps=horizon) for s in seeds]
 
 
-# ----------------------------------------------------------------------------------------------------
-# MAML
-
-
-class _MAMLAdapted(AdaptedPolicy):
-    def __init__(self, policy: "MetaPolicy", generator: torch.Generator, params: dict[str, torch.Tensor],
-                 batched: bool):
-        super().__init__(policy, generator)
-        self.params, self.batched = params, batched
-
-    def act(self, obs: Any, sample: bool = False) -> np.ndarray:
-        algo = self.policy.algorithm
-        x = torch.as_tensor(np.asarray(obs), dtype=torch.float32)[None]
-        with torch.no_grad():
-            dist = algo._dist(self.params, x[None] if self.batched else x, self.batched)  # type: ignore[attr-defined]
-            action = dist.sample(self.generator) if sample else dist.mode()
-        action = action.reshape(-1, *action.shape[(2 if self.batched else 1):])[0]
-        return action.numpy() if action.is_floating_point() else action.numpy().astype(np.int64)[()]
-
-
-class MAMLPolicy(MetaPolicy):
-    """MAML-TRPO / MAML-PPO: ``adapt`` takes the run's inner step(s) on the collected episodes."""
-
-    def __init__(self, algorithm: MetaAlgorithm):
-        super().__init__(algorithm)
-        self.default_episodes = int(algorithm.cfg.episodes_per_task)  # type: ignore[attr-defined]
-
-    def _adapt(self, env: gym.Env, episodes: int, seeds: list[int | None], generator: torch.Generator,
-               steps: int | None = None) -> AdaptedPolicy:
-        """``steps`` inner steps (default: the run's ``inner_steps``), each on ``episodes`` fresh episodes."""
-        from metarl.adaptation import detach_params
-
-        algo: Any = self.algorithm
-        steps = algo.cfg.inner_steps if steps is None else steps
-        meta = detach_params(algo.meta_params())
-        actor = _MAMLAdapted(self, generator, meta, batched=False)
-        if episodes == 0:
-            return actor
-        for step in range(steps):
-            records = self.collect(env, actor, seeds if step == 0 else [None] * episodes, sample=True)
-            batch = algo.task_batch(records_to_episodes(records))
-            with torch.no_grad():
-                params = algo.adapt(actor.params, batch, steps=1, first_order=True, batched_params=actor.batched,
-                                    step_size=algo.step_size(meta, step))
-            actor = _MAMLAdapted(self, generator, params, batched=True)
-        return actor
-
-
-# ----------------------------------------------------------------------------------------------------
-# RL^2
-
-
-class _RL2Adapted(AdaptedPolicy):
-    """Carries the GRU state and the previous action, reward and episode-end flag through the trial."""
-
-    def __init__(self, policy: "MetaPolicy", generator: torch.Generator):
-        super().__init__(policy, generator)
-        algo: Any = policy.algorithm
-        self.inputs = algo.sampler.inputs
-        self.state = algo.net.initial_state(1)
-        self.prev_action = np.zeros((1, self.inputs.action_dim), dtype=np.float32)
-        self.prev_reward, self.done, self.pending = 0.0, 0.0, None
-
-    def act(self, obs: Any, sample: bool = False) -> np.ndarray:
-        x = self.inputs.compose(np.asarray(obs)[None], self.prev_action, np.array([self.prev_reward]),
-                                np.array([self.done]))
-        with torch.no_grad():
-            dist, self.state = self.policy.algorithm.net.step(torch.as_tensor(x), self.state)  # type: ignore[attr-defined]
-            action = dist.sample(self.generator) if sample else dist.mode()
-        self.pending = action[0].numpy()
-        return self.pending if action.is_floating_point() else self.pending.astype(np.int64)[()]
-
-    def observe(self, reward: float, terminated: bool = False, truncated: bool = False) -> None:
-        if self.pending is None:
-            raise RuntimeError("observe() follows act(): call act(obs) first")
-        self.prev_action = self.inputs.encode_actions(np.asarray(self.pending)[None])
-        self.prev_reward, self.done, self.pending = float(reward), float(terminated or truncated), None
-
-
-class RL2Policy(MetaPolicy):
-    """RL^2: ``adapt`` runs the episodes as the start of a trial; the adapted policy continues it."""
-
-    def __init__(self, algorithm: MetaAlgorithm):
-        super().__init__(algorithm)
-        self.default_episodes = max(int(algorithm.cfg.episodes_per_trial) - 1, 0)  # type: ignore[attr-defined]
-
-    def _adapt(self, env: gym.Env, episodes: int, seeds: list[int | None], generator: torch.Generator,
-               sample: bool = True) -> AdaptedPolicy:
-        """``sample``: sample the trial's first episodes' actions (as in training and the meta-test)."""
-        actor = _RL2Adapted(self, generator)
-        if episodes:
-            self.collect(env, actor, seeds, sample=sample)
-        return actor
-
-
-# ----------------------------------------------------------------------------------------------------
-# PEARL
-
-
-class _PEARLAdapted(AdaptedPolicy):
-    """Acts with ``z`` drawn from the posterior at each :meth:`reset` (the prior before any context)."""
-
-    def __init__(self, policy: "MetaPolicy", generator: torch.Generator, posterior: torch.distributions.Normal):
-        super().__init__(policy, generator)
-        self.posterior = posterior
-        self.reset()
-
-    def reset(self) -> None:
-        self.z = self.policy.algorithm._sample_z(self.posterior, self.generator)  # type: ignore[attr-defined]
-
-    def act(self, obs: Any, sample: bool = False) -> np.ndarray:
-        algo: Any = self.policy.algorithm
-        x = torch.as_tensor(np.asarray(obs), dtype=torch.float32).reshape(1, 1, -1)
-        with torch.no_grad():
-            action = algo.act_fn(self.z.reshape(1, 1, -1), deterministic=not sample)(x, self.generator)
-        return action[0, 0].numpy()
-
-
-class PEARLPolicy(MetaPolicy):
-    """PEARL: ``adapt`` infers the posterior over the task variable from the episodes' transitions."""
-
-    def _adapt(self, env: gym.Env, episodes: int, seeds: list[int | None], generator: torch.Generator
-               ) -> AdaptedPolicy:
-        from metarl.replay import episode_transitions
-
-        algo: Any = self.algorithm
-        actor = _PEARLAdapted(self, generator, algo.encoder.prior((1,)))
-        context = torch.zeros((1, 0, algo.encoder.input_dim))
-        for e in range(episodes):
-            sample = e == 0 and algo.cfg.metatest_sample_prior  # as the meta-test acts
-            records = self.collect(env, actor, seeds[e:e + 1], sample=sample)
-            tr = episode_transitions(records_to_episodes(records), algo.scaler)
-            context = torch.cat([context, algo.context_of({k: v[:, 0] for k, v in tr.items()})], dim=1)
-            with torch.no_grad():
-                actor = _PEARLAdapted(self, generator, algo.infer_posterior(context))
-        return actor
-
-
-_POLICIES: dict[str, type[MetaPolicy]] = {"maml-trpo": MAMLPolicy, "maml-ppo": MAMLPolicy, "rl2-ppo": RL2Policy,
-                                          "pearl": PEARLPolicy}
-
-
 def load_policy(run_dir: str | os.PathLike, *, best: bool = False) -> MetaPolicy:
-    """The trained meta-policy of a ``metarl train`` run directory (``best=True``: its ``best.pt``).
+    """The trained meta-policy of a ``metarl train`` run directory (``best=True``: its ``best.pt``); the
+    meta-RL case of :func:`metarl.load`.
 
     Raises:
         CheckpointError: no readable checkpoint.
         ValueError: the run is not a meta-RL run (few-shot runs: ``metarl.fewshot.load_learner``).
     """
-    from metarl.launcher import load_run
-
-    algorithm = load_run(run_dir, best=best)
-    kind = _POLICIES.get(algorithm.name)
-    if kind is None:
-        raise ValueError(f"{run_dir} is a {algorithm.name} run, not a meta-RL policy: load few-shot learners with "
-                         "metarl.fewshot.load_learner and continual ones with metarl.continual.load_learner")
-    return kind(algorithm)
+    return load(run_dir, best=best, kind="meta-rl")

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from metarl.algorithm import NonFiniteError
+from metarl.errors import NonFiniteError, SamplerWorkerError
 from metarl.sampler import ActFn, Episodes, EpisodeSampler, Shard
 from metarl.tasks import check_positive_int, check_rng
 
@@ -47,10 +47,6 @@ _EXTRA = "pip install 'metarl[ray]'"
 #: seconds a new worker may take to start (its process, imports and sampler) before the run stops: on a loaded
 #: machine this is many seconds, which must not count against ``worker_timeout``, the limit on a shard's sampling
 WORKER_START_TIMEOUT = 120.0
-
-
-class SamplerWorkerError(RuntimeError):
-    """A shard failed on ``worker_retries`` fresh workers in a row; the message holds the worker's traceback."""
 
 
 def import_ray() -> Any:

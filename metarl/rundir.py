@@ -87,8 +87,10 @@ def write_json_atomic(path: str | os.PathLike, data: Any, make_parents: bool = F
     return atomic_write(path, lambda f: f.write(text.encode()))
 
 
-def write_yaml_atomic(path: str | os.PathLike, data: Any, header: str = "") -> Path:
+def write_yaml_atomic(path: str | os.PathLike, data: Any, header: str = "", make_parents: bool = False) -> Path:
     """Write ``data`` as YAML (keys in the given order), atomically, after a comment ``header``."""
+    if make_parents:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
     text = header + yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
     return atomic_write(path, lambda f: f.write(text.encode()))
 

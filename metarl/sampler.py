@@ -20,7 +20,7 @@ import torch
 
 from metarl.batched import BatchedEnv, make_batched_env
 from metarl.tasks import check_positive_int, check_rng, check_task_family, draw_tasks, has_task_splits, make_env
-from metarl.training import NonFiniteError
+from metarl.errors import NonFiniteError
 
 __all__ = ["Episodes", "EpisodeSampler", "ActFn", "Shard"]
 

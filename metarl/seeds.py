@@ -2,91 +2,66 @@
 
 Each seed runs into ``DIR/seed_<s>`` (the same run as ``--seed s`` alone); ``DIR/metatest_summary.json``
 holds every number of the seeds' meta-tests with its mean, standard deviation and 95% interval over seeds
-(Student's t). ``--resume DIR`` of such a directory resumes each seed and rewrites the summary.
+(Student's t). ``DIR/seeds.yaml``, written before the first seed starts, lists the seeds and their shared
+settings: ``--resume DIR`` of such a directory resumes the seeds that started, starts those that had not,
+and rewrites the summary. The launcher (:mod:`metarl.launcher`) runs the seeds on parsed settings.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
-from metarl.launcher import DEFAULT_ALGO, launch
 from metarl.returns import ci95
+from metarl.rundir import write_json_atomic, write_yaml_atomic
 
-__all__ = ["multi_seed", "write_seed_summary", "SUMMARY_NAME"]
+__all__ = ["write_seed_summary", "write_seed_list", "read_seed_list", "seed_dir", "SUMMARY_NAME", "SEEDS_NAME"]
 
-#: the file a multi-seed run writes into its directory
+#: the file a multi-seed run writes into its directory at the end
 SUMMARY_NAME = "metatest_summary.json"
+#: the file that makes a directory a multi-seed run (written before its first seed starts)
+SEEDS_NAME = "seeds.yaml"
 
 
-def _seed_dirs(run_dir: Path) -> list[Path]:
-    return sorted((p for p in run_dir.glob("seed_*") if (p / "checkpoint.pt").is_file()),
-                  key=lambda p: int(p.name.split("_", 1)[1]) if p.name.split("_", 1)[1].isdigit() else -1)
+def seed_dir(parent: str | os.PathLike, seed: int) -> Path:
+    """Where seed ``seed`` of a multi-seed run in ``parent`` runs."""
+    return Path(parent) / f"seed_{int(seed)}"
 
 
-def _strip_option(argv: list[str], option: str, many: bool) -> tuple[list[str], list[str]]:
-    """``argv`` without ``option`` and its value(s), and those values."""
-    out, values, i = [], [], 0
-    while i < len(argv):
-        token = argv[i]
-        if token == option:
-            i += 1
-            while i < len(argv) and not argv[i].startswith("--") and (many or not values):
-                values.append(argv[i])
-                i += 1
-            continue
-        if token.startswith(option + "="):
-            values.append(token.split("=", 1)[1])
-        else:
-            out.append(token)
-        i += 1
-    return out, values
+def write_seed_list(parent: str | os.PathLike, algo: str, seeds: Sequence[int], settings: Mapping[str, Any]) -> Path:
+    """Record a multi-seed run in ``parent/seeds.yaml`` before its first seed starts: the algorithm, every seed
+    and the settings they share, so ``--resume parent`` finishes every seed (also those that had not started)."""
+    return write_yaml_atomic(Path(parent) / SEEDS_NAME, {"algo": algo, "seeds": [int(s) for s in seeds],
+                                                         "settings": dict(settings)},
+                             header="# A multi-seed run: each seed in seed_<s>/; `metarl train --resume DIR` "
+                                    "finishes all of them.\n", make_parents=True)
 
 
-def multi_seed(command: str, argv: list[str]) -> dict[str, Any] | None:
-    """``--seed 0 1 2``: each seed into ``DIR/seed_<s>``, then ``DIR/metatest_summary.json``; ``--resume DIR`` of
-    such a directory resumes each seed. ``None`` for a single-seed run (the caller runs it)."""
-    if any(a in ("-h", "--help") for a in argv):
-        return None
-    rest, resume = _strip_option(argv, "--resume", many=False)
-    if resume:
-        parent = Path(resume[0])
-        seed_dirs = _seed_dirs(parent)
-        if (parent / "checkpoint.pt").is_file() or not seed_dirs:
-            return None
-        results = [launch(command, [*rest, "--resume", str(d)]) for d in seed_dirs]
-        return write_seed_summary(parent, [int(d.name.split("_", 1)[1]) for d in seed_dirs], seed_dirs, results)
-    rest, seeds = _strip_option(argv, "--seed", many=True)
-    if len(seeds) <= 1:
+def read_seed_list(parent: str | os.PathLike) -> dict[str, Any] | None:
+    """``{"algo", "seeds", "settings"}`` of a multi-seed run directory, or ``None`` if ``parent`` is not one.
+
+    Raises:
+        ValueError: ``seeds.yaml`` is damaged.
+    """
+    path = Path(parent) / SEEDS_NAME
+    if not path.is_file():
         return None
     try:
-        seed_values = [int(s) for s in seeds]
-    except ValueError as exc:
-        raise ValueError(f"--seed takes integers, got {' '.join(seeds)}") from exc
-    if len(set(seed_values)) != len(seed_values):
-        raise ValueError(f"--seed lists a seed twice: {' '.join(seeds)}")
-    rest, logdir = _strip_option(rest, "--logdir", many=False)
-    if logdir:
-        parent = Path(logdir[0])
-    else:
-        pre = argparse.ArgumentParser(add_help=False)
-        pre.add_argument("--algo", "--method", dest="algo", default=DEFAULT_ALGO[command])
-        pre.add_argument("--env", default=None)
-        pre.add_argument("--dataset", default=None)
-        known, _ = pre.parse_known_args(rest)
-        key = known.env or known.dataset or "run"
-        parent = Path("runs") / f"{known.algo}-{key.split(':')[-1].replace('/', '-')}-s{'-'.join(seeds)}"
-    dirs = [parent / f"seed_{s}" for s in seed_values]
-    results = [launch(command, [*rest, "--seed", str(s), "--logdir", str(d)]) for s, d in zip(seed_values, dirs)]
-    return write_seed_summary(parent, seed_values, dirs, results)
+        data = yaml.safe_load(path.read_text())
+        ok = isinstance(data, dict) and isinstance(data.get("algo"), str) and isinstance(data.get("settings"), dict) \
+            and isinstance(data.get("seeds"), list) and all(isinstance(s, int) for s in data["seeds"]) and data["seeds"]
+    except (OSError, yaml.YAMLError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{path} is damaged (it should list the algorithm, seeds and settings of the multi-seed run); "
+                         "resume each seed_<s> directory on its own")
+    return data
 
 
 def _metrics(result: Any, prefix: str = "") -> dict[str, float]:
@@ -126,10 +101,7 @@ def write_seed_summary(parent: str | os.PathLike, seeds: Sequence[int], run_dirs
     summary = {"seeds": list(map(int, seeds)), "runs": [str(d) for d in run_dirs],
                "interval": "95% over seeds, Student's t", "metrics": metrics}
     parent = Path(parent)
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = parent / (SUMMARY_NAME + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, parent / SUMMARY_NAME)
+    write_json_atomic(parent / SUMMARY_NAME, summary, make_parents=True)
     shown = [n for n in names if not n.startswith(("train_seconds", "env_steps", "gradient_steps"))][:12]
     lines = [f"over seeds {' '.join(map(str, seeds))} (mean +/- 95% interval, Student's t):"]
     lines += [f"  {n}: {metrics[n]['mean']:.4g} +/- {metrics[n]['ci95']:.3g}" for n in shown]

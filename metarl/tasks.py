@@ -30,6 +30,8 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
+from metarl.imports import import_prefix
+
 __all__ = [
     "Task",
     "TaskParam",
@@ -393,13 +395,8 @@ def make_env(env_id: str, **kwargs: Any) -> gym.Env:
     """
     if not isinstance(env_id, str) or not env_id:
         raise ValueError(f"env id must be a non-empty string, got {env_id!r}")
-    module = env_id.partition(":")[0] if ":" in env_id else None
     try:
-        if module is not None:
-            import importlib
-
-            importlib.import_module(module)
-        check_env_kwargs(env_id.split(":")[-1], kwargs)
+        check_env_kwargs(import_prefix(env_id, "env id"), kwargs)
         return gym.make(env_id, **kwargs)
     except (gym.error.NameNotFound, gym.error.NamespaceNotFound, gym.error.VersionNotFound,
             gym.error.UnregisteredEnv) as exc:
@@ -408,15 +405,6 @@ def make_env(env_id: str, **kwargs: Any) -> gym.Env:
             "For your own family, register it with gymnasium.register and pass "
             "'your.module:YourFamily-v0' so the module is imported first"
         ) from exc
-    except ModuleNotFoundError as exc:
-        if module is not None and exc.name == module.split(".")[0] or exc.name == module:
-            import sys
-
-            looked = ", ".join(p or "." for p in sys.path[:4])
-            raise ValueError(f"cannot import module {module!r} named in env id {env_id!r}: no {module}.py or package "
-                             f"on the import path (looked in {looked}, ...); run from the directory holding it or add "
-                             "that directory to PYTHONPATH") from exc
-        raise ValueError(f"importing the module of env id {env_id!r} failed: {exc}") from exc
     except TypeError as exc:
         if "unexpected keyword argument" in str(exc):
             raise ValueError(f"{env_id} rejected its kwargs: {exc}") from exc

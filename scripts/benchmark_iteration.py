@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import yaml
 
-from metarl.launcher import make_algorithm
+from metarl.registry import make_algorithm
 
 TIMES = ("iteration_seconds", "sampling_seconds", "outer_step_seconds")
 

@@ -35,7 +35,7 @@ import mujoco
 import numpy as np
 
 import metarl  # noqa: F401  (registers the families)
-from metarl.cli import parse_env_kwargs
+from metarl.launcher import parse_env_kwargs
 from metarl.envs.mujoco_batched import usable_cpu_count
 
 

@@ -33,7 +33,7 @@ from metarl.rundir import write_json_atomic
 
 
 def _run(env: str, sampler: str, workers: int, iterations: int, worker_cpus: int | None = None) -> dict[str, Any]:
-    from metarl.agents.maml import MAMLTRPO
+    from metarl.agents.maml_trpo import MAMLTRPO
 
     torch.manual_seed(0)
     algo = MAMLTRPO(env=env, seed=0, sampler=sampler, num_workers=workers, worker_cpus=worker_cpus)

@@ -40,7 +40,7 @@ DEFAULT_CHECKS = ["maml-trpo", "rl2-ppo", "pearl"]
 
 
 def _build(name: str, device: str) -> Any:
-    from metarl.launcher import make_algorithm
+    from metarl.registry import make_algorithm
 
     algo, settings = CHECKS[name]
     return make_algorithm(algo, seed=0, device=device, **settings)  # seeds the initialisation

@@ -10,7 +10,8 @@ import sys
 import pytest
 import torch
 
-from metarl.cli import main, parse_env_kwargs, train_main
+from metarl.cli import main, train_main
+from metarl.launcher import parse_env_kwargs
 from tests.conftest import REPO
 from tests.test_save_load import scalars
 
@@ -107,7 +108,7 @@ def test_env_kwargs_parsing_and_listing(capsys):
 
 
 def test_load_run_rebuilds_the_trained_algorithm_and_its_initialisation(tmp_path):
-    from metarl.cli import load_run
+    from metarl.registry import load_run
 
     logdir = tmp_path / "run"
     train_main(["--logdir", str(logdir), "--iterations", "1", "--seed", "3", *TINY])

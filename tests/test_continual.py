@@ -82,7 +82,7 @@ def test_memory_batches_sampling_state_and_errors():
 def test_oml_inner_loop_is_the_cores_and_first_order_switches_it(png_tree, tmp_path, monkeypatch):
     """A meta-iteration takes traj_classes * traj_shots single-example steps through metarl.adaptation."""
     from metarl.continual.algorithm import ContinualLearning
-    from metarl.launcher import make_algorithm
+    from metarl.registry import make_algorithm
 
     calls = []
     real = metarl.adaptation.gradient_step

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from metarl.agents.maml import MAMLTRPO
+from metarl.agents.maml_trpo import MAMLTRPO
 from metarl.training import run_meta_training
 from tests.test_save_load import scalars
 

@@ -12,7 +12,7 @@ import torch
 
 from metarl.checkpoint import CheckpointError
 from metarl.cli import main
-from metarl.launcher import load_run
+from metarl.registry import load_run
 from metarl.sampler import EpisodeSampler
 from metarl.training import NonFiniteError
 
@@ -132,7 +132,8 @@ def test_few_shot_and_rl_runs_resume_and_load_through_one_path(tmp_path, capsys)
     assert load_run(sinusoid).name == "maml"
     rl = tmp_path / "rl"
     assert main(["train", *TINY, "--iterations", "1", "--logdir", str(rl)]) == 0
-    with pytest.raises(CheckpointError, match="not a few-shot run"):
+    with pytest.raises(ValueError, match="is a maml-trpo run .meta-rl., not a few-shot one: load it with metarl.load "
+                                         "or metarl.load_policy"):
         metarl.fewshot.load_learner(rl)
     code, err = run(capsys, "fewshot", "--resume", str(rl), "--algo", "maml")
     assert code == 2 and "is a maml-trpo run, not maml" in err

@@ -30,7 +30,7 @@ from metarl.fewshot.omniglot import LabelledImages
 from metarl.cli import fewshot_main
 from metarl.fewshot.config import FewShotConfig
 from metarl.fewshot.sinusoid import SinusoidTasks
-from metarl.presets import resolve_config
+from metarl.registry import resolve_config
 from metarl.training import run_meta_training
 
 from tests.conftest import SHARED_OMNIGLOT

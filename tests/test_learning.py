@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from metarl.agents.maml import MAMLConfig, MAMLTRPO
+from metarl.agents.maml import MAMLConfig
+from metarl.agents.maml_trpo import MAMLTRPO
 
 
 @pytest.mark.slow

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from metarl.adaptation import detach_params
-from metarl.agents.maml import MAMLConfig, MAMLPPO, MAMLPPOConfig, MAMLTRPO
+from metarl.agents.maml import MAMLConfig, MAMLPPOConfig
+from metarl.agents.maml_ppo import MAMLPPO
+from metarl.agents.maml_trpo import MAMLTRPO
 from metarl.checkpoint import load_checkpoint
 from metarl.returns import masked_mean
 from metarl.training import run_meta_training
@@ -217,7 +219,8 @@ def test_resume_gives_the_same_curve_weights_and_adam_state(tmp_path):
 
 
 def test_half_cheetah_presets_are_the_original_codes_with_promps_network():
-    from metarl.presets import preset, resolve_config
+    from metarl.presets import preset
+    from metarl.registry import resolve_config
 
     for algo in ("maml-trpo", "maml-ppo"):
         for env in ("metarl/HalfCheetahDir-v0", "metarl/HalfCheetahVel-v0"):

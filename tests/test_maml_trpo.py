@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from metarl.adaptation import adapt_batch, detach_params
-from metarl.agents.maml import MAMLConfig, MAMLTRPO
+from metarl.agents.maml import MAMLConfig
+from metarl.agents.maml_trpo import MAMLTRPO
 from metarl.returns import masked_mean
 from metarl.training import NonFiniteError
 

@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from metarl.agents.maml import MAMLTRPO
+from metarl.agents.maml_trpo import MAMLTRPO
 from metarl.checkpoint import CheckpointError, load_checkpoint
-from metarl.cli import load_run, train_main
-from metarl.training import MetaAlgorithm, run_meta_training
+from metarl.cli import train_main
+from metarl.registry import load_run
+from metarl.algorithm import MetaAlgorithm
+from metarl.training import run_meta_training
 from tests.test_save_load import scalars
 
 

@@ -107,7 +107,7 @@ def test_user_numeric_tasks_are_stored_as_numbers():
 
 
 def test_a_damaged_best_checkpoint_keeps_the_last_states_meta_test(tmp_path, capsys, monkeypatch):
-    import metarl.training as training
+    import metarl.callbacks as training
 
     logdir = tmp_path / "run"
     real = training.load_checkpoint

@@ -97,7 +97,7 @@ def test_generic_backends_of_one_sampler_share_their_envs(tasks):
 
 def test_maml_meta_test_respects_a_family_simulation_limit(monkeypatch, tiny_maml_config):
     """A family with ``max_simulations`` (Meta-World's large envs) is meta-tested a few tasks at a time."""
-    from metarl.agents.maml import MAMLTRPO
+    from metarl.agents.maml_trpo import MAMLTRPO
     from metarl.envs.navigation import Navigation2DEnv
 
     monkeypatch.setattr(Navigation2DEnv, "max_simulations", 8, raising=False)

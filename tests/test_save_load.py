@@ -8,7 +8,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import metarl.checkpoint as ckpt_mod
-from metarl.agents.maml import MAMLTRPO
+from metarl.agents.maml_trpo import MAMLTRPO
 from metarl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from metarl.training import run_meta_training
 

@@ -57,7 +57,8 @@ def test_maml_adaptation_is_its_inner_step_on_the_collected_episodes(runs):
                                rtol=1e-6)
     adapted = policy.adapt(env, episodes=3, seed=5, steps=1)
     # recollect the same episodes: the same seed draws the same resets and action noise
-    from metarl.policy import _MAMLAdapted, records_to_episodes
+    from metarl.agents.maml import _MAMLAdapted
+    from metarl.policy import records_to_episodes
     meta = {k: v.detach() for k, v in algo.meta_params().items()}
     actor = _MAMLAdapted(policy, torch.Generator().manual_seed(int(np.random.default_rng(5).integers(0, 2**62))),
                          meta, batched=False)
@@ -83,7 +84,7 @@ def test_rl2_adapted_policy_continues_the_trial_the_meta_test_runs(runs):
     trial_seed = np.random.default_rng(7).integers(0, 2**31 - 1, size=1)[0]
     seeds = episode_seeds(trial_seed, algo.cfg.episodes_per_trial).tolist()
     env = gym.make(NAV, task=task, max_episode_steps=8)
-    from metarl.policy import _RL2Adapted
+    from metarl.agents.rl2 import _RL2Adapted
     actor = _RL2Adapted(policy, torch.Generator())
     records = policy.collect(env, actor, seeds[:-1], sample=False)
     last = actor.run_episode(env, seed=seeds[-1])

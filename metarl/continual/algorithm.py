@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from metarl.adaptation import adapt_sequence
-from metarl.algorithm import MetaAlgorithm, check_finite
+from metarl.algorithm import MetaAlgorithm
+from metarl.errors import check_finite
 from metarl.continual.config import CONTINUAL_METHODS, REPRESENTATION, ContinualConfig, methods_of
 from metarl.continual.data import ClassSet, SineFunctions
 from metarl.continual.networks import ContinualNetwork, fresh_rows, omniglot_rln, sine_rln

@@ -20,12 +20,13 @@ import numpy as np
 import torch
 
 from metarl.checkpoint import CheckpointError
+from metarl.registry import SavedRun, load
 from metarl.continual.algorithm import build_network
 from metarl.continual.config import CONTINUAL_METHODS, REPRESENTATION, ContinualConfig
 from metarl.continual.evaluation import make_learner
 from metarl.continual.learner import ContinualLearner
 
-__all__ = ["load_learner"]
+__all__ = ["load_learner", "learner_from_run"]
 
 #: online learning rate of a learner whose run has no meta-test to take the chosen one from
 DEFAULT_LR = {"omniglot": 1e-3, "sinusoid": 3e-3}
@@ -65,30 +66,39 @@ def load_learner(run_dir: str | os.PathLike | None = None, *, method: str | None
         CheckpointError: ``run_dir`` holds no continual run.
         ValueError: an unknown method.
     """
-    from metarl.launcher import run_config
-
     if run_dir is None:
         config = ContinualConfig(dataset=dataset, seed=seed)
         config.validate()
-        algo = method or "oml"
-        network = build_network(config, 1, torch.Generator().manual_seed(seed))
-        chosen = None
-    else:
-        run_algo, config, state = run_config(run_dir, best=best)
-        if not isinstance(config, ContinualConfig):
-            raise CheckpointError(f"{run_dir} is a {run_algo} run, not a continual one; "
-                                  "metarl.continual.load_learner loads runs of `metarl continual`")
-        # the network alone, from the checkpoint: loading a learner needs no training data
-        try:
-            weights = state["algorithm"]["network"]
-            network = build_network(config, int(weights["pln.weight"].shape[0]), torch.Generator())
-            network.load_state_dict(weights)
-        except (KeyError, RuntimeError, AttributeError) as exc:
-            raise CheckpointError(f"{run_dir}: its checkpoint does not hold the {run_algo} network its settings "
-                                  f"describe ({type(exc).__name__}); it is damaged or from another version") from exc
-        # an iid run's online learner is its representation's (the iid reference learns offline)
-        algo = method or (REPRESENTATION[run_algo] if run_algo == "iid" else run_algo)
-        chosen = _chosen_lr(Path(run_dir) if Path(run_dir).is_dir() else Path(run_dir).parent, algo)
+        return _online_learner(config, build_network(config, 1, torch.Generator().manual_seed(seed)), method or "oml",
+                               None, lr=lr, memory_capacity=memory_capacity, seed=seed)
+    return load(run_dir, best=best, kind="continual", method=method, lr=lr, memory_capacity=memory_capacity, seed=seed)
+
+
+def learner_from_run(run: SavedRun, *, method: str | None = None, lr: float | None = None,
+                     memory_capacity: int | None = None, seed: int = 0) -> ContinualLearner:
+    """The online learner of a trained continual run (the continual records' ``load``); the options are
+    :func:`load_learner`'s. Loads the network alone: a learner needs no training data.
+
+    Raises:
+        CheckpointError: the checkpoint does not hold the network its settings describe.
+        ValueError: an unknown method.
+    """
+    config, state = run.config, run.state
+    try:
+        weights = state["algorithm"]["network"]
+        network = build_network(config, int(weights["pln.weight"].shape[0]), torch.Generator())
+        network.load_state_dict(weights)
+    except (KeyError, RuntimeError, AttributeError) as exc:
+        raise CheckpointError(f"{run.path}: its checkpoint does not hold the {run.algo} network its settings "
+                              f"describe ({type(exc).__name__}); it is damaged or from another version") from exc
+    # an iid run's online learner is its representation's (the iid reference learns offline)
+    algo = method or (REPRESENTATION[run.algo] if run.algo == "iid" else run.algo)
+    chosen = _chosen_lr(run.path if run.path.is_dir() else run.path.parent, algo)
+    return _online_learner(config, network, algo, chosen, lr=lr, memory_capacity=memory_capacity, seed=seed)
+
+
+def _online_learner(config: ContinualConfig, network: Any, algo: str, chosen: float | None, *, lr: float | None,
+                    memory_capacity: int | None, seed: int) -> ContinualLearner:
     if algo not in CONTINUAL_METHODS or algo == "iid":
         raise ValueError(f"method {algo!r} has no online learner; choose from "
                          f"{[m for m in CONTINUAL_METHODS if m != 'iid']}")

@@ -21,7 +21,8 @@ from metarl.fewshot.networks import MANN, LSTMBaseline
 from metarl.fewshot.omniglot import LabelledImages, random_affine
 from metarl.fewshot.text import LabelledTexts, TokenisedTexts, text_encoder_of
 from metarl.fewshot.sinusoid import SinusoidTasks
-from metarl.training import MetaAlgorithm, check_finite, check_validation_seed
+from metarl.algorithm import MetaAlgorithm
+from metarl.errors import check_finite, check_validation_seed
 
 __all__ = ["SinusoidMetaLearning", "FewShotClassification", "MANNMetaLearning"]
 

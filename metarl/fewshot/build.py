@@ -5,7 +5,8 @@
     metarl fewshot --resume runs/proto          # continue a stopped run (or: metarl train --resume)
 
 The runs go through the shared launcher (:mod:`metarl.launcher`) and outer loop
-(:func:`metarl.training.run_meta_training`), like the RL algorithms.
+(:func:`metarl.training.run_meta_training`), like the RL algorithms; the few-shot records of
+:mod:`metarl.registry` name :func:`build_algorithm` and :func:`metatest_only_settings`.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from metarl.fewshot.config import TEXT_DATASETS, FewShotConfig, check_algo_datas
 from metarl.fewshot.text import LabelledTexts, load_text_dataset, text_class_split
 from metarl.fewshot.algorithms import FewShotClassification, MANNMetaLearning, SinusoidMetaLearning
 from metarl.fewshot.omniglot import LabelledImages, default_omniglot_path, load_omniglot
-from metarl.training import MetaAlgorithm
+from metarl.algorithm import MetaAlgorithm
 
-__all__ = ["build_algorithm", "omniglot_splits", "text_splits"]
+__all__ = ["build_algorithm", "metatest_only_settings", "omniglot_splits", "text_splits"]
 
 
 def omniglot_splits(settings: FewShotConfig) -> tuple[LabelledImages, LabelledImages]:
@@ -52,3 +53,10 @@ def build_algorithm(settings: FewShotConfig, algo: str) -> MetaAlgorithm:
     if algo == "mann":
         return MANNMetaLearning(settings, algo, train, test)
     return FewShotClassification(settings, algo, train, test)
+
+
+def metatest_only_settings(settings: FewShotConfig, algo: str) -> tuple[str, ...]:
+    """The settings of a few-shot run that only its meta-test reads (a resumed run may change them)."""
+    if settings.dataset == "sinusoid":
+        return SinusoidMetaLearning.metatest_only_settings
+    return (MANNMetaLearning if algo == "mann" else FewShotClassification).metatest_only_settings

@@ -22,12 +22,13 @@ import torch
 from torch import nn
 
 from metarl.checkpoint import CheckpointError
+from metarl.registry import SavedRun, load
 from metarl.fewshot.learners import GradientLearner, PrototypicalNetwork, build_classifier, build_regressor
 from metarl.fewshot.omniglot import preprocess_images
-from metarl.fewshot.config import FEWSHOT_ALGORITHMS, TEXT_DATASETS, FewShotConfig
+from metarl.fewshot.config import TEXT_DATASETS, FewShotConfig
 from metarl.fewshot.text import text_encoder_of
 
-__all__ = ["load_learner", "FewShotClassifier", "AdaptedClassifier", "FewShotRegressor", "AdaptedRegressor"]
+__all__ = ["load_learner", "learner_from_run", "FewShotClassifier", "AdaptedClassifier", "FewShotRegressor", "AdaptedRegressor"]
 
 
 class AdaptedClassifier:
@@ -136,25 +137,17 @@ class FewShotRegressor:
             return AdaptedRegressor(self, self.module.adapt_one(x, y, steps=steps))
 
 
-def load_learner(logdir: str | os.PathLike, best: bool = False) -> FewShotClassifier | FewShotRegressor:
-    """The meta-trained learner saved in ``logdir`` (a run directory or a checkpoint file), in one call.
-
-    Args:
-        logdir: the run directory (its last state, ``checkpoint.pt``) or a checkpoint file.
-        best: the best validation state (``best.pt`` of a run trained with ``--eval-every``) instead.
+def learner_from_run(run: SavedRun) -> FewShotClassifier | FewShotRegressor:
+    """The few-shot learner of a trained run (the few-shot records' ``load``): its network and weights alone,
+    so loading needs no training data.
 
     Raises:
-        CheckpointError: no readable checkpoint there, or it is not a few-shot run, or its learner
-            (MANN) has no support-set/query interface.
+        CheckpointError: its learner (MANN) has no support-set/query interface, or the weights do not fit.
     """
-    from metarl.launcher import run_config
-
-    algo, settings, state = run_config(logdir, best=best)
-    if algo not in FEWSHOT_ALGORITHMS:
-        raise CheckpointError(f"{logdir} is a {algo} run, not a few-shot run: load it with metarl.load_run")
+    algo, settings, state = run.algo, run.config, run.state
     if algo == "mann":
         raise CheckpointError(
-            f"{logdir} holds a MANN, a sequence model that reads (image, previous label) streams; load_learner "
+            f"{run.path} holds a MANN, a sequence model that reads (image, previous label) streams; load_learner "
             "supports maml, fomaml, metasgd and protonet checkpoints"
         )
     module = (build_regressor(settings, algo) if settings.dataset == "sinusoid"
@@ -162,8 +155,23 @@ def load_learner(logdir: str | os.PathLike, best: bool = False) -> FewShotClassi
     try:
         module.load_state_dict(state["algorithm"]["model"])
     except (KeyError, RuntimeError) as exc:
-        raise CheckpointError(f"checkpoint in {logdir} does not fit the {algo} model of its settings "
+        raise CheckpointError(f"checkpoint in {run.path} does not fit the {algo} model of its settings "
                               f"({type(exc).__name__}); it is damaged or from another version") from exc
     if settings.dataset == "sinusoid":
         return FewShotRegressor(settings, module, algo)
     return FewShotClassifier(settings, module, algo)
+
+
+def load_learner(logdir: str | os.PathLike, best: bool = False) -> FewShotClassifier | FewShotRegressor:
+    """The meta-trained learner saved in ``logdir`` (a run directory or a checkpoint file), in one call: the
+    few-shot case of :func:`metarl.load`.
+
+    Args:
+        logdir: the run directory (its last state, ``checkpoint.pt``) or a checkpoint file.
+        best: the best validation state (``best.pt`` of a run trained with ``--eval-every``) instead.
+
+    Raises:
+        CheckpointError: no readable checkpoint there, or its learner (MANN) has no support-set/query interface.
+        ValueError: it is not a few-shot run.
+    """
+    return load(logdir, best=best, kind="few-shot")

@@ -2,7 +2,8 @@
 
 ``metarl/presets/<algo>.yaml`` maps a task family id (RL) or a dataset name (few-shot) to the
 settings that differ from the config class's generic defaults: the settings behind the numbers in
-``docs/results/``. The command line and the Python API read them through :func:`resolve_config`, so
+``docs/results/``. The command line and the Python API read them through
+:func:`metarl.registry.resolve_config` (a user's algorithm may give its own file or mapping), so
 ``MAMLTRPO(env="metarl/Navigation2D-v0")`` built in Python trains with what ``metarl train`` uses.
 
 A file may start with ``same_as: <algo>`` to take that algorithm's presets (entries it gives replace them).
@@ -18,16 +19,17 @@ import functools
 import inspect
 import operator
 from collections.abc import Mapping
+import os
 from importlib import resources
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, Union
 
 import yaml
 
-from metarl.config import RunConfig, config_from_dict
+__all__ = ["preset", "preset_names", "PresetSource"]
 
-__all__ = ["preset", "resolve_config", "preset_names"]
-
-C = TypeVar("C", bound=RunConfig)
+#: where presets come from: a built-in algorithm's name, a YAML file's path, or a mapping
+PresetSource = Union[str, "os.PathLike[str]", Mapping[str, Any]]
 
 _OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
               ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge,
@@ -62,19 +64,38 @@ def _evaluate(expression: str, names: Mapping[str, Any]) -> Any:
 
 
 @functools.cache
-def _load(algo: str) -> dict[str, Any]:
+def _load_file(source: str) -> dict[str, Any]:
+    if source.endswith((".yaml", ".yml")):  # a user's presets file
+        try:
+            text = Path(source).read_text()
+        except OSError as exc:
+            raise ValueError(f"cannot read presets file {source}: {exc.strerror or exc}") from exc
+    else:
+        try:
+            text = resources.files(__package__).joinpath(f"{source}.yaml").read_text()
+        except FileNotFoundError:
+            return {}
     try:
-        text = resources.files(__package__).joinpath(f"{algo}.yaml").read_text()
-    except FileNotFoundError:
-        return {}
-    data = yaml.safe_load(text) or {}
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"presets {source} are not valid YAML ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"presets {source} must map a family or dataset to its settings, got {type(data).__name__}")
     same_as = data.pop("same_as", None)  # methods that share another's training settings say so
-    return {**_load(same_as), **data} if same_as else data
+    return {**_load_file(same_as), **data} if same_as else data
 
 
-def preset_names(algo: str) -> list[str]:
-    """The families (or datasets) with a preset for ``algo``."""
-    return sorted(_load(algo))
+def _load(source: PresetSource) -> Mapping[str, Any]:
+    """The presets table of ``source``: an algorithm name (``metarl/presets/<name>.yaml``), a YAML file's path,
+    or a mapping ``{family or dataset: {setting: value}}``."""
+    if isinstance(source, Mapping):
+        return source
+    return _load_file(os.fspath(source))
+
+
+def preset_names(source: PresetSource) -> list[str]:
+    """The families (or datasets) with a preset in ``source`` (an algorithm's name, a file or a mapping)."""
+    return sorted(_load(source))
 
 
 def _family_kwargs(env_id: str, env_kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -103,9 +124,10 @@ def _family_kwargs(env_id: str, env_kwargs: Mapping[str, Any]) -> dict[str, Any]
     return names
 
 
-def preset(algo: str, key: str, env_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The preset settings of ``algo`` for family (or dataset) ``key``; ``{}`` if it has none."""
-    entry = _load(algo).get(key)
+def preset(source: PresetSource, key: str, env_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The preset settings for family (or dataset) ``key`` in ``source`` (an algorithm's name, a presets file or
+    a mapping); ``{}`` if it has none."""
+    entry = _load(source).get(key)
     if not entry:
         return {}
     entry = dict(entry)
@@ -119,22 +141,3 @@ def preset(algo: str, key: str, env_kwargs: Mapping[str, Any] | None = None) -> 
             settings.update(case)
     return {k: _evaluate(v["expr"], kwargs) if isinstance(v, dict) and set(v) == {"expr"} else v
             for k, v in settings.items()}
-
-
-def resolve_config(algo: str, config_cls: type[C], settings: Mapping[str, Any] | None = None) -> C:
-    """The validated config of an ``algo`` run: generic defaults, then the preset, then ``settings``.
-
-    The preset is the one of the family (or dataset) named in ``settings`` (or the class default).
-
-    Raises:
-        ValueError / TypeError: an unknown setting name or a value out of range, naming it.
-    """
-    settings = dict(settings or {})
-    key_field = config_cls.preset_key
-    fields = config_cls.__dataclass_fields__
-    key = settings.get(key_field, fields[key_field].default if key_field in fields else None)
-    env_kwargs = settings.get("env_kwargs", {})
-    values = {**(preset(algo, key, env_kwargs) if key is not None else {}), **settings}
-    config = config_from_dict(config_cls, values)
-    config.validate()
-    return config
