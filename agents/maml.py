@@ -30,7 +30,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from metarl.adaptation import Params, adapt_batch, detach_params, functional_forward
+from metarl.adaptation import Params, adapt_batch, detach_params, functional_forward, inner_loop
 from metarl.config import EnvRunConfig, field
 from metarl.networks import LinearFeatureBaseline, ValueNetwork, make_policy
 from metarl.returns import ci95, discounted_returns, gae, masked_mean, masked_normalize
@@ -242,15 +242,14 @@ class MAMLBase(MetaRLAlgorithm):
         """One inner step on each support batch in turn: ``supports[j]`` holds the episodes sampled by the
         policy adapted ``j`` steps (differentiable through every step unless ``first_order``). Returns the
         parameters after each step (leading task axis)."""
-        batched, states, meta_params = False, [], params
-        for step, batch in enumerate(supports):
-            if self.importance_weighted_inner_steps:
-                batch = {**batch, "importance_weights": self.importance_weights(params, batch, batched)}
-            params = self.adapt(params, batch, steps=1, first_order=first_order, batched_params=batched,
-                                step_size=self.step_size(meta_params, step))
-            states.append(params)
-            batched = True
-        return states
+
+        def support(step: int, adapted: Params) -> Batch:
+            if not self.importance_weighted_inner_steps:
+                return supports[step]
+            return {**supports[step], "importance_weights": self.importance_weights(adapted, supports[step], step > 0)}
+
+        return inner_loop(self.inner_loss, params, support, steps=len(supports), first_order=first_order,
+                          step_size=lambda step: self.step_size(params, step), task_axis=True)
 
     def importance_weights(self, params: Params, batch: Batch, batched: bool) -> torch.Tensor:
         """``pi_params(a|s) / pi_sampling(a|s)`` on a support batch (constants; 0 on padding)."""
@@ -304,29 +303,40 @@ class MAMLBase(MetaRLAlgorithm):
         tasks = self.sampler.sample_tasks(cfg.meta_batch_size, rng, split="train")
         params = self.meta_params()
         sample_time = 0.0
-        returns, supports, states, sampling_dists = [], [], [], []
-        adapted, batched = detach_params(params), False
-        for step in range(cfg.inner_steps + 1):  # support episodes of each inner step, then the query episodes
+        returns: list[float] = []
+        supports: list[Batch] = []
+        sampling_dists: list[Any] = []
+
+        def check_adapted(adapted: Params, step: int) -> None:
+            for name, value in adapted.items():
+                check_finite(value, f"adapted policy parameter {name} after inner step {step} (inner_lr={cfg.inner_lr})")
+
+        def sample(adapted: Params, batched: bool) -> Batch:
+            """A batch of episodes of the policy with ``adapted`` parameters on every task, with advantages."""
+            nonlocal sample_time
             t0 = time.perf_counter()
             episodes = self.sampler.sample(self.act_fn(adapted, batched), tasks, cfg.episodes_per_task, rng)
             sample_time += time.perf_counter() - t0
             returns.append(float(episodes.episode_returns.mean()))
-            batch = self.task_batch(episodes)
-            if step == cfg.inner_steps:
-                valid = batch
-                break
+            with torch.enable_grad():  # a value baseline is fitted here
+                return self.task_batch(episodes)
+
+        def support(step: int, adapted: Params) -> Batch:
+            """Fresh support episodes of the policy adapted ``step`` steps (the inner loop's data callback)."""
+            if step > 0:
+                check_adapted(adapted, step)
+            batch = sample(adapted, step > 0)
             check_finite(batch["advantages"], f"advantages of the support episodes of inner step {step + 1}")
-            with torch.no_grad():
-                sampling_dists.append(self._dist(adapted, batch["observations"], batched))
-                batch["sampling_log_probs"] = sampling_dists[-1].log_prob(batch["actions"])
-                adapted = self.adapt(adapted, batch, steps=1, first_order=True, batched_params=batched,
-                                     step_size=self.step_size(params, step))
-            batched = True
+            sampling_dists.append(self._dist(adapted, batch["observations"], step > 0))
+            batch["sampling_log_probs"] = sampling_dists[-1].log_prob(batch["actions"])
             supports.append(batch)
-            states.append(adapted)
-            for name, value in adapted.items():
-                check_finite(value, f"adapted policy parameter {name} after inner step {step + 1} "
-                                    f"(inner_lr={cfg.inner_lr})")
+            return batch
+
+        with torch.no_grad():  # sampling adapts first order; the outer step differentiates through its own steps
+            states = inner_loop(self.inner_loss, detach_params(params), support, steps=cfg.inner_steps,
+                                step_size=lambda step: self.step_size(params, step), first_order=True, task_axis=True)
+            check_adapted(states[-1], cfg.inner_steps)
+            valid = sample(states[-1], True)  # the query episodes
         steps = sum(int(b["mask"].sum()) for b in supports) + int(valid["mask"].sum())
         self.env_steps += steps
         queries = [*supports[1:], valid] if cfg.multi_step_loss else [valid]
@@ -401,19 +411,26 @@ class MAMLBase(MetaRLAlgorithm):
         by_task: list[list[np.ndarray]] = [[] for _ in range(steps + 1)]
         success: list[list[np.ndarray]] = [[] for _ in range(steps + 1)]
         for start in range(0, len(tasks), chunk):
-            part, params, batched = tasks[start:start + chunk], meta_params, False
-            for step in range(steps + 1):
-                eps = self.sampler.sample(self.act_fn(params, batched), part, cfg.episodes_per_task, rng)
+            part = tasks[start:start + chunk]
+
+            def episodes_of(params: Params, step: int) -> Episodes:
+                """Episodes of the policy adapted ``step`` steps on this chunk's tasks, recorded."""
+                eps = self.sampler.sample(self.act_fn(params, step > 0), part, cfg.episodes_per_task, rng)
                 by_task[step].append(eps.episode_returns.mean(1).numpy())
                 reached = self.sampler.episode_success(eps.rewards * eps.mask, eps.infos)
                 if reached is not None:
                     success[step].append(reached.mean(1))
-                if step < steps:
-                    batch = self.task_batch(eps)  # (a value-network baseline trains here: outside no_grad)
-                    with torch.no_grad():
-                        params = self.adapt(params, batch, steps=1, first_order=True, batched_params=batched,
-                                            step_size=self.step_size(meta_params, step))
-                    batched = True
+                return eps
+
+            def support(step: int, params: Params) -> Batch:
+                eps = episodes_of(params, step)
+                with torch.enable_grad():  # a value-network baseline trains here
+                    return self.task_batch(eps)
+
+            with torch.no_grad():
+                states = inner_loop(self.inner_loss, meta_params, support, steps=steps, first_order=True,
+                                    task_axis=True, step_size=lambda step: self.step_size(meta_params, step))
+                episodes_of(states[-1] if states else meta_params, steps)
         return (tasks, [np.concatenate(x) for x in by_task],
                 [np.concatenate(x) for x in success] if success[0] else None)
 
@@ -500,14 +517,18 @@ class MAMLPolicy(MetaPolicy):
         algo: Any = self.algorithm
         steps = algo.cfg.inner_steps if steps is None else steps
         meta = detach_params(algo.meta_params())
-        actor = _MAMLAdapted(self, generator, meta, batched=False)
         if episodes == 0:
-            return actor
-        for step in range(steps):
+            return _MAMLAdapted(self, generator, meta, batched=False)
+
+        def support(step: int, params: Params) -> dict[str, torch.Tensor]:
+            """Fresh episodes on the env of the policy adapted ``step`` steps."""
+            actor = _MAMLAdapted(self, generator, params, batched=step > 0)
             records = self.collect(env, actor, seeds if step == 0 else [None] * episodes, sample=True)
-            batch = algo.task_batch(records_to_episodes(records))
-            with torch.no_grad():
-                params = algo.adapt(actor.params, batch, steps=1, first_order=True, batched_params=actor.batched,
-                                    step_size=algo.step_size(meta, step))
-            actor = _MAMLAdapted(self, generator, params, batched=True)
-        return actor
+            with torch.enable_grad():  # a value baseline is fitted here
+                return algo.task_batch(records_to_episodes(records))
+
+        with torch.no_grad():
+            states = inner_loop(algo.inner_loss, meta, support, steps=steps, first_order=True, task_axis=True,
+                                step_size=lambda step: algo.step_size(meta, step))
+        return _MAMLAdapted(self, generator, states[-1], batched=True) if states else \
+            _MAMLAdapted(self, generator, meta, batched=False)

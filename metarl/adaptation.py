@@ -6,7 +6,9 @@ it. The result stays differentiable with respect to the starting parameters (sec
 unless ``first_order`` is set, and with respect to learned step sizes (Meta-SGD). Because the loop
 is a pure function it ``vmap``s over a leading task dimension (:func:`adapt_batch`). MAML-RL and
 few-shot classification/regression all call these functions; none keep
-their own inner loop. A loss that can write every task's gradient in closed form (a
+their own inner loop: :func:`inner_loop` is the loop over inner steps with per-step sizes, fresh
+support data per step (a callback: MAML-RL's episodes of the policy adapted so far) and the
+first-order switch, returning the parameters after every step (multi-step losses read them). A loss that can write every task's gradient in closed form (a
 :class:`BatchedGradientLoss`, e.g. :class:`metarl.mlp_gradients.MLPRegressionLoss`) gives it to
 :func:`adapt_batch`, which then steps all tasks with it instead of ``vmap``-ing ``torch.func.grad``.
 
@@ -34,6 +36,7 @@ __all__ = [
     "step_size_for",
     "adapt",
     "adapt_batch",
+    "inner_loop",
     "BatchedGradientLoss",
     "adapt_sequence",
     "functional_forward",
@@ -120,12 +123,9 @@ def adapt(
     of ``params`` (and of tensor step sizes), so a loss on them back-propagates through the
     whole inner loop.
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"number of inner steps must be a non-negative integer, got {steps!r}")
     _check_step_size(step_size)
-    for _ in range(steps):
-        params = gradient_step(loss_fn, params, batch, step_size, first_order=first_order)
-    return params
+    states = inner_loop(loss_fn, params, batch, steps=steps, step_size=step_size, first_order=first_order)
+    return states[-1] if states else params
 
 
 def adapt_sequence(
@@ -153,9 +153,9 @@ def adapt_sequence(
             raise ValueError("batches holds no tensors")
         sequence = [torch.utils._pytree.tree_unflatten([leaf[k] for leaf in leaves], spec)
                     for k in range(leaves[0].shape[0])]
-    for batch in sequence:
-        params = gradient_step(loss_fn, params, batch, step_size, first_order=first_order)
-    return params
+    states = inner_loop(loss_fn, params, lambda step, _: sequence[step], steps=len(sequence), step_size=step_size,
+                        first_order=first_order)
+    return states[-1] if states else params
 
 
 class BatchedGradientLoss:
@@ -229,6 +229,57 @@ def adapt_batch(
         raise ValueError("task_batches holds no tensors")
     return map_tasks(one, params, task_batches, in_dims=(0 if batched_params else None, 0), vectorize=vectorize,
                      randomness=randomness)
+
+
+def inner_loop(
+    loss_fn: LossFn,
+    params: Params,
+    support: Any,
+    *,
+    steps: int,
+    step_size: StepSize | Callable[[int], StepSize] = 0.1,
+    first_order: bool = False,
+    task_axis: bool = False,
+    batched_params: bool = False,
+    vectorize: bool = True,
+    on_step: Callable[[int, Params], None] | None = None,
+) -> list[Params]:
+    """The loop over inner steps, written once: ``steps`` gradient steps from ``params``; the parameters after
+    each step, in order (``[]`` for no steps).
+
+    Args:
+        loss_fn: pure ``(params, batch) -> scalar`` (or a :class:`BatchedGradientLoss`).
+        params: the starting (meta-)parameters.
+        support: the support batch of every step, or a callable ``support(step, params) -> batch`` giving step
+            ``step``'s data (0-based) from the parameters adapted so far: fresh data per step (MAML-RL samples
+            episodes of the policy adapted ``step`` steps).
+        step_size: one step size for every step, or a callable ``step -> step size`` (per-step sizes: MAML++'s
+            learned ones); a step size may be per parameter (Meta-SGD).
+        first_order: treat each step's gradient as a constant (FOMAML).
+        task_axis: the batches carry a leading task axis and every step is :func:`adapt_batch`'s (vmap, a loop,
+            or a closed-form gradient); the parameters gain the task axis at the first step unless
+            ``batched_params``. Otherwise one task, one :func:`gradient_step` per step (e.g. inside a ``vmap``).
+        batched_params: with ``task_axis``, ``params`` already carry the task axis.
+        vectorize: with ``task_axis``, ``vmap`` over tasks (else a loop; the same numbers).
+        on_step: called as ``on_step(step, params)`` right after each step (e.g. a query loss per step, computed
+            in step order).
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"number of inner steps must be a non-negative integer, got {steps!r}")
+    states: list[Params] = []
+    for step in range(steps):
+        batch = support(step, params) if callable(support) else support
+        size = step_size(step) if callable(step_size) else step_size
+        if task_axis:
+            params = adapt_batch(loss_fn, params, batch, steps=1, step_size=size, first_order=first_order,
+                                 vectorize=vectorize, batched_params=batched_params or step > 0)
+        else:
+            _check_step_size(size)
+            params = gradient_step(loss_fn, params, batch, size, first_order=first_order)
+        states.append(params)
+        if on_step is not None:
+            on_step(step, params)
+    return states
 
 
 def map_tasks(fn: Callable[..., Any], *args: Any, in_dims: int | tuple[int | None, ...] = 0,

@@ -30,6 +30,7 @@ from metarl.adaptation import (
     adapt,
     adapt_batch,
     functional_forward,
+    inner_loop,
     map_tasks,
     parameters_of,
 )
@@ -159,23 +160,30 @@ class GradientLearner(nn.Module):
         """
         start, step_size, first_order = self.initial_parameters(ways), self.step_size(), self.first_order
         if self._mlp is not None and support_inputs.dim() == 3:  # all tasks per call, no vmap
-            params, losses = start, []
-            for k in range(steps):
-                params = adapt_batch(self._mlp, params, (support_inputs, support_targets), steps=1,
-                                     step_size=step_size, first_order=first_order, batched_params=k > 0)
-                if multi_step or k == steps - 1:
+            losses, outputs = [], None
+
+            def query_mse(step: int, params: Params) -> None:
+                nonlocal outputs
+                if multi_step or step == steps - 1:
                     outputs = self._mlp.outputs(params, query_inputs)
                     losses.append((outputs - query_targets).pow(2).mean())  # every task has as many points
+
+            inner_loop(self._mlp, start, (support_inputs, support_targets), steps=steps, step_size=step_size,
+                       first_order=first_order, task_axis=True, on_step=query_mse)
             return (losses[0] if len(losses) == 1 else torch.stack(losses).mean()), outputs
 
         def one(xs: torch.Tensor, ys: torch.Tensor, xq: torch.Tensor, yq: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-            params, losses = start, []
-            for k in range(steps):
-                params = adapt(self.loss, params, (xs, ys), steps=1, step_size=step_size, first_order=first_order)
-                if multi_step or k == steps - 1:
+            losses, outputs = [], None
+
+            def query_loss(step: int, params: Params) -> None:
+                nonlocal outputs
+                if multi_step or step == steps - 1:
                     outputs = self.predict(params, xq)
                     losses.append(self.loss_of(outputs, yq))
+
+            inner_loop(self.loss, start, (xs, ys), steps=steps, step_size=step_size, first_order=first_order,
+                       on_step=query_loss)
             return torch.stack(losses).mean(), outputs
 
         losses, outputs = self.per_task(one, support_inputs, support_targets, query_inputs, query_targets)
