@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import gymnasium as gym
 import numpy as np
 import torch
 

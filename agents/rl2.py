@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
@@ -390,7 +391,10 @@ class _RL2Adapted(AdaptedPolicy):
             dist, self.state = self.policy.algorithm.net.step(torch.as_tensor(x), self.state)  # type: ignore[attr-defined]
             action = dist.sample(self.generator) if sample else dist.mode()
         self.pending = action[0].numpy()
-        return self.pending if action.is_floating_point() else self.pending.astype(np.int64)[()]
+        if not action.is_floating_point():
+            return self.pending.astype(np.int64)[()]
+        space = self.policy.action_space  # a sampled Gaussian action, inside the Box as the env would clip it
+        return np.clip(self.pending, space.low, space.high).astype(space.dtype)
 
     def observe(self, reward: float, terminated: bool = False, truncated: bool = False) -> None:
         if self.pending is None:

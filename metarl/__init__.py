@@ -13,7 +13,16 @@ first use).
 """
 
 import importlib
+import os
 from typing import Any
+
+# Run from a source checkout (an editable install, or Python started in the repository), the subpackages
+# metarl.envs and metarl.agents live beside this directory (the repository's envs/ and agents/, mapped by
+# pyproject.toml's package-dir); an installed wheel has them inside it.
+_CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if not os.path.isdir(os.path.join(os.path.dirname(__file__), "envs")) and \
+        os.path.isfile(os.path.join(_CHECKOUT, "envs", "__init__.py")) and _CHECKOUT not in __path__:
+    __path__.append(_CHECKOUT)
 
 from metarl.tasks import (
     REQUIRED_TASK_METHODS,

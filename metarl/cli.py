@@ -1,18 +1,4 @@
-"""The ``metarl`` command line.
-
-    metarl train --algo maml-trpo --env metarl/Navigation2D-v0 --seed 0 --logdir runs/nav
-    metarl train --resume runs/nav                # continue a stopped run (any kind)
-    metarl train --config runs/nav/config.yaml --logdir runs/nav2    # rerun a run's settings
-    metarl fewshot --algo maml --dataset sinusoid # supervised few-shot learners
-    metarl continual --method oml --dataset omniglot   # continual learners (OML, ER, baselines)
-    metarl evaluate runs/nav [--env ID] [--tasks N] [--video out.mp4]   # meta-test a trained policy again
-    metarl plot runs/nav runs/nav-ppo -o fig.png  # learning and adaptation curves as a PNG
-    metarl envs                                   # list registered task families
-
-``scripts/train.py`` is ``metarl train``. Every mistake of the user's (an unknown id, a setting out of
-range, a missing or damaged checkpoint, an unwritable or full disk) ends in one line that names it and
-the fix; ``METARL_DEBUG=1`` shows the traceback instead.
-"""
+"""The ``metarl`` command line (its help text is ``USAGE`` below)."""
 
 from __future__ import annotations
 
@@ -29,6 +15,22 @@ from metarl.tasks import list_families
 __all__ = ["main", "train_main", "fewshot_main", "continual_main"]
 
 COMMANDS = "train | fewshot | continual | evaluate | plot | envs"
+
+USAGE = """usage: metarl {train | fewshot | continual | evaluate | plot | envs} [options]
+
+  metarl train --algo maml-trpo --env metarl/Navigation2D-v0 --seed 0 --logdir runs/nav   # meta-RL
+  metarl train --resume runs/nav                        # continue a stopped run (any kind; all its seeds)
+  metarl train --config runs/nav/config.yaml --logdir runs/nav2      # rerun a run's settings
+  metarl fewshot --algo maml --dataset sinusoid         # few-shot learners (--data DIR for your files)
+  metarl continual --algo oml --dataset omniglot        # continual learners (OML, ER, baselines)
+  metarl evaluate runs/nav [--env ID] [--tasks N] [--video out.mp4]   # meta-test a trained policy again
+  metarl plot runs/nav runs/nav-ppo -o fig.png          # learning and adaptation curves as a PNG
+  metarl envs                                           # the registered task families
+
+Every subcommand takes --algo (your own: --algo your_module:name), --env for task families, --dataset
+for data, --seed S [S ...], --logdir DIR and --help (which shows the settings the run would use).
+A mistake of yours ends in one line naming it and the fix; METARL_DEBUG=1 shows the traceback instead.
+"""
 
 
 def train_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -55,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``metarl`` console command; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print(f"usage: metarl {{{COMMANDS}}} [options]\n\n{__doc__}")
+        print(USAGE)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if os.environ.get("METARL_DEBUG"):

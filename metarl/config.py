@@ -37,6 +37,7 @@ __all__ = [
     "RUNTIME_SETTINGS",
     "VALIDATION_SETTINGS",
     "resume_conflicts",
+    "CommandParser",
 ]
 
 C = TypeVar("C")
@@ -337,6 +338,18 @@ def _number(tp: type) -> Any:
 
     parse.__name__ = tp.__name__
     return parse
+
+
+class CommandParser(argparse.ArgumentParser):
+    """The parser of every ``metarl`` subcommand: flags are never abbreviated (``--data`` is not ``--dataset``),
+    and a mistake is one line naming it and pointing at ``--help`` (no usage dump)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise ValueError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type, defaults: Mapping[str, Any],

@@ -16,7 +16,6 @@ the 2-D families (Navigation2D, SparsePointRobot) draw both trajectories and the
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -26,7 +25,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["evaluate", "evaluate_main", "render_adaptation"]
+from metarl.config import CommandParser
+
+__all__ = ["evaluate", "evaluate_main", "render_adaptation", "check_picturable"]
 
 
 def _load(run_dir: str | os.PathLike, best: bool) -> Any:
@@ -75,36 +76,18 @@ def render_adaptation(policy: Any, out: str | os.PathLike, *, seed: int = 0, epi
 
     MuJoCo families (``render_mode="rgb_array"``): a video, before then after (``.mp4`` needs the
     ``metarl[video]`` extra; ``.gif`` needs nothing). Families on the plane with a ``goal_of(task)``: a PNG of
-    both trajectories and the goal (a ``.mp4``/``.gif`` name becomes ``.png``).
+    both trajectories and the goal (a ``.mp4``/``.gif`` name becomes ``.png``). A family of your own is pictured
+    the second way when its observation is a 2-D position and its env defines ``goal_of(task) -> (x, y)``
+    (and optionally ``goal_radius``), as ``metarl/Navigation2D-v0`` and the point robots do.
 
     Raises:
         ValueError: a family with neither an ``rgb_array`` renderer nor a goal on the plane.
     """
-    from metarl.tasks import make_env
-
     algo = policy.algorithm
     cfg = algo.cfg
     task = algo.sampler.sample_tasks(1, np.random.default_rng(cfg.metatest_seed), split="test")[0]
     out = Path(out)
-    make_kwargs = dict(cfg.env_kwargs)
-    if cfg.max_episode_steps is not None:
-        make_kwargs["max_episode_steps"] = cfg.max_episode_steps
-    probe = make_env(cfg.env, **make_kwargs)
-    base = probe.unwrapped
-    renders = "rgb_array" in (base.metadata or {}).get("render_modes", [])
-    goal_of = getattr(base, "goal_of", None)
-    probe.close()
-    if renders:
-        if not os.environ.get("DISPLAY"):
-            os.environ.setdefault("MUJOCO_GL", "egl")  # headless: MuJoCo's EGL backend, no X server needed
-        env = make_env(cfg.env, render_mode="rgb_array", **make_kwargs)
-    elif goal_of is not None and base.observation_space.shape == (2,):
-        env = make_env(cfg.env, **make_kwargs)
-    else:
-        raise ValueError(f"{cfg.env} has no rgb_array renderer and no goal on the plane, so there is nothing to "
-                         "picture: leave --video out")
-    if renders:
-        _check_video_file(out)
+    env, renders, goal_of, goal_radius = _picture_env(cfg, out)
     try:
         env.unwrapped.set_task(task)
         try:
@@ -120,8 +103,40 @@ def render_adaptation(policy: Any, out: str | os.PathLike, *, seed: int = 0, epi
         env.close()
     if renders:
         return _write_video(out, before.frames, after.frames)
-    return _plot_trajectories(out.with_suffix(".png"), before, after, goal_of(task),
-                              getattr(base, "goal_radius", None), f"{cfg.env} {task}")
+    return _plot_trajectories(out.with_suffix(".png"), before, after, goal_of(task), goal_radius,
+                              f"{cfg.env} {task}")
+
+
+def check_picturable(cfg: Any, out: str | os.PathLike) -> None:
+    """Refuse, before any meta-test, a ``--video`` of a family that cannot be pictured or a file name this
+    install cannot write (one line each)."""
+    env = _picture_env(cfg, Path(out))[0]
+    env.close()
+
+
+def _picture_env(cfg: Any, out: Path) -> tuple[Any, bool, Any, float | None]:
+    """``(env, renders, goal_of, goal_radius)``: the run's family made for picturing (``rgb_array`` frames, or a
+    goal on the plane), after checking that it can be pictured into ``out``."""
+    from metarl.tasks import make_env
+
+    make_kwargs = dict(cfg.env_kwargs)
+    if cfg.max_episode_steps is not None:
+        make_kwargs["max_episode_steps"] = cfg.max_episode_steps
+    probe = make_env(cfg.env, **make_kwargs)
+    base = probe.unwrapped
+    renders = "rgb_array" in (base.metadata or {}).get("render_modes", [])
+    goal_of, goal_radius = getattr(base, "goal_of", None), getattr(base, "goal_radius", None)
+    on_plane = base.observation_space.shape == (2,)
+    probe.close()
+    if not renders and not (goal_of is not None and on_plane):
+        raise ValueError(f"{cfg.env} has no rgb_array renderer and no goal_of(task) on a 2-D plane, so there is "
+                         "nothing to picture: leave --video out")
+    if renders:
+        _check_video_file(out)
+        if not os.environ.get("DISPLAY"):
+            os.environ.setdefault("MUJOCO_GL", "egl")  # headless: MuJoCo's EGL backend, no X server needed
+        return make_env(cfg.env, render_mode="rgb_array", **make_kwargs), True, goal_of, goal_radius
+    return make_env(cfg.env, **make_kwargs), False, goal_of, goal_radius
 
 
 def _check_video_file(out: Path) -> None:
@@ -190,7 +205,7 @@ def evaluate_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """``metarl evaluate DIR [--env ID] [--tasks N] [--seed S] [--video FILE]``: print the meta-test table."""
     from metarl.launcher import parse_env_kwargs
 
-    parser = argparse.ArgumentParser(prog="metarl evaluate",
+    parser = CommandParser(prog="metarl evaluate",
                                      description="meta-test a trained meta-RL run (and picture it)")
     parser.add_argument("run_dir", type=Path, metavar="DIR", help="a metarl train run directory")
     parser.add_argument("--env", default=None, help="family to test on (default: the run's; same spaces needed)")
@@ -209,6 +224,8 @@ def evaluate_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     policy = _load(args.run_dir, args.best)
     env_kwargs = parse_env_kwargs(args.env_kwargs) if args.env_kwargs is not None else None
     _retarget(policy.algorithm, args.env, args.tasks, args.seed, env_kwargs)
+    if args.video is not None:  # refused before the meta-test, not after it
+        check_picturable(policy.algorithm.cfg, args.video)
     result = policy.algorithm.meta_test()
     print(policy.algorithm.format_metatest(result))
     if args.json is not None:

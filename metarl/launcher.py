@@ -34,7 +34,7 @@ import yaml
 
 from metarl.callbacks import BaseCallback, TrainingState
 from metarl.checkpoint import CHECKPOINT_NAME
-from metarl.config import RENAMED_SETTINGS, add_config_arguments, config_from_dict, config_to_dict, resume_conflicts
+from metarl.config import RENAMED_SETTINGS, CommandParser, add_config_arguments, config_from_dict, config_to_dict, resume_conflicts
 from metarl.errors import TrainingInterrupted
 from metarl.registry import (COMMANDS, AlgorithmRecord, algorithm_names, algorithm_record, make_algorithm, read_run,
                              resolve_config)
@@ -42,7 +42,7 @@ from metarl.seeds import read_seed_list, seed_dir, write_seed_list, write_seed_s
 from metarl.system import keep_freed_memory
 from metarl.training import run_meta_training
 
-__all__ = ["launch", "parse_env_kwargs", "train", "DEFAULT_ALGORITHM"]
+__all__ = ["launch", "resolve_run", "run_seeds", "parse_env_kwargs", "train", "check_command", "DEFAULT_ALGORITHM"]
 
 #: the algorithm each subcommand runs when neither --algo nor a config file names one
 DEFAULT_ALGORITHM = {"train": "maml-trpo", "fewshot": "maml", "continual": "oml"}
@@ -98,7 +98,7 @@ def check_command(command: str, record: AlgorithmRecord, algo: str) -> None:
 
 def _preparse(argv: Sequence[str]) -> argparse.Namespace:
     """The flags that choose the parser: algorithm, config file, resume directory, family or dataset."""
-    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre = CommandParser(add_help=False)
     pre.add_argument("--algo", "--method", dest="algo", default=None)
     pre.add_argument("--config", type=Path, default=None)
     pre.add_argument("--resume", type=Path, default=None)
@@ -111,8 +111,8 @@ def _preparse(argv: Sequence[str]) -> argparse.Namespace:
 
 def _parser(command: str, algo: str, record: AlgorithmRecord, defaults: dict[str, Any]) -> argparse.ArgumentParser:
     cls = record.settings_class()
-    parser = argparse.ArgumentParser(
-        prog=f"metarl {command}", allow_abbrev=False, description=f"meta-train a {_WHAT[command]}, then meta-test it",
+    parser = CommandParser(
+        prog=f"metarl {command}", description=f"meta-train a {_WHAT[command]}, then meta-test it",
         epilog="Defaults shown are the ones this run would use: the algorithm's preset for the family/dataset "
                "(metarl/presets/<algo>.yaml), then --config, then the flags. Settings are saved to DIR/config.yaml.")
     parser.add_argument("--algo", "--method", dest="algo", default=algo, metavar="ALGO",
@@ -193,6 +193,17 @@ def launch(command: str, argv: Sequence[str] | None = None) -> dict[str, Any]:
         config = _resumed(record, run.config, given, known.resume)
         return _run(run.algo, config, resume=True, progress=not args.no_progress)[1]
 
+    algo, config, seeds, progress = resolve_run(command, argv)
+    if len(seeds) == 1:
+        return _run(algo, config, resume=False, progress=progress)[1]
+    return run_seeds(algo, config, seeds, progress=progress)
+
+
+def resolve_run(command: str, argv: Sequence[str]) -> tuple[str, Any, list[int], bool]:
+    """The settings of a new run of ``metarl <command> ARGV`` without running it: ``(algo, config, seeds,
+    progress)``, the config validated and holding the first seed. What ``launch`` runs, and what ``--help``
+    shows as defaults."""
+    known = _preparse(argv)
     file_settings = _read_config_file(known.config) if known.config is not None else {}
     algo = known.algo or file_settings.pop("algo", None) or DEFAULT_ALGORITHM[command]
     file_settings.pop("algo", None)
@@ -208,16 +219,13 @@ def launch(command: str, argv: Sequence[str] | None = None) -> dict[str, Any]:
     defaults = {**config_to_dict(cls()), **record.preset(key, env_kwargs), **file_settings}
     if key_field:
         defaults[key_field] = key
-    if "env_kwargs" in cls.__dataclass_fields__:
+    if "env_kwargs" in fields:
         defaults["env_kwargs"] = env_kwargs
     args = _parser(command, algo, record, defaults).parse_args(argv)
     seeds = _seeds(args, int(defaults.get("seed", 0)))
     config = config_from_dict(cls, {**defaults, **_given(args, record), "seed": seeds[0]}, where="the settings")
     config.validate()
-    progress = not args.no_progress
-    if len(seeds) == 1:
-        return _run(algo, config, resume=False, progress=progress)[1]
-    return run_seeds(algo, config, seeds, progress=progress)
+    return algo, config, seeds, not args.no_progress
 
 
 def _seed_list(parent: Path) -> dict[str, Any] | None:

@@ -13,9 +13,9 @@ A directory made by ``metarl train --seed 0 1 2`` stands for its seeds.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from metarl.config import CommandParser
 from metarl.returns import ci95
 
 __all__ = ["plot_runs", "plot_main", "find_runs", "HEADLINE_TAGS"]
@@ -62,13 +63,31 @@ def _label(settings: dict[str, Any]) -> str:
     return f"{settings.get('algo', '?')} {settings.get('env') or settings.get('dataset') or ''}".strip()
 
 
-def _group(runs: Sequence[Path]) -> list[tuple[str, list[Path]]]:
-    """Runs grouped by identical settings apart from the seed, in first-seen order."""
+def _seed(run: Path) -> Any:
+    return (yaml.safe_load((run / "config.yaml").read_text()) or {}).get("seed")
+
+
+def _group(runs: Sequence[Path], note: Any = None) -> list[tuple[str, list[Path]]]:
+    """Runs grouped by identical settings apart from the seed, in first-seen order. A run given twice, or a
+    second run of a seed a group already has (a copy, or a seed directory given beside its parent), is left
+    out with a ``note`` (it would count that seed twice and narrow the band)."""
     groups: list[tuple[dict[str, Any], list[Path]]] = []
+    seen: set[Path] = set()
     for run in runs:
+        if run.resolve() in seen:
+            if note is not None:
+                note(f"{run} is given twice: drawn once")
+            continue
+        seen.add(run.resolve())
         settings = _settings(run)
         for existing, members in groups:
             if existing == settings:
+                twin = next((m for m in members if _seed(m) == _seed(run)), None)
+                if twin is not None:
+                    if note is not None:
+                        note(f"{run} repeats seed {_seed(run)} of {twin} with the same settings: left out, so no seed "
+                             "counts twice")
+                    break
                 members.append(run)
                 break
         else:
@@ -127,7 +146,7 @@ def plot_runs(paths: Sequence[str | os.PathLike], out: str | os.PathLike, *, tag
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = _group(find_runs(paths))
+    groups = _group(find_runs(paths), note=lambda text: print(f"metarl plot: note: {text}", file=sys.stderr))
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     drawn_tags, adaptation_axes = set(), []
     for index, (label, runs) in enumerate(groups):
@@ -181,7 +200,7 @@ def plot_runs(paths: Sequence[str | os.PathLike], out: str | os.PathLike, *, tag
 
 def plot_main(argv: Sequence[str] | None = None) -> Path:
     """``metarl plot DIR [DIR ...] -o fig.png [--tag TAG] [--title TEXT]``."""
-    parser = argparse.ArgumentParser(prog="metarl plot", description="learning and adaptation curves as a PNG")
+    parser = CommandParser(prog="metarl plot", description="learning and adaptation curves as a PNG")
     parser.add_argument("runs", nargs="+", type=Path, metavar="DIR", help="run directories (or multi-seed ones)")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="FILE", help="the PNG to write")
     parser.add_argument("--tag", default=None, help=f"scalar tag to draw (default: the first of {HEADLINE_TAGS})")

@@ -32,6 +32,9 @@ LOCK_NAME = ".lock"
 class RunDirError(OSError):
     """The run directory cannot be created, written or locked; the message says what to do."""
 
+    def __str__(self) -> str:  # the message alone, without OSError's "[Errno N]" prefix
+        return self.strerror or super().__str__()
+
 
 def _umask() -> int:
     mask = os.umask(0)

@@ -205,6 +205,10 @@ def sb3_vec_env(env_id: str, num_envs: int = 1, *, task: Any = None, **kwargs: A
             """One task per sub-env (or one for all), from the next reset on."""
             self.venv.set_task(tasks)
 
+        def get_task(self) -> list[Any]:
+            """The task of each sub-env."""
+            return self.venv.get_task()
+
     return FamilySB3VecEnv()
 
 

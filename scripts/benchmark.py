@@ -218,7 +218,7 @@ def maml_comparison(args: argparse.Namespace) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="benchmark", required=True)
     for name, help_text, defaults in (
             ("maml-sinusoid", "MAML sinusoid: the core vs an autograd loop, a hand-written vmap, torchopt, higher",

@@ -40,7 +40,7 @@ def _variant(text: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--algo", default="maml-trpo")
     parser.add_argument("--env", default="metarl/Navigation2D-v0")
     parser.add_argument("--variant", type=_variant, action="append", default=[],

@@ -80,7 +80,7 @@ class Result:
 
 
 def parse_args() -> Args:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     defaults = Args()
     parser.add_argument("--env-id", default=defaults.env_id)
     parser.add_argument("--env-kwargs", nargs="*", type=str, default=[], metavar="KEY=VALUE")

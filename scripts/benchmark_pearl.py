@@ -47,7 +47,7 @@ def updates_per_second(env: str, updates: int, **overrides) -> tuple[float, floa
 
 def main(argv: list[str] | None = None) -> list[dict]:
     """Run the benchmark; returns the rows (also printed as a Markdown table)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--updates", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--families", nargs="+", default=list(FAMILIES))

@@ -98,7 +98,7 @@ def project(one_worker: dict[str, Any], workers: list[int]) -> list[dict[str, fl
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", default="metarl/HalfCheetahVel-v0")
     parser.add_argument("--iterations", type=int, default=2)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])

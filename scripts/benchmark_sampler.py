@@ -51,7 +51,7 @@ def sync_vector_env_rollout(tasks, episodes: int, policy, seed: int) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=20)
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)

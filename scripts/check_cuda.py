@@ -115,7 +115,7 @@ def check(name: str, iterations: int, tolerance: float, devices: tuple[str, str]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--checks", nargs="+", default=DEFAULT_CHECKS, choices=list(CHECKS),
                         help="what to check (maml-trpo-halfcheetah: the full HalfCheetahDir preset, slow on a CPU)")
     parser.add_argument("--iterations", type=int, default=3)

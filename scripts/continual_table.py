@@ -65,7 +65,7 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run directories (or metatest.json files)")
     parser.add_argument("-o", "--output", type=Path, default=None, help="write the figure to this PNG")
     args = parser.parse_args(argv)

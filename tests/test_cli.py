@@ -121,3 +121,82 @@ def test_load_run_rebuilds_the_trained_algorithm_and_its_initialisation(tmp_path
     for a, b in zip(fresh.policy.parameters(), again.policy.parameters()):
         assert torch.equal(a, b), "weights=False gives the run's own initialisation"
     assert any(not torch.equal(a, b) for a, b in zip(fresh.policy.parameters(), trained.policy.parameters()))
+
+
+DOCUMENTED_DATA_COMMANDS = [
+    ("fewshot", ["--algo", "protonet", "--dataset", "omniglot"]),
+    ("fewshot", ["--algo", "maml", "--dataset", "omniglot"]),
+    ("continual", ["--algo", "oml", "--dataset", "omniglot"]),
+    ("continual", ["--method", "oml", "--dataset", "omniglot"]),
+    ("fewshot", ["--algo", "protonet", "--dataset", "banking77"]),
+]
+
+
+@pytest.mark.parametrize("command, args", DOCUMENTED_DATA_COMMANDS)
+def test_data_in_every_position_keeps_the_datasets_preset(command, args, tmp_path, capsys):
+    from metarl.launcher import resolve_run
+    from metarl.registry import algorithm_record
+
+    algo, dataset = args[1], args[3]
+    preset = algorithm_record(algo).preset(dataset)
+    assert preset, f"{algo} has a preset for {dataset}"
+    data = ["--data", str(tmp_path)]
+    for position in range(0, len(args) + 1, 2):
+        argv = [*args[:position], *data, *args[position:]]
+        _, config, _, _ = resolve_run(command, argv)
+        assert config.dataset == dataset and config.data == str(tmp_path), argv
+        assert {k: getattr(config, k) for k in preset} == \
+            {k: (tuple(v) if isinstance(v, list) else v) for k, v in preset.items()}, f"preset dropped: {argv}"
+        # the console command shows the same defaults
+        with pytest.raises(SystemExit):
+            main([command, *argv, "--help"])
+        shown = capsys.readouterr().out
+        first = next(k for k in preset if isinstance(preset[k], (int, float)) and not isinstance(preset[k], bool))
+        flag_help = shown.split("\n  --" + first.replace("_", "-") + " ")[1].split("\n  --")[0]
+        assert f"(default: {preset[first]})" in " ".join(flag_help.split()), (argv, first)
+    with pytest.raises(ValueError, match="unrecognized arguments: --datas"):
+        resolve_run(command, [*args, "--datas", str(tmp_path)])
+
+
+def test_python_started_in_the_clones_parent_directory_imports_the_package(tmp_path):
+    """A clone named metarl seen from its parent directory is not an empty namespace package (the install is
+    path-based: the README's and CI's --config-settings editable_mode=compat)."""
+    (tmp_path / "metarl").symlink_to(REPO, target_is_directory=True)
+    code = "import metarl, metarl.agents.maml_trpo; print(callable(metarl.train), metarl.list_families()[0])"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.startswith("True metarl/"), proc.stderr
+
+
+def test_help_is_plain_text_and_says_each_default_once(capsys):
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    assert "``" not in text and ":func:" not in text and "metarl continual --algo oml" in text
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    logdir_help = shown.split("--logdir LOGDIR TensorBoard")[1].split(" --")[0]
+    assert logdir_help.count("default") == 1 and "(default: None)" not in logdir_help
+
+
+def test_a_refused_run_prints_its_one_line_and_no_banner(tmp_path, capsys):
+    logdir = tmp_path / "run"
+    assert main(["train", "--env", "metarl/Navigation2D-v0", "--iterations", "1", "--logdir", str(logdir), *TINY]) == 0
+    capsys.readouterr()
+    assert main(["train", "--env", "metarl/Navigation2D-v0", "--iterations", "1", "--logdir", str(logdir), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a checkpoint" in err and "starting" not in err and "settings:" not in err
+    from metarl.rundir import lock_run_dir
+
+    with lock_run_dir(logdir):
+        assert main(["train", "--resume", str(logdir), "--iterations", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "is in use by another metarl process" in err and "[Errno" not in err
+
+
+def test_the_command_line_reference_is_current():
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "cli_reference.py"), "--check"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    text = (REPO / "docs" / "cli.md").read_text()
+    for term in ("task family", "task", "trial", "meta-iteration", "preset", "meta-test", "adaptation step"):
+        assert f"- **{term}" in text, term

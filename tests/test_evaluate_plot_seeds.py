@@ -135,3 +135,82 @@ def test_plot_draws_seeds_as_a_band_and_the_adaptation_curve(seeds_run, tmp_path
     assert "pick a logged tag with --tag" in capsys.readouterr().err
     assert main(["plot", str(tmp_path), "-o", str(out)]) == 2
     assert main(["plot", str(seeds_run), "-o", str(tmp_path / "fig.svg")]) == 2
+
+
+def test_plot_counts_a_seed_once(seeds_run, tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "twice.png"
+    assert main(["plot", str(seeds_run), str(seeds_run / "seed_0"), "-o", str(out)]) == 0
+    assert "seed_0 is given twice: drawn once" in capsys.readouterr().err and out.is_file()
+    copy = tmp_path / "copy_of_seed_0"
+    shutil.copytree(seeds_run / "seed_0", copy)
+    assert main(["plot", str(seeds_run), str(copy), "-o", str(out)]) == 0
+    assert "repeats seed 0 of" in capsys.readouterr().err
+    from metarl.plotting import _group, find_runs
+    groups = _group(find_runs([seeds_run, seeds_run / "seed_0", copy]))
+    assert [len(runs) for _, runs in groups] == [3], "a seed given twice counts once"
+
+
+def test_a_video_that_cannot_be_made_is_refused_before_the_meta_test(tmp_path, capsys):
+    bandit = tmp_path / "bandit"
+    assert main(["train", "--algo", "maml-trpo", "--env", "metarl/BernoulliBandit-v0", "--env-kwargs", "k=3", "n=5",
+                 *TINY["maml-trpo"], "--iterations", "1", "--logdir", str(bandit), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(bandit), "--video", str(tmp_path / "b.mp4")]) == 2
+    captured = capsys.readouterr()
+    assert "nothing to picture: leave --video out" in captured.err
+    assert "adaptation steps" not in captured.out, "refused before the meta-test ran"
+
+
+def test_evaluate_imports_the_users_family_module_from_the_working_directory(tmp_path):
+    from tests.test_cli import _readme_example
+
+    (tmp_path / "my_families.py").write_text(_readme_example())
+    train = subprocess.run([sys.executable, "-m", "metarl.cli", "train", "--env", "my_families:PointLine-v0",
+                            "--iterations", "1", "--logdir", "run", *MAML, "--no-progress"], capture_output=True,
+                           text=True, cwd=tmp_path, timeout=300)
+    assert train.returncode == 0, train.stderr
+    evaluated = subprocess.run([sys.executable, "-m", "metarl.cli", "evaluate", "run", "--tasks", "2"],
+                               capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "adaptation steps" in evaluated.stdout
+
+
+def test_a_multi_seed_run_stopped_in_its_first_seed_resumes_every_seed(tmp_path, capsys):
+    from metarl.errors import TrainingInterrupted
+
+    class CtrlCAtTwo(metarl.BaseCallback):
+        def on_iteration_end(self, state) -> bool:
+            if state.iteration == 2 and state.seed == 0:
+                raise KeyboardInterrupt  # as a second Ctrl-C would, mid-run
+            return True
+
+    parent = tmp_path / "ms"
+    settings = dict(iterations=3, meta_batch_size=2, episodes_per_task=2, hidden_sizes=[8], metatest_tasks=2,
+                    metatest_steps=1, cg_iters=2, max_episode_steps=8)
+    with pytest.raises(KeyboardInterrupt):
+        metarl.train("maml-trpo", NAV, seed=[0, 1], logdir=parent, callbacks=[CtrlCAtTwo()], **settings)
+    assert not (parent / "seed_1").exists(), "seed 1 had not started"
+    assert main(["train", "--resume", str(parent), "--no-progress"]) == 0
+    summary = json.loads((parent / "metatest_summary.json").read_text())
+    assert summary["seeds"] == [0, 1], "the parent's resume finishes every seed, also the one not started"
+    for seed in (0, 1):
+        assert json.loads((parent / f"seed_{seed}" / "metatest.json").read_text())["iterations"] == 3
+    fresh = tmp_path / "fresh"
+    metarl.train("maml-trpo", NAV, seed=1, logdir=fresh, **settings)
+    assert json.loads((fresh / "metatest.json").read_text())["returns_by_step"] == \
+        json.loads((parent / "seed_1" / "metatest.json").read_text())["returns_by_step"], "the same run as alone"
+
+    class Interrupt(metarl.BaseCallback):
+        def on_iteration_end(self, state) -> bool:
+            if state.seed == 0:
+                raise TrainingInterrupted(state.logdir, state.iteration)
+            return True
+
+    other = tmp_path / "other"
+    with pytest.raises(TrainingInterrupted) as stopped:
+        metarl.train("maml-trpo", NAV, seed=[0, 1], logdir=other, callbacks=[Interrupt()], **settings)
+    assert stopped.value.logdir == other, "the hint resumes the parent, not seed_0"
+    assert main(["train", "--resume", str(other), "--seed", "0", "2", "--no-progress"]) == 2
+    assert "cannot change the seeds" in capsys.readouterr().err

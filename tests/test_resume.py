@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -145,15 +149,19 @@ def test_ctrl_c_saves_the_state_and_says_how_to_resume(tmp_path):
 def test_readme_family_example_runs_from_its_directory_without_pythonpath(tmp_path):
     from tests.test_cli import _readme_example
 
+    readme = (REPO / "README.md").read_text()
+    command = re.search(r"```bash\n(metarl train [^\n]*my_families:PointLine-v0[^\n]*)\n```", readme)
+    assert command, "the README's own-family example ends in its metarl train command"
     (tmp_path / "my_families.py").write_text(_readme_example())
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), "--env", "my_families:PointLine-v0",
-                           "--iterations", "1", "--logdir", "run", *TINY], capture_output=True, text=True,
-                          cwd=tmp_path, env=env, timeout=300)
+    metarl = shutil.which("metarl") or str(Path(sys.executable).with_name("metarl"))
+    argv = [metarl, *shlex.split(command.group(1))[1:], "--iterations", "1", *TINY]
+    proc = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads((tmp_path / "run" / "metatest.json").read_text())["env"] == "my_families:PointLine-v0"
-    missing = subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), "--env", "their_families:X-v0",
-                              "--logdir", "run2", *TINY], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert json.loads((tmp_path / "runs" / "pointline" / "metatest.json").read_text())["env"] == \
+        "my_families:PointLine-v0"
+    missing = subprocess.run([metarl, "train", "--env", "their_families:X-v0", "--logdir", "run2", *TINY],
+                             capture_output=True, text=True, cwd=tmp_path, env=env)
     assert missing.returncode == 2 and "cannot import module 'their_families'" in missing.stderr
     assert str(tmp_path) in missing.stderr, "the message says where it looked"
 

@@ -136,6 +136,7 @@ def test_same_step_autoreset_and_the_sb3_vec_env():
         obs, reward, dones, infos = venv.step(np.full((2, 2), 0.1, dtype=np.float32))
     assert dones.all() and infos[0]["TimeLimit.truncated"] and np.allclose(infos[1]["terminal_observation"], 0.3)
     assert reward[0] == pytest.approx(-np.hypot(0.1, 0.1), rel=1e-5)
+    assert [tuple(t.to_json()["params"]["goal"]) for t in venv.get_task()] == [(0.4, 0.4)] * 2
     PPO("MlpPolicy", venv, n_steps=8, batch_size=16, n_epochs=1).learn(32)
     with pytest.raises(ValueError, match="autoreset_mode must be"):
         FamilyVectorEnv("metarl/Navigation2D-v0", 2, autoreset_mode="sometimes")

@@ -130,3 +130,15 @@ def test_evaluate_command_repeats_the_meta_test_and_pictures_the_plane(runs, alg
     key = "mean_total_return" if algo == "rl2-ppo" else "mean_return_by_episode"
     assert json.loads(out.read_text())[key] == saved[key]
     assert (tmp_path / "trial.png").is_file(), "the plane is drawn, whatever the video name"
+
+
+def test_rl2_sampled_actions_stay_in_the_action_box(runs):
+    policy = metarl.load_policy(runs["rl2-ppo"])
+    env = gym.make(NAV, task={"goal": (0.3, -0.2)}, max_episode_steps=8)
+    adapted = policy.adapt(env, episodes=1, seed=0)
+    obs, _ = env.reset(seed=1)
+    for _ in range(50):
+        action = adapted.act(obs, sample=True)
+        assert env.action_space.contains(action), action
+        obs, reward, *_ = env.step(action)
+        adapted.observe(float(reward))

@@ -269,8 +269,9 @@ def load_omniglot(path: str | os.PathLike, image_size: int = 28) -> OmniglotChar
     path = Path(path)
     if not path.exists():
         raise OmniglotNotFoundError(
-            f"Omniglot data path {path} does not exist; pass --data pointing at a directory that holds "
-            "images_background*.zip / images_evaluation.zip (or their extracted folders)"
+            f"Omniglot data path {path} does not exist; pass --data DIR or set METARL_OMNIGLOT=DIR, a directory "
+            "holding images_background*.zip / images_evaluation.zip or their extracted folders (from "
+            "github.com/brendenlake/omniglot, folder python/; see docs/fewshot.md#getting-omniglot)"
         )
     if image_size < 4:
         raise ValueError(f"image_size must be at least 4, got {image_size}")
