@@ -123,6 +123,11 @@ class RunConfig:
             if isinstance(value, list):
                 object.__setattr__(self, f.name, _coerce(value, hints[f.name]))
 
+    def unused_settings(self, algo: str) -> set[str]:
+        """The settings a run of ``algo`` with these settings never reads (another learner's or dataset's): left
+        out of ``--help`` and of the printed settings, still accepted and saved."""
+        return set()
+
     def validate(self) -> None:
         """Raise ``ValueError``/``TypeError`` naming any setting that cannot train."""
         check_config(self)
@@ -353,12 +358,13 @@ class CommandParser(argparse.ArgumentParser):
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type, defaults: Mapping[str, Any],
-                         many: Mapping[str, str] | None = None) -> None:
+                         many: Mapping[str, str] | None = None, hidden: Sequence[str] = ()) -> None:
     """One flag per field of config ``cls``; flags not given are absent from the parsed namespace.
 
     ``defaults`` are the values the run would use without the flag (generic, preset or config file):
     ``--help`` shows them. ``many``: fields whose flag takes several values (a list), with the sentence that
-    says what several do (``{"seed": "several: one run each"}``).
+    says what several do (``{"seed": "several: one run each"}``). ``hidden``: fields whose flag is accepted but
+    left out of ``--help`` (settings the chosen learner does not read).
     """
     many = dict(many or {})
     hints = typing.get_type_hints(cls)
@@ -374,7 +380,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, defaults: M
             help_text += f"; {many[f.name]}"
         if default is not None or "default" not in help_text:  # a None default is described by the help itself
             help_text += f" (default: {shown})"
-        kwargs: dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS, help=help_text.replace("%", "%%"))
+        kwargs: dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS,
+                                      help=argparse.SUPPRESS if f.name in hidden else help_text.replace("%", "%%"))
         if f.name in many and tp in (int, float):
             parser.add_argument(flag, type=_number(tp), nargs="+", metavar=tp.__name__.upper(), **kwargs)
         elif tp is bool:

@@ -109,7 +109,8 @@ def _preparse(argv: Sequence[str]) -> argparse.Namespace:
     return known
 
 
-def _parser(command: str, algo: str, record: AlgorithmRecord, defaults: dict[str, Any]) -> argparse.ArgumentParser:
+def _parser(command: str, algo: str, record: AlgorithmRecord, defaults: dict[str, Any], *, hide_unused: bool = True
+            ) -> argparse.ArgumentParser:
     cls = record.settings_class()
     parser = CommandParser(
         prog=f"metarl {command}", description=f"meta-train a {_WHAT[command]}, then meta-test it",
@@ -127,7 +128,13 @@ def _parser(command: str, algo: str, record: AlgorithmRecord, defaults: dict[str
     if "env_kwargs" in cls.__dataclass_fields__:
         parser.add_argument("--env-kwargs", nargs="*", default=None, metavar="KEY=VALUE",
                             help="family constructor kwargs, e.g. --env-kwargs k=10 n=100")
-    add_config_arguments(parser, cls, defaults, many={"seed": ""})
+    hidden: set[str] = set()
+    if hide_unused:  # the flags of settings this learner never reads are accepted but not listed
+        try:
+            hidden = config_from_dict(cls, defaults, where="the settings", strict=False).unused_settings(algo)
+        except (TypeError, ValueError):
+            pass  # a bad value is reported once the flags are parsed
+    add_config_arguments(parser, cls, defaults, many={"seed": ""}, hidden=sorted(hidden))
     return parser
 
 
@@ -298,9 +305,10 @@ def _run_seed_configs(algo: str, parent: Path, seeds: list[int], configs: list[A
     return write_seed_summary(parent, seeds, [c.logdir for c in configs], results)
 
 
-def _describe(config: Any) -> str:
-    """The run's settings as wrapped `key=value` lines for its first printed lines."""
-    values = config_to_dict(config)
+def _describe(config: Any, algo: str) -> str:
+    """The run's settings (those its learner reads) as wrapped `key=value` lines for its first printed lines."""
+    unused = config.unused_settings(algo.split(":")[-1])
+    values = {k: v for k, v in config_to_dict(config).items() if k not in unused}
     lines = textwrap.wrap(", ".join(f"{k}={v}" for k, v in values.items()), width=110,
                           initial_indent="  settings: ", subsequent_indent="            ")
     return "\n".join(lines)
@@ -333,7 +341,7 @@ def _run(algo: str, config: Any, *, resume: bool, progress: bool, callbacks: Seq
     algorithm = make_algorithm(algo, config)
     state = "resuming" if resume else "starting"
     banner = _Banner(f"metarl: {state} {algo} on {getattr(config, type(config).preset_key, '')}, seed {config.seed}, "
-                     f"{config.iterations} meta-iterations, logdir {config.logdir}\n{_describe(config)}")
+                     f"{config.iterations} meta-iterations, logdir {config.logdir}\n{_describe(config, algo)}")
     keep_freed_memory()  # no page-fault churn from per-iteration arrays (metarl/system.py)
     result = run_meta_training(algorithm, logdir=config.logdir, resume=resume, progress=progress,
                                callbacks=[banner, *callbacks])

@@ -37,7 +37,7 @@ def _flags(command: str) -> dict[str, str]:
     algo = DEFAULT_ALGORITHM[command]
     record = algorithm_record(algo)
     defaults = {f: getattr(record.settings_class()(), f) for f in record.settings_class().__dataclass_fields__}
-    parser = _parser(command, algo, record, defaults)
+    parser = _parser(command, algo, record, defaults, hide_unused=False)
     out = {}
     for action in parser._actions:
         if action.option_strings and action.help is not argparse.SUPPRESS:
@@ -75,8 +75,8 @@ algorithm in one line naming the right subcommand; no flag is abbreviated.
 
 ## Flags side by side
 
-Each subcommand shown with its default algorithm's settings (`metarl <command> --algo A --help` lists A's,
-with the defaults of its preset); `x`: the subcommand has the flag.
+Every flag of each subcommand's settings; `x`: the subcommand has the flag. `metarl <command> --algo A
+--dataset D --help` lists only the flags learner A reads on D, with the defaults of its preset.
 
 | flag | train | fewshot | continual | meaning |
 | --- | --- | --- | --- | --- |

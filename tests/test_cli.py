@@ -200,3 +200,21 @@ def test_the_command_line_reference_is_current():
     text = (REPO / "docs" / "cli.md").read_text()
     for term in ("task family", "task", "trial", "meta-iteration", "preset", "meta-test", "adaptation step"):
         assert f"- **{term}" in text, term
+
+
+def test_help_lists_the_chosen_learners_flags_and_accepts_the_others(capsys):
+    from metarl.launcher import _describe, resolve_run
+
+    with pytest.raises(SystemExit):
+        main(["fewshot", "--algo", "protonet", "--dataset", "banking77", "--help"])
+    shown = capsys.readouterr().out
+    assert "--encoder" in shown and "--ways" in shown
+    for other in ("--image-size", "--controller-size", "--inner-lr", "--downsample"):
+        assert other not in shown, other
+    with pytest.raises(SystemExit):
+        main(["fewshot", "--algo", "mann", "--dataset", "omniglot", "--help"])
+    assert "--controller-size" in capsys.readouterr().out
+    _, config, _, _ = resolve_run("fewshot", ["--algo", "protonet", "--dataset", "banking77", "--controller-size", "9"])
+    assert config.controller_size == 9, "a setting the learner does not read is still accepted"
+    described = _describe(config, "protonet")
+    assert "encoder=" in described and "image_size" not in described and "controller_size" not in described

@@ -307,3 +307,18 @@ def test_same_seed_same_run_also_across_resume(png_tree, tmp_path):
     a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)["algorithm"]["network"]
     b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["algorithm"]["network"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_wrong_inputs_are_one_line_and_the_memory_gives_back_what_it_was_given():
+    from metarl.continual import EpisodicMemory
+
+    learner = metarl.continual.load_learner(dataset="sinusoid")
+    with pytest.raises(ValueError, match=r"inputs of shape \(5,\) do not fit this learner's representation"):
+        learner.predict(np.zeros(5))
+    memory = EpisodicMemory(10, np.random.default_rng(0))
+    memory.add(np.zeros((3, 4), dtype=np.float32), np.array([1, 2, 3]))
+    x, y = memory.sample(2)
+    assert isinstance(x, np.ndarray) and isinstance(y, np.ndarray) and x.shape == (2, 4)
+    tensors = EpisodicMemory(10, np.random.default_rng(0))
+    tensors.add(torch.zeros(3, 4), torch.tensor([1, 2, 3]))
+    assert isinstance(tensors.sample(2)[0], torch.Tensor)

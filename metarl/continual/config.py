@@ -75,6 +75,13 @@ class ContinualConfig(OmniglotRunConfig):
 
     preset_key: typing.ClassVar[str] = "dataset"
 
+    def unused_settings(self, algo: str) -> set[str]:
+        """Omniglot's settings on sine, sine's on Omniglot."""
+        if self.dataset == "sinusoid":
+            return {"data", "image_size", "rotations", "train_alphabets", "test_alphabets", "stream_drawings",
+                    "stream_lengths", "lr_streams"}
+        return {"sine_functions", "sine_batches"}
+
     def validate(self) -> None:
         """Raise ``ValueError`` naming any setting that cannot run."""
         super().validate()

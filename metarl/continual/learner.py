@@ -109,10 +109,19 @@ class ContinualLearner:
         if self.train_rln:
             return inputs
         with torch.no_grad():
+            return self._features(inputs)
+
+    def _features(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The representation's features of ``inputs``; inputs of a shape it cannot take are one line."""
+        try:
             return self.rln(inputs)
+        except RuntimeError as exc:
+            raise ValueError(f"inputs of shape {tuple(inputs.shape)} do not fit this learner's representation "
+                             f"({str(exc).splitlines()[0][:120]}): give a batch (n, ...) as it was trained on (sine: "
+                             "rows of one-hot function index, then x; Omniglot: images)") from None
 
     def _head(self, encoded: torch.Tensor) -> torch.Tensor:
-        features = self.rln(encoded) if self.train_rln else encoded
+        features = self._features(encoded) if self.train_rln else encoded
         if features.dim() != 2 or features.shape[1] != self.features:
             raise ValueError(f"the representation gave features of shape {tuple(features.shape)}, expected "
                              f"(n, {self.features}): check the input's shape")

@@ -39,12 +39,14 @@ class EpisodicMemory:
         self._inputs: torch.Tensor | None = None
         self._targets: torch.Tensor | None = None
         self._size = 0
+        self._numpy = False
 
     def __len__(self) -> int:
         return self._size
 
     def add(self, inputs: Any, targets: Any) -> None:
         """Offer a batch of examples (first axis; a single example is a batch of one) to the reservoir."""
+        self._numpy = not isinstance(inputs, torch.Tensor)  # sample() gives back what it was given
         inputs, targets = torch.as_tensor(inputs), torch.as_tensor(targets)
         if inputs.shape[:1] != targets.shape[:1]:
             raise ValueError(f"inputs and targets must have the same number of examples, got {inputs.shape[0]} "
@@ -70,8 +72,9 @@ class EpisodicMemory:
             self._inputs[slot] = inputs[i]
             self._targets[slot] = targets[i]
 
-    def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``n`` examples drawn uniformly without replacement (all of them if the memory holds fewer).
+    def sample(self, n: int) -> tuple[Any, Any]:
+        """``n`` examples drawn uniformly without replacement (all of them if the memory holds fewer): NumPy arrays
+        when NumPy arrays were added, else tensors.
 
         Raises:
             ValueError: the memory is empty.
@@ -79,6 +82,8 @@ class EpisodicMemory:
         if self._size == 0:
             raise ValueError("the episodic memory is empty: add examples before sampling from it")
         index = torch.from_numpy(self.rng.choice(self._size, size=min(int(n), self._size), replace=False))
+        if self._numpy:
+            return self._inputs[index].numpy(), self._targets[index].numpy()
         return self._inputs[index], self._targets[index]
 
     def state_dict(self) -> dict[str, Any]:

@@ -97,3 +97,20 @@ class FewShotConfig(OmniglotRunConfig):
 
     preset_key: typing.ClassVar[str] = "dataset"
 
+    def unused_settings(self, algo: str) -> set[str]:
+        """Image settings on text and sinusoid, text settings off text, MANN's off MANN, inner-loop settings of
+        the learners without one (protonet, mann)."""
+        unused: set[str] = set()
+        if self.dataset != "omniglot":
+            unused |= {"image_size", "rotations", "train_alphabets", "test_alphabets", "augment", "hidden",
+                       "downsample"}
+        if self.dataset not in TEXT_DATASETS:
+            unused |= {"encoder", "max_length", "trainable_layers", "metric_scale"}
+        if self.dataset == "sinusoid":
+            unused |= {"data", "ways"}
+        if algo != "mann":
+            unused |= {"controller_size", "memory_slots", "memory_width", "read_heads", "lstm_baseline"}
+        if algo in ("protonet", "mann"):
+            unused |= {"inner_lr", "inner_steps", "multi_step_loss", "metatest_steps"}
+        return unused
+

@@ -77,15 +77,18 @@ class FewShotClassifier:
         """Adapt to the classes of a support set.
 
         Args:
-            support_images: raw images (see :func:`~metarl.fewshot.omniglot.preprocess_images`).
-            support_labels: one label per support image, any hashable values; each class needs at
-                least one image.
+            support_images: raw images (see :func:`~metarl.fewshot.omniglot.preprocess_images`), or for a run on
+                a text dataset a list of sentences.
+            support_labels: one label per support example, any hashable values; each class needs at
+                least one example.
             steps: inner gradient steps (MAML-type learners; default: the run's meta-test steps).
         """
         inputs = self.preprocess(support_images)
         labels = np.asarray(support_labels)
         if labels.ndim != 1 or len(labels) != len(inputs):
-            raise ValueError(f"need one label per support image: {len(inputs)} images, labels of shape {labels.shape}")
+            what = "sentence" if self.settings.dataset in TEXT_DATASETS else "image"
+            raise ValueError(f"need one label per support {what}: {len(inputs)} {what}s, labels of shape "
+                             f"{labels.shape}")
         classes, targets = np.unique(labels, return_inverse=True)
         if len(classes) < 2:
             raise ValueError(f"a support set needs at least two classes, got {list(classes)}")
