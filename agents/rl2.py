@@ -27,7 +27,7 @@ import functools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -35,7 +35,8 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-from metarl.agents.rl2_policy import RecurrentActor, RecurrentActorCritic, TrialBatch, compact_trials
+from metarl.agents.rl2_policy import ActorCriticHeads, RecurrentActor, RecurrentActorCritic, TrialBatch, compact_trials
+from metarl.agents.rl2_transformer import TransformerActorCritic
 
 from metarl.config import EnvRunConfig, field
 from metarl.returns import ci95, gae, masked_mean
@@ -46,7 +47,7 @@ from metarl.meta_rl import MetaRLAlgorithm, acting_copy
 from metarl.policy import AdaptedPolicy, MetaPolicy
 from metarl.wrappers import RL2TrialSampler
 
-__all__ = ["RL2Config", "RL2PPO", "RL2Policy", "RecurrentActorCritic", "RecurrentActor", "TrialBatch", "compact_trials",
+__all__ = ["RL2Config", "RL2PPO", "RL2TransformerConfig", "RL2Transformer", "RL2Policy", "RecurrentActorCritic", "RecurrentActor", "TrialBatch", "compact_trials",
            ]
 
 
@@ -63,7 +64,22 @@ class RL2Config(EnvRunConfig):
                                     bounds="[1, inf)")
     meta_batch_size: int = field(50, "tasks per meta-iteration", bounds="[1, inf)")
     trials_per_task: int = field(1, "trials of each task per meta-iteration", bounds="[1, inf)")
+    memory: Literal["gru", "transformer"] = field(
+        "gru", "what carries the trial: a GRU (RL^2) or a causal transformer over the trial's transitions "
+               "(agents/rl2_transformer.py; its settings are the transformer_* ones)")
     hidden_size: int = field(128, "GRU state size", bounds="[1, inf)")
+    transformer_layers: int = field(2, "transformer memory: blocks", bounds="[1, inf)")
+    transformer_heads: int = field(4, "transformer memory: attention heads (must divide transformer_width)",
+                                   bounds="[1, inf)")
+    transformer_width: int = field(64, "transformer memory: model width (d_model)", bounds="[1, inf)")
+    context_length: int = field(0, "transformer memory: steps each step attends to in each layer, itself included (0: "
+                                   "the whole trial); L layers reach L x (context_length - 1) steps back. Shorter "
+                                   "than an episode is allowed: the memory then sees only recent steps",
+                                bounds="[0, inf)")
+    transformer_dropout: float = field(0.0, "transformer memory: dropout in PPO updates (never while acting)",
+                                       bounds="[0, 1)")
+    positional_encoding: Literal["sinusoidal", "learned", "none"] = field(
+        "sinusoidal", "transformer memory: the step's position in the trial, sinusoidal, a learned table, or none")
     outer_lr: float = field(1e-3, "Adam learning rate", bounds="(0, inf)")
     lr_final_fraction: float = field(1.0, "learning rate at iteration `anneal_iterations` as a fraction of outer_lr "
                                           "(linear decay; 1.0 keeps it constant)", bounds="(0, 1]")
@@ -88,9 +104,18 @@ class RL2Config(EnvRunConfig):
     init_std: float = field(1.0, "initial standard deviation of Gaussian policies (Box actions)", bounds="(0, inf)")
     metatest_tasks: int = field(200, "held-out tasks in the final meta-test (one trial each)", bounds="[1, inf)")
 
+    def unused_settings(self, algo: str) -> set[str]:
+        """The other memory's settings."""
+        transformer = {"transformer_layers", "transformer_heads", "transformer_width", "context_length",
+                       "transformer_dropout", "positional_encoding"}
+        return transformer if self.memory == "gru" else {"hidden_size"}
+
     def validate(self) -> None:
         """Raise ``ValueError`` for settings that cannot train."""
         super().validate()
+        if self.memory == "transformer" and self.transformer_width % self.transformer_heads:
+            raise ValueError(f"transformer_heads={self.transformer_heads} does not divide transformer_width="
+                             f"{self.transformer_width}: choose a width that is a multiple of the heads")
         if self.num_minibatches > self.meta_batch_size * self.trials_per_task:
             raise ValueError(f"num_minibatches={self.num_minibatches} is more than the "
                              f"{self.meta_batch_size * self.trials_per_task} trials per iteration; lower it or "
@@ -119,11 +144,22 @@ class RL2PPO(MetaRLAlgorithm):
     def __init__(self, config: RL2Config | None = None, **settings: Any):
         self.cfg = config = self.resolve_settings(config, settings)
         self.sampler = self.make_sampler(config)
-        self.net = RecurrentActorCritic(self.sampler.inputs.size, self.sampler.action_space, config.hidden_size,
-                                        config.init_std).to(self.device)
+        self.net = self._make_memory(config).to(self.device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.outer_lr, eps=1e-5)
         self.env_steps = 0
         self.iteration = 0
+
+    def _make_memory(self, config: RL2Config) -> ActorCriticHeads:
+        """The actor-critic of ``config.memory``: a GRU, or a causal transformer over the trial."""
+        if config.memory == "transformer":
+            return TransformerActorCritic(
+                self.sampler.inputs.size, self.sampler.action_space, width=config.transformer_width,
+                layers=config.transformer_layers, heads=config.transformer_heads,
+                context_length=config.context_length, dropout=config.transformer_dropout,
+                positional_encoding=config.positional_encoding, max_length=self.sampler.horizon,
+                init_std=config.init_std)
+        return RecurrentActorCritic(self.sampler.inputs.size, self.sampler.action_space, config.hidden_size,
+                                    config.init_std)
 
     def sampler_factory(self, config: RL2Config) -> Callable[[], RL2TrialSampler]:
         return functools.partial(RL2TrialSampler, config.env, config.env_kwargs,
@@ -185,7 +221,9 @@ class RL2PPO(MetaRLAlgorithm):
     def _ppo_update(self, batch: TrialBatch, generator: torch.Generator) -> dict[str, float]:
         cfg = self.cfg
         with torch.no_grad():
+            self.net.eval()  # the sampling policy's probabilities and values: no dropout (a transformer's)
             dist, values, _ = self.net(batch.inputs)
+            self.net.train()
             old_log_probs = dist.log_prob(batch.actions)
             rewards = batch.rewards * cfg.reward_scale
             advantages = gae(rewards, values, batch.mask, cfg.gamma, cfg.gae_lambda)
@@ -367,6 +405,26 @@ class RL2PPO(MetaRLAlgorithm):
         self.optimizer.load_state_dict(state["optimizer"])
         self.env_steps = int(state["env_steps"])
         self.iteration = int(state["iteration"])
+
+
+
+@dataclass
+class RL2TransformerConfig(RL2Config):
+    """RL^2's settings with the transformer memory as the default (``--algo rl2-transformer``), and the
+    smaller Adam step transformers train with."""
+
+    memory: Literal["gru", "transformer"] = field(
+        "transformer", "what carries the trial: a causal transformer over the trial's transitions, or a GRU")
+    outer_lr: float = field(3e-4, "Adam learning rate", bounds="(0, inf)")
+
+
+class RL2Transformer(RL2PPO):
+    """RL^2 with a causal transformer memory (:mod:`metarl.agents.rl2_transformer`): ``--algo rl2-transformer``
+    is ``--algo rl2-ppo --memory transformer`` with presets of its own (``metarl/presets/rl2-transformer.yaml``,
+    which extends rl2-ppo's per family)."""
+
+    name = "rl2-transformer"
+    config_class = RL2TransformerConfig
 
 
 # ----------------------------------------------------------------------------------------------------

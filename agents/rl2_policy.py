@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from gymnasium import spaces
@@ -12,7 +13,7 @@ from torch import nn
 from metarl.networks import Categorical, DiagGaussian
 from metarl.wrappers import RL2TrialBatchedEnv
 
-__all__ = ["RecurrentActorCritic", "RecurrentActor", "TrialBatch", "compact_trials"]
+__all__ = ["ActorCriticHeads", "RecurrentActorCritic", "RecurrentActor", "TrialBatch", "compact_trials"]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -20,7 +21,40 @@ __all__ = ["RecurrentActorCritic", "RecurrentActor", "TrialBatch", "compact_tria
 # ---------------------------------------------------------------------------------------------------
 
 
-class RecurrentActorCritic(nn.Module):
+class ActorCriticHeads(nn.Module):
+    """The policy and value heads an RL^2 memory (GRU or transformer) puts on its features.
+
+    A subclass builds its memory, then calls :meth:`_make_heads` with the feature width, and implements
+    ``initial_state(batch_size)``, ``forward(inputs, state=None) -> (distribution, values, state)`` over whole
+    trials ``(B, T, input_dim)`` and ``step(inputs, state, active=None) -> (distribution, state)`` for one step.
+    """
+
+    discrete: bool
+
+    def _make_heads(self, features: int, action_space: spaces.Space, init_std: float) -> None:
+        self.discrete = isinstance(action_space, spaces.Discrete)
+        if not self.discrete and not (isinstance(action_space, spaces.Box) and len(action_space.shape) == 1):
+            raise ValueError(f"unsupported action space {action_space}: need Discrete or a flat Box")
+        out_dim = int(action_space.n) if self.discrete else int(action_space.shape[0])
+        self.policy_head = nn.Linear(features, out_dim)
+        self.value_head = nn.Linear(features, 1)
+        # small initial policy outputs: a near-uniform (or init_std-wide) first policy, as in CleanRL
+        nn.init.orthogonal_(self.policy_head.weight, gain=0.01)
+        nn.init.zeros_(self.policy_head.bias)
+        nn.init.orthogonal_(self.value_head.weight, gain=1.0)
+        nn.init.zeros_(self.value_head.bias)
+        if not self.discrete:
+            self.log_std = nn.Parameter(torch.full((out_dim,), math.log(init_std)))
+
+    def distribution(self, features: torch.Tensor) -> Categorical | DiagGaussian:
+        """Action distribution from memory features ``(..., features)``."""
+        out = self.policy_head(features)
+        if self.discrete:
+            return Categorical(out)
+        return DiagGaussian(out, self.log_std.expand_as(out))
+
+
+class RecurrentActorCritic(ActorCriticHeads):
     """A GRU over RL^2 inputs with a policy head and a value head on its state.
 
     Args:
@@ -33,32 +67,13 @@ class RecurrentActorCritic(nn.Module):
 
     def __init__(self, input_dim: int, action_space: spaces.Space, hidden_size: int = 128, init_std: float = 1.0):
         super().__init__()
-        self.discrete = isinstance(action_space, spaces.Discrete)
-        if not self.discrete and not (isinstance(action_space, spaces.Box) and len(action_space.shape) == 1):
-            raise ValueError(f"unsupported action space {action_space}: need Discrete or a flat Box")
-        out_dim = int(action_space.n) if self.discrete else int(action_space.shape[0])
         self.hidden_size = hidden_size
         self.gru = nn.GRU(input_dim, hidden_size, batch_first=True)
-        self.policy_head = nn.Linear(hidden_size, out_dim)
-        self.value_head = nn.Linear(hidden_size, 1)
-        # small initial policy outputs: a near-uniform (or init_std-wide) first policy, as in CleanRL
-        nn.init.orthogonal_(self.policy_head.weight, gain=0.01)
-        nn.init.zeros_(self.policy_head.bias)
-        nn.init.orthogonal_(self.value_head.weight, gain=1.0)
-        nn.init.zeros_(self.value_head.bias)
-        if not self.discrete:
-            self.log_std = nn.Parameter(torch.full((out_dim,), math.log(init_std)))
+        self._make_heads(hidden_size, action_space, init_std)
 
     def initial_state(self, batch_size: int) -> torch.Tensor:
         """The state at the start of a trial: zeros ``(1, batch_size, hidden_size)``."""
         return torch.zeros(1, batch_size, self.hidden_size, device=self.value_head.weight.device)
-
-    def distribution(self, features: torch.Tensor) -> Categorical | DiagGaussian:
-        """Action distribution from GRU outputs ``(..., hidden_size)``."""
-        out = self.policy_head(features)
-        if self.discrete:
-            return Categorical(out)
-        return DiagGaussian(out, self.log_std.expand_as(out))
 
     def forward(self, inputs: torch.Tensor, state: torch.Tensor | None = None
                 ) -> tuple[Categorical | DiagGaussian, torch.Tensor, torch.Tensor]:
@@ -82,7 +97,8 @@ class RecurrentActorCritic(nn.Module):
 
 
 class RecurrentActor:
-    """The sampler's act function for a trial backend: it carries the GRU state through the trial.
+    """The sampler's act function for a trial backend: it carries the memory's state (a GRU state, a transformer's
+    key/value cache) through the trial.
 
     A new actor (zero state) is made for every batch of trials, so the state is reset between
     trials and only there.
@@ -93,9 +109,9 @@ class RecurrentActor:
         deterministic: take the most likely action instead of sampling one.
     """
 
-    def __init__(self, net: RecurrentActorCritic, backend: RL2TrialBatchedEnv, deterministic: bool = False):
+    def __init__(self, net: ActorCriticHeads, backend: RL2TrialBatchedEnv, deterministic: bool = False):
         self.net, self.backend, self.deterministic = net, backend, deterministic
-        self.state: torch.Tensor | None = None
+        self.state: Any = None
 
     def __call__(self, obs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         lead = obs.shape[:2]

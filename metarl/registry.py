@@ -320,6 +320,8 @@ def _register_builtins() -> None:
            "MAML with ProMP's clipped PPO outer step (Rothfuss et al. 2019)"),
           ("rl2-ppo", "rl2:RL2PPO", "rl2:RL2Config", "rl2:RL2Policy.from_run",
            "RL^2: a recurrent policy over whole trials, trained with PPO (Duan et al. 2016)"),
+          ("rl2-transformer", "rl2:RL2Transformer", "rl2:RL2TransformerConfig", "rl2:RL2Policy.from_run",
+           "RL^2 with a causal transformer memory over the trial (TrMRL, Melo 2022; AMAGO, Grigsby et al. 2024)"),
           ("pearl", "pearl:PEARL", "pearl:PEARLConfig", "pearl:PEARLPolicy.from_run",
            "PEARL: posterior sampling of a task variable with SAC (Rakelly et al. 2019)")]
     for name, build, config, load, summary in rl:

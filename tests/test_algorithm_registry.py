@@ -20,7 +20,7 @@ TINY_RL = ["--env", "metarl/Navigation2D-v0", "--meta-batch-size", "2", "--episo
 
 
 def test_every_builtin_is_one_record_under_its_subcommand():
-    assert algorithm_names("meta-rl") == ["maml-ppo", "maml-trpo", "pearl", "rl2-ppo"]
+    assert algorithm_names("meta-rl") == ["maml-ppo", "maml-trpo", "pearl", "rl2-ppo", "rl2-transformer"]
     assert algorithm_names("few-shot") == ["fomaml", "maml", "mann", "metasgd", "protonet"]
     assert algorithm_names("continual") == ["er", "finetune", "iid", "oml", "oml-er", "pretrain"]
     for name in algorithm_names():

@@ -9,7 +9,7 @@ import pytest
 from metarl.cli import main
 from tests.conftest import registered_families
 
-RL_ALGORITHMS = ("maml-trpo", "maml-ppo", "rl2-ppo", "pearl")
+RL_ALGORITHMS = ("maml-trpo", "maml-ppo", "rl2-ppo", "rl2-transformer", "pearl")
 #: families PEARL cannot run (discrete actions): the command must say so in one line
 DISCRETE_FAMILIES = ("metarl/BernoulliBandit-v0", "metarl/TabularMDP-v0")
 TINY = {
@@ -19,6 +19,9 @@ TINY = {
                  "--metatest-steps", "1", "--ppo-epochs", "2"],
     "rl2-ppo": ["--meta-batch-size", "2", "--num-minibatches", "1", "--hidden-size", "8", "--metatest-tasks", "2",
                 "--episodes-per-trial", "2"],
+    "rl2-transformer": ["--meta-batch-size", "2", "--num-minibatches", "1", "--transformer-width", "8",
+                        "--transformer-layers", "1", "--transformer-heads", "2", "--metatest-tasks", "2",
+                        "--episodes-per-trial", "2"],
     "pearl": ["--train-tasks", "3", "--tasks-per-iteration", "2", "--initial-episodes", "1", "--gradient-steps", "2",
               "--meta-batch-size", "2", "--batch-size", "4", "--context-size", "4", "--hidden-sizes", "8",
               "--encoder-hidden-sizes", "8", "--metatest-tasks", "2", "--metatest-episodes", "2",

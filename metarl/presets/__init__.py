@@ -6,7 +6,9 @@ settings that differ from the config class's generic defaults: the settings behi
 :func:`metarl.registry.resolve_config` (a user's algorithm may give its own file or mapping), so
 ``MAMLTRPO(env="metarl/Navigation2D-v0")`` built in Python trains with what ``metarl train`` uses.
 
-A file may start with ``same_as: <algo>`` to take that algorithm's presets (entries it gives replace them).
+A file may start with ``same_as: <algo>`` to take that algorithm's presets (entries it gives replace them), or
+``extends: <algo>`` to take them with its own settings merged into each entry (a variant of that algorithm:
+``rl2-transformer`` extends ``rl2-ppo``; its ``cases`` follow the base entry's).
 An entry may hold ``cases``: a list of further settings, each applied when its ``when`` condition on
 the family's constructor kwargs holds (``when: n > 20``; a kwarg not given takes the family's
 default). A value ``{expr: "10 / n"}`` is computed from the kwargs the same way.
@@ -82,7 +84,24 @@ def _load_file(source: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"presets {source} must map a family or dataset to its settings, got {type(data).__name__}")
     same_as = data.pop("same_as", None)  # methods that share another's training settings say so
-    return {**_load_file(same_as), **data} if same_as else data
+    if same_as:
+        return {**_load_file(same_as), **data}
+    extends = data.pop("extends", None)  # a variant of another algorithm: its entries, with these on top
+    if extends:
+        return _extend(_load_file(extends), data)
+    return data
+
+
+def _extend(base: Mapping[str, Any], own: Mapping[str, Any]) -> dict[str, Any]:
+    """``own``'s entries on top of ``base``'s, family by family: settings replaced, ``cases`` appended."""
+    out = {key: dict(entry) for key, entry in base.items()}
+    for key, entry in own.items():
+        merged = {**out.get(key, {}), **dict(entry or {})}
+        cases = list(out.get(key, {}).get("cases", [])) + list((entry or {}).get("cases", []))
+        if cases:
+            merged["cases"] = cases
+        out[key] = merged
+    return out
 
 
 def _load(source: PresetSource) -> Mapping[str, Any]:
