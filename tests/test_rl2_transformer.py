@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import gymnasium as gym
-import numpy as np
 import pytest
 import torch
 
