@@ -497,7 +497,7 @@ class _MAMLAdapted(AdaptedPolicy):
 
     def act(self, obs: Any, sample: bool = False) -> np.ndarray:
         algo = self.policy.algorithm
-        x = torch.as_tensor(np.asarray(obs), dtype=torch.float32)[None]
+        x = torch.as_tensor(self.observation(obs), dtype=torch.float32)[None]
         with torch.no_grad():
             dist = algo._dist(self.params, x[None] if self.batched else x, self.batched)  # type: ignore[attr-defined]
             action = dist.sample(self.generator) if sample else dist.mode()

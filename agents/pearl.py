@@ -478,7 +478,7 @@ class _PEARLAdapted(AdaptedPolicy):
 
     def act(self, obs: Any, sample: bool = False) -> np.ndarray:
         algo: Any = self.policy.algorithm
-        x = torch.as_tensor(np.asarray(obs), dtype=torch.float32).reshape(1, 1, -1)
+        x = torch.as_tensor(self.observation(obs), dtype=torch.float32).reshape(1, 1, -1)
         with torch.no_grad():
             action = algo.act_fn(self.z.reshape(1, 1, -1), deterministic=not sample)(x, self.generator)
         return action[0, 0].numpy()

@@ -443,7 +443,7 @@ class _RL2Adapted(AdaptedPolicy):
         self.prev_reward, self.done, self.pending = 0.0, 0.0, None
 
     def act(self, obs: Any, sample: bool = False) -> np.ndarray:
-        x = self.inputs.compose(np.asarray(obs)[None], self.prev_action, np.array([self.prev_reward]),
+        x = self.inputs.compose(self.observation(obs)[None], self.prev_action, np.array([self.prev_reward]),
                                 np.array([self.done]))
         with torch.no_grad():
             dist, self.state = self.policy.algorithm.net.step(torch.as_tensor(x), self.state)  # type: ignore[attr-defined]

@@ -117,7 +117,14 @@ class _MujocoFamily(TaskFamily):
         self.set_task(default_task)
 
     def step(self, action):
-        """The v5 step, truncated with ``info["mujoco_instability"] = True`` after a blow-up."""
+        """The v5 step, truncated with ``info["mujoco_instability"] = True`` after a blow-up.
+
+        Raises:
+            ValueError: the action holds NaN or inf (MuJoCo would turn it into a NaN reward without a word).
+        """
+        if not np.all(np.isfinite(np.asarray(action, dtype=np.float64))):
+            raise ValueError(f"{type(self).__name__}.step: the action holds NaN or inf ({np.asarray(action)!r:.80}); "
+                             "give finite actions")
         observation, reward, terminated, truncated, info = super().step(action)
         unstable = simulation_unstable(self.data)
         info["mujoco_instability"] = unstable

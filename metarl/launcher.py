@@ -149,10 +149,20 @@ def _given(args: argparse.Namespace, record: AlgorithmRecord) -> dict[str, Any]:
 
 
 def _seeds(args: argparse.Namespace, default: int) -> list[int]:
-    seeds = list(getattr(args, "seed", [default]))
-    if len(set(seeds)) != len(seeds):
+    return check_seeds(list(getattr(args, "seed", [default])))
+
+
+def check_seeds(seeds: Sequence[Any]) -> list[int]:
+    """The run's seeds as integers, refusing a repeated, negative, too large or non-integer one (before any
+    seed trains)."""
+    if not seeds:
+        raise ValueError("seed: give at least one seed")
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= 4294967295:
+            raise ValueError(f"seed must be an integer in [0, 4294967295], got {seed!r}")
+    if len(set(int(s) for s in seeds)) != len(seeds):
         raise ValueError(f"--seed lists a seed twice: {' '.join(map(str, seeds))}")
-    return seeds
+    return [int(s) for s in seeds]
 
 
 def _resumed(record: AlgorithmRecord, saved: Any, given: dict[str, Any], run_dir: Path) -> Any:
@@ -288,8 +298,10 @@ def run_seeds(algo: str, config: Any, seeds: Sequence[int], *, progress: bool,
     shared = config_to_dict(dataclasses.replace(config, seed=int(seeds[0]), logdir=None))
     if (parent / CHECKPOINT_NAME).is_file() or read_seed_list(parent) is not None:
         raise ValueError(f"{parent} already holds a run; pass --resume {parent} to continue it or choose a new --logdir")
-    write_seed_list(parent, algo, seeds, shared)
     configs = [dataclasses.replace(config, seed=int(s), logdir=str(seed_dir(parent, s))) for s in seeds]
+    for seed_config in configs:  # every seed is checked before the first one trains
+        seed_config.validate()
+    write_seed_list(parent, algo, seeds, shared)
     return _run_seed_configs(algo, parent, list(seeds), configs, [False] * len(seeds), progress=progress,
                              callbacks=callbacks)
 
@@ -374,11 +386,7 @@ def train(algo: str, env: str | None = None, *, seed: int | Sequence[int] = 0, l
     record = algorithm_record(algo)
     if env is not None:
         settings[record.settings_class().preset_key] = env
-    seeds = [seed] if isinstance(seed, (int, np.integer)) else list(seed)
-    if not seeds:
-        raise ValueError("seed: give at least one seed")
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"seed lists a seed twice: {seeds}")
+    seeds = check_seeds([seed] if isinstance(seed, (int, np.integer)) or not hasattr(seed, "__iter__") else list(seed))
     config = resolve_config(algo, record.settings_class(), {**settings, "seed": int(seeds[0])})
     if logdir is not None:
         config = dataclasses.replace(config, logdir=str(logdir))

@@ -79,6 +79,21 @@ class AdaptedPolicy(abc.ABC):
         self.policy = policy
         self.generator = generator
 
+    def observation(self, obs: Any) -> np.ndarray:
+        """``obs`` as an array (its own dtype) of the run's observation shape (for :meth:`act`).
+
+        Raises:
+            ValueError: an observation of another shape, or not numbers.
+        """
+        expected = self.policy.observation_space.shape
+        array = np.asarray(obs)
+        if array.dtype.kind not in "biuf":
+            raise ValueError(f"an observation must be numbers of shape {expected}, got {obs!r:.80}")
+        if array.shape != expected:
+            raise ValueError(f"this policy takes observations of shape {expected}, got shape {array.shape}: one "
+                             "observation of the env it was trained on (act() takes one, not a batch)")
+        return array
+
     def reset(self) -> None:
         """Call at the start of each episode (RL^2 marks the episode boundary, PEARL draws ``z``)."""
 

@@ -23,6 +23,7 @@ import functools
 import inspect
 import json
 import math
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -165,7 +166,11 @@ class TaskParam:
                     f"{family} task parameter {name}={value!r} is not allowed; it must be {self.describe()}"
                 )
             return value
-        arr = np.asarray(_thaw(value), dtype=np.float64)
+        try:
+            arr = np.asarray(_thaw(value), dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"{family} task parameter {name}={value!r:.60} must be numbers of shape "
+                             f"{tuple(self.shape)} in {self.describe()}") from None
         if arr.shape != tuple(self.shape):
             raise ValueError(
                 f"{family} task parameter {name!r} has shape {arr.shape}, expected {tuple(self.shape)}"
@@ -207,9 +212,13 @@ class TaskFamily:
     family_name: ClassVar[str] = ""
     _task: Task | None = None
 
+    #: inclusive ``(low, high)`` of numeric constructor kwargs whose type alone does not bound them
+    kwarg_bounds: ClassVar[dict[str, tuple[float, float]]] = {}
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Give every family constructor a ``task=`` keyword: ``gymnasium.make(id, task=...)`` builds the env
-        running that task (a :class:`Task` or a mapping of its parameters, validated by :meth:`set_task`)."""
+        running that task (a :class:`Task` or a mapping of its parameters, validated by :meth:`set_task`); and
+        check the kwargs given by name (:func:`check_env_kwargs`' rules) before the constructor runs."""
         super().__init_subclass__(**kwargs)
         init = cls.__dict__.get("__init__")
         if init is not None and not getattr(init, "_takes_task", False):
@@ -267,8 +276,15 @@ class TaskFamily:
 
 
 def _with_task_keyword(init: Any) -> Any:
+    try:
+        hints = typing.get_type_hints(init)
+    except (TypeError, NameError):
+        hints = {}
+
     @functools.wraps(init)
     def __init__(self: Any, *args: Any, task: Any = None, **kwargs: Any) -> None:
+        # the family checks its own kwargs (gymnasium.make included): one place for the CLI and Python
+        check_kwarg_values(type(self).__name__, kwargs, hints, getattr(self, "kwarg_bounds", {}))
         init(self, *args, **kwargs)
         if task is not None:
             self.set_task(self.as_task(task))
@@ -360,19 +376,33 @@ def _entry_point_hints(env_id: str) -> tuple[dict[str, Any], set[str] | None]:
 
 def check_env_kwargs(env_id: str, kwargs: Mapping[str, Any]) -> None:
     """Reject family kwargs that cannot work, naming them: a wrong type for an annotated kwarg, a NaN,
-    an infinite scalar, a ``*_range`` pair that is not increasing, a name the family does not take.
+    an infinite scalar, a ``*_range`` pair that is not increasing, a value outside the family's
+    ``kwarg_bounds``, a name the family does not take. Families check their own kwargs with the same rules
+    when constructed (``gymnasium.make`` included); this is the check before anything is built.
 
     Raises:
         ValueError: naming the kwarg and the family.
     """
     hints, names = _entry_point_hints(env_id)
+    if names is not None:
+        for key in kwargs:
+            if key not in names and key not in ("max_episode_steps", "render_mode", "task"):
+                raise ValueError(f"{env_id} takes no kwarg {key!r}; it takes {sorted(names)}")
+    spec = gym.registry.get(env_id)
+    entry = spec.entry_point if spec is not None else None
+    bounds = getattr(_resolve_entry(entry), "kwarg_bounds", {}) if entry is not None else {}
+    check_kwarg_values(env_id, kwargs, hints, bounds)
+
+
+def check_kwarg_values(family: str, kwargs: Mapping[str, Any], hints: Mapping[str, Any],
+                       bounds: Mapping[str, tuple[float, float]]) -> None:
+    """The value rules of :func:`check_env_kwargs` for ``kwargs`` of ``family`` with constructor annotations
+    ``hints`` and inclusive ``bounds`` per kwarg."""
     for key, value in kwargs.items():
         if key in ("max_episode_steps", "render_mode", "task"):
             continue
-        if names is not None and key not in names:
-            raise ValueError(f"{env_id} takes no kwarg {key!r}; it takes {sorted(names)}")
         hint = hints.get(key)
-        where = f"env kwarg {key} of {env_id}"
+        where = f"env kwarg {key} of {family}"
         if hint in (float, int) and (isinstance(value, bool) or not isinstance(value, (int, float, np.number))):
             raise ValueError(f"{where} must be a number, got {value!r}")
         if hint is bool and not isinstance(value, (bool, np.bool_)):
@@ -384,6 +414,20 @@ def check_env_kwargs(env_id: str, kwargs: Mapping[str, Any]) -> None:
         if key.endswith("_range") and isinstance(value, (tuple, list)) and len(value) == 2 \
                 and all(isinstance(v, (int, float)) for v in value) and not value[0] < value[1]:
             raise ValueError(f"{where} must be an increasing (low, high) pair, got {value!r}")
+        if key in bounds and isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+            low, high = bounds[key]
+            if not low <= value <= high:
+                raise ValueError(f"{where} must be in [{low}, {high}], got {value!r}")
+
+
+def _resolve_entry(entry: Any) -> Any:
+    if isinstance(entry, str):
+        module, _, attr = entry.partition(":")
+        try:
+            return getattr(__import__(module, fromlist=[attr]), attr)
+        except (ImportError, AttributeError):
+            return None
+    return entry
 
 
 def make_env(env_id: str, **kwargs: Any) -> gym.Env:

@@ -205,3 +205,115 @@ def test_mujoco_blow_up_returns_finite_values_and_ends_the_episode(monkeypatch):
     monkeypatch.setattr(HalfCheetahEnv, "step", nan_step)
     obs, reward, _, truncated, info = env.step(np.zeros(6, dtype=np.float32))
     assert truncated and info["mujoco_instability"] and np.all(np.isfinite(obs)) and np.isfinite(reward)
+
+
+# ---- the last bad answers to bad input (each through the entry point that hit it)
+
+@pytest.mark.parametrize("env_id, kwargs, message", [
+    ("metarl/HalfCheetahVel-v0", {"ctrl_cost_weight": float("nan")}, "ctrl_cost_weight of HalfCheetahVelEnv must be a finite"),
+    ("metarl/HopperRandParams-v0", {"healthy_z_range": (2.0, 0.7)}, "healthy_z_range .* must be an increasing"),
+    ("metarl/HopperRandParams-v0", {"log_scale_limit": 1e3}, r"log_scale_limit .* must be in \[1e-06, 10.0\]"),
+    ("metarl/Navigation2D-v0", {"goal_low": "abc"}, "goal_low of Navigation2DEnv must be a number"),
+    ("metarl/SparsePointRobot-v0", {"max_action": "x"}, "max_action .* must be a number"),
+    ("metarl/TabularMDP-v0", {"reward_noise_std": "a"}, "reward_noise_std .* must be a number"),
+])
+def test_gymnasium_make_checks_the_familys_kwargs(env_id, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        gym.make(env_id, **kwargs)
+
+
+def test_family_tasks_actions_and_preset_kwargs_of_the_wrong_kind_are_one_line(capsys):
+    with pytest.raises(ValueError, match="task parameter goal='abc' must be numbers of shape"):
+        gym.make("metarl/Navigation2D-v0", task={"goal": "abc"})
+    env = gym.make("metarl/HalfCheetahVel-v0")
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="the action holds NaN or inf"):
+        env.step(np.full(6, np.nan))
+    code, err = run(capsys, "train", "--algo", "rl2-ppo", "--env", "metarl/BernoulliBandit-v0", "--env-kwargs", "n=abc")
+    assert code == 2 and "env kwarg n of metarl/BernoulliBandit-v0 must be a number, got 'abc'" in err
+
+
+def test_every_seed_is_checked_before_the_first_trains(tmp_path, capsys):
+    import metarl
+
+    for seeds in (["0", "-1"], ["0", str(2 ** 70)], ["1", "1"]):
+        code, err = run(capsys, "train", *TINY, "--seed", *seeds, "--logdir", str(tmp_path / "ms"))
+        assert code == 2 and ("seed must be an integer in [0, 4294967295]" in err or "a seed twice" in err), err
+        assert not (tmp_path / "ms").exists(), "refused before any seed trained"
+    with pytest.raises(ValueError, match="a seed twice"):
+        metarl.train("maml-trpo", "metarl/Navigation2D-v0", seed=[0, 0], logdir=tmp_path / "api")
+
+
+def test_a_checkpoint_without_its_generator_state_is_refused_by_name(tmp_path, capsys):
+    logdir = tmp_path / "run"
+    assert main(["train", *TINY, "--iterations", "1", "--logdir", str(logdir)]) == 0
+    state = torch.load(logdir / "checkpoint.pt", weights_only=False)
+    del state["rng"]
+    torch.save(state, logdir / "checkpoint.pt")
+    code, err = run(capsys, "train", "--resume", str(logdir), "--iterations", "2", "--no-progress")
+    assert code == 2 and "has no 'rng' entry" in err and "KeyError" not in err
+
+
+def test_a_corrupt_member_of_a_valid_omniglot_zip_is_one_line(tmp_path, capsys):
+    from tests.conftest import SHARED_OMNIGLOT
+
+    source = SHARED_OMNIGLOT / "images_background_small1.zip"
+    if not source.is_file():
+        pytest.skip("needs ../shared/data/omniglot")
+    data = bytearray(source.read_bytes())
+    with zipfile.ZipFile(source) as archive:
+        member = [i for i in archive.infolist() if i.filename.endswith(".png")][10]
+    start = member.header_offset + 30 + len(member.filename.encode()) + len(member.extra)
+    for i in range(start + 5, start + 40):
+        data[i] ^= 0xFF
+    (tmp_path / "images_background_small1.zip").write_bytes(bytes(data))
+    for command in (["fewshot", "--algo", "protonet"], ["continual", "--algo", "oml"]):
+        code, err = run(capsys, *command, "--dataset", "omniglot", "--data", str(tmp_path), "--logdir",
+                        str(tmp_path / "run"))
+        assert code == 2 and "cannot be decompressed" in err and member.filename in err, err
+        assert "zlib" not in err.split("(")[0] and "Traceback" not in err
+
+
+def test_learners_refuse_non_finite_targets_wrong_shapes_and_unhashable_labels(tmp_path):
+    import metarl
+
+    sin = tmp_path / "sin"
+    assert main(["fewshot", "--dataset", "sinusoid", "--iterations", "1", "--metatest-tasks", "3", "--eval-every", "0",
+                 "--logdir", str(sin), "--no-progress"]) == 0
+    regressor = metarl.fewshot.load_learner(sin)
+    with pytest.raises(ValueError, match="hold NaN or inf"):
+        regressor.adapt(np.linspace(-5, 5, 5), [0.0, 1.0, np.nan, 0.0, 1.0])
+    with pytest.raises(ValueError, match="predicts after adapting to a support set"):
+        regressor.predict(np.zeros(3))
+    online = metarl.continual.load_learner(dataset="sinusoid")
+    width = 11  # one-hot of the 10 functions, then x
+    with pytest.raises(ValueError, match="regression targets hold NaN or inf"):
+        online.learn(np.zeros((1, width)), [np.nan])
+    with pytest.raises(ValueError, match=r"inputs of shape \(1, 4\) do not fit"):
+        online.learn(np.zeros((1, 4)), [0.0])
+    classifier = metarl.continual.load_learner(dataset="omniglot")
+    with pytest.raises(ValueError, match="a label must be hashable"):
+        classifier.learn(np.zeros((1, 28, 28)), [{"a": 1}])
+    rl = tmp_path / "rl"
+    assert main(["train", *TINY, "--iterations", "1", "--logdir", str(rl)]) == 0
+    adapted = metarl.load_policy(rl).adapt(gym.make("metarl/Navigation2D-v0"), episodes=0)
+    with pytest.raises(ValueError, match=r"takes observations of shape \(2,\), got shape \(3,\)"):
+        adapted.act(np.zeros(3))
+
+
+def test_support_labels_of_several_types_come_back_as_given(tmp_path):
+    import metarl
+    from tests.conftest import SHARED_OMNIGLOT
+
+    if not SHARED_OMNIGLOT.is_dir():
+        pytest.skip("needs ../shared/data/omniglot")
+    run_dir = tmp_path / "proto"
+    assert main(["fewshot", "--algo", "protonet", "--dataset", "omniglot", "--iterations", "1", "--meta-batch-size", "1",
+                 "--ways", "3", "--metatest-tasks", "2", "--hidden", "8", "--logdir", str(run_dir), "--no-progress"]) == 0
+    learner = metarl.fewshot.load_learner(run_dir)
+    with pytest.raises(ValueError, match="predicts after adapting"):
+        learner.predict([np.zeros((105, 105))])
+    rng = np.random.default_rng(0)
+    images = [rng.random((105, 105)) > 0.9 for _ in range(4)]
+    predicted = learner.adapt(images, [1, "cat", 1, "cat"]).predict(images)
+    assert set(predicted.tolist()) <= {1, "cat"} and any(p == 1 and isinstance(p, int) for p in predicted.tolist())

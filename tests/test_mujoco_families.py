@@ -322,7 +322,7 @@ def test_cheetah_takes_the_original_observation_and_reset_noise_as_kwargs(env_id
 @pytest.mark.parametrize("env_id", FAMILY_IDS)
 @pytest.mark.parametrize("frame_skip", [0, -1, 1.5, True])
 def test_bad_frame_skip_raises_naming_it(env_id, frame_skip):
-    with pytest.raises(ValueError, match="frame_skip must be a positive integer"):
+    with pytest.raises(ValueError, match="frame_skip (must be a positive integer|of .* must be a number)"):
         make(env_id, frame_skip=frame_skip)
 
 

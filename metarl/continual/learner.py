@@ -99,10 +99,17 @@ class ContinualLearner:
 
     def _inputs(self, x: Any) -> torch.Tensor:
         if isinstance(x, torch.Tensor):
-            return x.float()
-        if self._preprocess is not None:
-            return self._preprocess(x)
-        return torch.as_tensor(np.asarray(x, dtype=np.float32))
+            inputs = x.float()
+        elif self._preprocess is not None:
+            inputs = self._preprocess(x)
+        else:
+            try:
+                inputs = torch.as_tensor(np.asarray(x, dtype=np.float32))
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"inputs must be numbers, got {x!r:.80}") from exc
+        if not torch.isfinite(inputs).all():
+            raise ValueError("inputs hold NaN or inf: give finite numbers")
+        return inputs
 
     def _encode(self, inputs: torch.Tensor) -> torch.Tensor:
         """What the learner stores and steps on: features when the RLN is frozen (computed once), else inputs."""
@@ -130,15 +137,24 @@ class ContinualLearner:
 
     def _targets(self, y: Any, n: int, *, learn: bool) -> torch.Tensor:
         if self.task == "regression":
-            target = torch.as_tensor(np.asarray(y, dtype=np.float32)).reshape(-1, 1)
+            try:
+                target = torch.as_tensor(np.asarray(y, dtype=np.float32)).reshape(-1, 1)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"regression targets must be numbers, got {y!r:.80}") from exc
             if len(target) != n:
                 raise ValueError(f"got {n} inputs but {len(target)} targets")
+            if not torch.isfinite(target).all():
+                raise ValueError("regression targets hold NaN or inf: give finite numbers")
             return target
         if isinstance(y, (torch.Tensor, np.ndarray)):
             y = y.tolist()
         labels = list(y) if isinstance(y, (list, tuple)) else [y]
         if len(labels) != n:
             raise ValueError(f"got {n} inputs but {len(labels)} labels")
+        for label in labels:
+            if not isinstance(label, Hashable):
+                raise ValueError(f"a label must be hashable (a number, a string, a tuple), got {type(label).__name__}: "
+                                 f"{label!r:.60}")
         if learn:
             for label in labels:
                 if label not in self._rows:

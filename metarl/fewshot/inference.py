@@ -54,8 +54,30 @@ class AdaptedClassifier:
         return self.classes[self.logits(query_images).argmax(-1).numpy()]
 
 
+def _label_array(labels: Sequence[Any] | np.ndarray) -> np.ndarray:
+    """Support labels as an array: NumPy's own for labels of one type, an object array (the labels as given) for
+    labels of several types, which NumPy would turn into strings."""
+    if isinstance(labels, np.ndarray):
+        return labels
+    values = list(labels)
+    if len({type(v) for v in values}) > 1 and not all(isinstance(v, (int, np.integer)) for v in values):
+        out = np.empty(len(values), dtype=object)
+        out[:] = values
+        return out
+    return np.asarray(values)
+
+
+def _adapt_first(learner: Any) -> ValueError:
+    return ValueError(f"{type(learner).__name__} predicts after adapting to a support set: "
+                      "learner.adapt(support_x, support_y).predict(query_x)")
+
+
 class FewShotClassifier:
     """A meta-trained classifier (MAML, first-order MAML, Meta-SGD or ProtoNets) ready to adapt."""
+
+    def predict(self, *args: Any, **kwargs: Any) -> Any:
+        """Refused: a few-shot learner predicts after :meth:`adapt` (``learner.adapt(x, y).predict(q)``)."""
+        raise _adapt_first(self)
 
     def __init__(self, settings: FewShotConfig, module: nn.Module, algo: str):
         self.settings, self.module = settings, module.eval()
@@ -84,12 +106,18 @@ class FewShotClassifier:
             steps: inner gradient steps (MAML-type learners; default: the run's meta-test steps).
         """
         inputs = self.preprocess(support_images)
-        labels = np.asarray(support_labels)
+        labels = _label_array(support_labels)
         if labels.ndim != 1 or len(labels) != len(inputs):
             what = "sentence" if self.settings.dataset in TEXT_DATASETS else "image"
             raise ValueError(f"need one label per support {what}: {len(inputs)} {what}s, labels of shape "
                              f"{labels.shape}")
-        classes, targets = np.unique(labels, return_inverse=True)
+        if labels.dtype == object:  # labels of several types (1 and "a"): ordered by first appearance, kept as given
+            classes = np.empty(len(dict.fromkeys(labels.tolist())), dtype=object)
+            classes[:] = list(dict.fromkeys(labels.tolist()))
+            index = {c: i for i, c in enumerate(classes.tolist())}
+            targets = np.array([index[c] for c in labels.tolist()])
+        else:
+            classes, targets = np.unique(labels, return_inverse=True)
         if len(classes) < 2:
             raise ValueError(f"a support set needs at least two classes, got {list(classes)}")
         targets = torch.from_numpy(targets.astype(np.int64))
@@ -125,6 +153,10 @@ class AdaptedRegressor:
 class FewShotRegressor:
     """A meta-trained sinusoid regressor (MAML, first-order MAML or Meta-SGD)."""
 
+    def predict(self, *args: Any, **kwargs: Any) -> Any:
+        """Refused: a few-shot learner predicts after :meth:`adapt` (``learner.adapt(x, y).predict(q)``)."""
+        raise _adapt_first(self)
+
     def __init__(self, settings: FewShotConfig, module: GradientLearner, algo: str):
         self.settings, self.module, self.algo = settings, module.eval(), algo
 
@@ -135,6 +167,8 @@ class FewShotRegressor:
         y = torch.as_tensor(np.asarray(targets, dtype=np.float32)).reshape(-1, 1)
         if len(x) != len(y) or len(x) == 0:
             raise ValueError(f"need matching, non-empty support inputs and targets, got {len(x)} and {len(y)}")
+        if not (torch.isfinite(x).all() and torch.isfinite(y).all()):
+            raise ValueError("support inputs and targets must be finite numbers: they hold NaN or inf")
         steps = self.settings.metatest_steps if steps is None else steps
         with torch.no_grad():
             return AdaptedRegressor(self, self.module.adapt_one(x, y, steps=steps))

@@ -21,6 +21,7 @@ import io
 import os
 import re
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -249,9 +250,16 @@ def _png_members(path: Path) -> Iterator[tuple[tuple[str, ...], Any]]:
 
 def _zip_members(zip_path: Path) -> Iterator[tuple[tuple[str, ...], Any]]:
     with zipfile.ZipFile(zip_path) as archive:
+        def read(name: str) -> bytes:
+            try:
+                return archive.read(name)
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:  # a damaged member of a valid zip
+                raise OmniglotFormatError(f"{name} in {zip_path} cannot be decompressed ({type(exc).__name__}: "
+                                          f"{str(exc)[:80]}); the zip is damaged: download it again") from None
+
         for name in sorted(archive.namelist()):
             if name.lower().endswith(".png") and not name.startswith("__MACOSX/"):
-                yield (zip_path.name, *name.split("/")), (lambda n=name: archive.read(n))
+                yield (zip_path.name, *name.split("/")), (lambda n=name: read(n))
 
 
 def load_omniglot(path: str | os.PathLike, image_size: int = 28) -> OmniglotCharacters:

@@ -28,6 +28,8 @@ from typing import Any, Union
 
 import yaml
 
+from metarl.tasks import check_env_kwargs
+
 __all__ = ["preset", "preset_names", "PresetSource"]
 
 #: where presets come from: a built-in algorithm's name, a YAML file's path, or a mapping
@@ -151,8 +153,10 @@ def preset(source: PresetSource, key: str, env_kwargs: Mapping[str, Any] | None 
         return {}
     entry = dict(entry)
     cases = entry.pop("cases", [])
-    kwargs = _family_kwargs(key, dict(env_kwargs or {})) if cases or any(
-        isinstance(v, dict) and "expr" in v for v in entry.values()) else {}
+    needs_kwargs = bool(cases) or any(isinstance(v, dict) and "expr" in v for v in entry.values())
+    if needs_kwargs and env_kwargs:
+        check_env_kwargs(key, env_kwargs)  # a preset computed from a kwarg of the wrong type would fail obscurely
+    kwargs = _family_kwargs(key, dict(env_kwargs or {})) if needs_kwargs else {}
     settings = dict(entry)
     for case in cases:
         case = dict(case)
