@@ -94,7 +94,7 @@ def test_oml_inner_loop_is_the_cores_and_first_order_switches_it(png_tree, tmp_p
     monkeypatch.setattr(metarl.adaptation, "gradient_step", spy)
     settings = dict(dataset="omniglot", data=str(png_tree), image_size=14, hidden=8, rln_layers=2, stream_drawings=5,
                     traj_classes=3, traj_shots=2, remember_size=8, train_alphabets=("Train_A", "Train_B"),
-                    test_alphabets=("Test_C",), inner_lr=0.05)
+                    test_alphabets=("Test_C",), inner_lr=0.05, stream_lengths=(2,))
     algorithm = make_algorithm("oml", **settings)
     assert isinstance(algorithm, ContinualLearning)
     before = {k: v.clone() for k, v in algorithm.network.rln.state_dict().items()}
@@ -201,7 +201,7 @@ def test_continual_errors_are_one_line(png_tree, tmp_path, capsys):
     assert main(["continual", *tiny_args(png_tree, tmp_path / "x", "oml", 1, "--eval-methods", "er")]) == 2
     assert "evaluate them from a er run" in capsys.readouterr().err
     assert main(["continual", *tiny_args(png_tree, tmp_path / "y", "oml", 1, "--stream-lengths", "50")]) == 2
-    assert "lower --stream-lengths" in capsys.readouterr().err
+    assert "--stream-lengths 50 exceeds the 16 held-out classes" in capsys.readouterr().err
     assert main(["continual", *tiny_args(tmp_path / "missing", tmp_path / "z", "oml", 1)]) == 2
     assert "--data" in capsys.readouterr().err
     assert main(["continual", *tiny_args(png_tree, tmp_path / "w", "oml", 1, "--traj-classes", "99")]) == 2
@@ -322,3 +322,28 @@ def test_wrong_inputs_are_one_line_and_the_memory_gives_back_what_it_was_given()
     tensors = EpisodicMemory(10, np.random.default_rng(0))
     tensors.add(torch.zeros(3, 4), torch.tensor([1, 2, 3]))
     assert isinstance(tensors.sample(2)[0], torch.Tensor)
+
+
+def test_one_colour_image_is_one_example_as_for_the_few_shot_learners():
+    learner = metarl.continual.load_learner(dataset="omniglot")
+    rng = np.random.default_rng(0)
+    for channels in (3, 2, 4):
+        image = rng.random((105, 105, channels))
+        learner.learn(image, f"class-{channels}")
+        assert learner.predict(image).shape == (1,), "one (H, W, C) image is one image, not H of them"
+    assert learner.predict(np.stack([image, image])).shape == (2,)
+    with pytest.raises(ValueError, match="images must be"):
+        learner.predict(np.zeros((2, 3, 105, 105, 1)))
+
+
+def test_stream_lengths_beyond_the_held_out_classes_are_refused_before_training(tmp_path, capsys):
+    from metarl.cli import main
+    from tests.conftest import SHARED_OMNIGLOT
+
+    if not SHARED_OMNIGLOT.is_dir():
+        pytest.skip("needs ../shared/data/omniglot")
+    assert main(["continual", "--algo", "oml", "--dataset", "omniglot", "--stream-lengths", "10", "150",
+                 "--logdir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "--stream-lengths 150 exceeds the 106 held-out classes" in err
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()

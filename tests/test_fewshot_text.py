@@ -88,3 +88,41 @@ def test_text_settings_errors_are_one_line(tmp_path, capsys, monkeypatch):
     assert main(["fewshot", "--algo", "protonet", "--dataset", "banking77", "--logdir", str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err
     assert "pip install 'metarl[text]'" in err and "Traceback" not in err
+
+
+def _intents_csv(path, intents: int, per_intent: int = 20, blank_row: str | None = None):
+    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo",
+             "lima", "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango"]
+    rows = ["text,label"]
+    for i in range(intents):
+        rows += [f"please {words[i % 20]} {words[j % 20]} number {j},intent_{i}" for j in range(per_intent)]
+    if blank_row is not None:
+        rows.insert(5, blank_row)
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+@requires_extra("text")
+def test_a_small_user_file_is_tested_on_the_settings_it_has_intents_for(tmp_path, capsys):
+    run = tmp_path / "run"
+    small = _intents_csv(tmp_path / "small.csv", 18)  # 6 held-out intents: 5-way yes, 20-way no
+    assert main(["fewshot", "--algo", "protonet", "--dataset", "text", "--data", str(small), "--iterations", "0",
+                 "--metatest-tasks", "5", "--metatest-queries", "5", "--logdir", str(run), "--no-progress"]) == 0
+    result = json.loads((run / "metatest.json").read_text())
+    assert set(result["accuracy"]) == {"5w1s", "5w5s"} and "20w1s" in result["settings_skipped"]
+    assert "20w1s: not tested" in capsys.readouterr().out
+    tiny = _intents_csv(tmp_path / "tiny.csv", 9)  # 3 held out: nothing fits
+    assert main(["fewshot", "--algo", "protonet", "--dataset", "text", "--data", str(tiny), "--iterations", "0",
+                 "--logdir", str(tmp_path / "tiny"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "need 5 held-out classes" in err and "has 3 classes: give at least 15 classes" in err
+
+
+def test_a_half_blank_row_of_a_user_file_is_named(tmp_path, capsys):
+    from metarl.fewshot.text import load_text_dataset
+
+    good = load_text_dataset(_intents_csv(tmp_path / "ok.csv", 6, blank_row=","))  # an empty line is skipped
+    assert good.n_classes == 6 and len(good.texts) == 120
+    for row in ("hello there,", ",intent_0"):
+        with pytest.raises(ValueError, match="data row 5 of .* has a blank (label|text)"):
+            load_text_dataset(_intents_csv(tmp_path / "bad.csv", 6, blank_row=row))

@@ -53,6 +53,17 @@ def load_data(config: ContinualConfig) -> dict[str, ClassSet]:
     }
 
 
+def check_stream_lengths(config: ContinualConfig, data: dict[str, ClassSet]) -> None:
+    """Refuse, before training, a ``--stream-lengths`` entry the meta-test could not draw a stream of: more than
+    the held-out alphabets' classes, or than the training alphabets' characters that choose the learning rate."""
+    longest = max(config.stream_lengths)
+    for name, what in (("test", "held-out classes (the test alphabets' characters)"),
+                       ("select", "characters of the training alphabets that choose the online learning rate")):
+        if longest > data[name].num_classes:
+            raise ValueError(f"--stream-lengths {longest} exceeds the {data[name].num_classes} {what}; give lengths "
+                             f"of at most {min(data['test'].num_classes, data['select'].num_classes)}")
+
+
 class ContinualLearning(MetaAlgorithm):
     """A continual method's run: train its representation, then meta-test the methods that use it."""
 
@@ -82,6 +93,7 @@ class ContinualLearning(MetaAlgorithm):
             outputs = self.data["train"].num_classes
             if config.traj_classes > outputs:
                 raise ValueError(f"--traj-classes {config.traj_classes} exceeds the {outputs} training classes; lower it")
+            check_stream_lengths(config, self.data)
         self.network = build_network(config, outputs, generator)
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.outer_lr)
 

@@ -117,8 +117,6 @@ def _image_preprocess(image_size: int) -> Any:
     from metarl.fewshot.omniglot import preprocess_images
 
     def preprocess(images: Any) -> torch.Tensor:
-        if isinstance(images, np.ndarray) and images.ndim == 2:
-            images = [images]
-        return preprocess_images(images, image_size)
+        return preprocess_images(images, image_size)  # one image or a batch, as the few-shot learners take them
 
     return preprocess

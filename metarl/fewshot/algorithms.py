@@ -203,6 +203,31 @@ def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return (logits.argmax(-1) == labels).float().mean(-1)
 
 
+def _metatest_samplers(test: Any, settings: FewShotConfig) -> dict[str, EpisodicSampler]:
+    """The meta-test's episode samplers (5-way 1-shot, 5-way 5-shot, 20-way 1-shot). A user's text file
+    (``--dataset text``) too small for some of them is tested on those it has the classes for; the shared
+    datasets must have them all.
+
+    Raises:
+        ValueError: no setting fits the held-out classes (what is needed, in numbers).
+    """
+    samplers, errors = {}, {}
+    for key, (ways, shots) in METATEST_SETTINGS.items():
+        try:
+            samplers[key] = EpisodicSampler(test.labels, ways=ways, shots=shots, queries=settings.metatest_queries)
+        except ValueError as exc:
+            errors[key] = exc
+    if errors and (settings.dataset != "text" or not samplers):
+        key = "5w5s" if "5w5s" in errors and settings.dataset != "text" else next(iter(errors))
+        ways, shots = METATEST_SETTINGS[key]
+        needed = shots + settings.metatest_queries
+        raise ValueError(f"the meta-test's {key} episodes need {ways} held-out classes with at least {needed} examples "
+                         f"each ({shots} support + --metatest-queries {settings.metatest_queries}); the held-out "
+                         f"third of this dataset has {test.num_classes} classes: give at least {3 * ways} classes "
+                         f"with {needed}+ examples each, or lower --metatest-queries") from errors[key]
+    return samplers
+
+
 class FewShotClassification(_TrainedModule):
     """Episodic meta-training of MAML / first-order MAML / Meta-SGD / ProtoNets on Omniglot or intent texts.
 
@@ -224,8 +249,7 @@ class FewShotClassification(_TrainedModule):
         self.train_data, self.test_data = train, test
         self.sampler = EpisodicSampler(train.labels, ways=settings.ways, shots=settings.shots, queries=settings.queries)
         # test samplers are built now so that a too-small held-out split fails before training, not after
-        self.test_samplers = {key: EpisodicSampler(test.labels, ways=w, shots=k, queries=settings.metatest_queries)
-                              for key, (w, k) in METATEST_SETTINGS.items()}
+        self.test_samplers = _metatest_samplers(test, settings)
         if not any(p.requires_grad for p in self.module.parameters()) and settings.iterations > 0:
             raise ValueError(f"{algo} with a frozen {settings.encoder} encoder has nothing to meta-train: run "
                              "--iterations 0 for the frozen-encoder baseline, or --trainable-layers N (minilm)")
@@ -285,10 +309,15 @@ class FewShotClassification(_TrainedModule):
         accuracy, interval = {}, {}
         inputs = self.test_inputs()
         for i, (key, (ways, shots)) in enumerate(METATEST_SETTINGS.items()):
+            if key not in self.test_samplers:  # a user's small file: the settings it has the intents for
+                continue
             rng = np.random.default_rng([s.metatest_seed, i])
             accuracy[key], interval[key] = mean_and_ci95(self.evaluate(ways, shots, s.metatest_tasks, rng, inputs))
         out = {"accuracy": accuracy, "accuracy_ci95": interval, "test_episodes": s.metatest_tasks,
                "test_queries_per_class": s.metatest_queries, "test_classes": self.test_data.num_classes}
+        skipped = [key for key in METATEST_SETTINGS if key not in self.test_samplers]
+        if skipped:
+            out["settings_skipped"] = {key: f"needs {METATEST_SETTINGS[key][0]} held-out classes" for key in skipped}
         if isinstance(self.test_data, TokenisedTexts):
             out["test_intents"] = list(self.test_data.class_names)
             out["encoder"] = s.encoder
@@ -298,6 +327,8 @@ class FewShotClassification(_TrainedModule):
         lines = [f"{self.name}: held-out accuracy over {result['test_episodes']} episodes (95% interval)"]
         for key, value in result["accuracy"].items():
             lines.append(f"  {key:>6}: {100 * value:.2f}% +- {100 * result['accuracy_ci95'][key]:.2f}")
+        for key, why in result.get("settings_skipped", {}).items():
+            lines.append(f"  {key:>6}: not tested ({why}; this dataset holds out {result['test_classes']})")
         return "\n".join(lines)
 
     def metatest_scalars(self, result: Mapping[str, Any]) -> dict[str, float]:

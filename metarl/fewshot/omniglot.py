@@ -75,14 +75,15 @@ def _to_greyscale_image(image: Any) -> Image.Image:
     if isinstance(image, torch.Tensor):
         image = image.detach().cpu().numpy()
     array = np.asarray(image)
-    if array.ndim == 3 and array.shape[-1] in (1, 3, 4):
-        if array.shape[-1] == 1:
+    if array.ndim == 3 and array.shape[-1] in (1, 2, 3, 4):
+        if array.shape[-1] in (1, 2):  # grey, or grey and alpha
             array = array[..., 0]
         else:
             return _to_greyscale_image(Image.fromarray(_as_uint8(array)))
     if array.ndim != 2:
         raise ValueError(
-            f"an image must be a 2-D greyscale array (H, W) or (H, W, channels), got shape {array.shape}"
+            f"an image must be a 2-D greyscale array (H, W) or (H, W, channels) with 1-4 channels, got shape "
+            f"{array.shape}"
         )
     return Image.fromarray(_as_uint8(array), mode="L")
 
@@ -101,18 +102,33 @@ def _as_uint8(array: np.ndarray) -> np.ndarray:
     )
 
 
+def image_batch(images: Any) -> list[Any] | Any:
+    """The images of ``images``, the one rule of every learner that reads images (few-shot and continual): one
+    image as an array ``(H, W)`` or ``(H, W, C)`` with ``C`` in 1-4 (a single PIL image too) is a batch of
+    one; ``(N, H, W)`` and ``(N, H, W, C)`` arrays and sequences are batches."""
+    if isinstance(images, Image.Image):
+        return [images]
+    if isinstance(images, (np.ndarray, torch.Tensor)):
+        shape = tuple(images.shape)
+        if len(shape) == 2 or (len(shape) == 3 and shape[-1] in (1, 2, 3, 4) and shape[0] > 4):
+            return [images]
+        if len(shape) not in (3, 4):
+            raise ValueError(f"images must be (H, W), (H, W, C), (N, H, W) or (N, H, W, C) arrays, got shape {shape}")
+    return images
+
+
 def preprocess_images(images: Iterable[Any] | np.ndarray | torch.Tensor, image_size: int = 28) -> torch.Tensor:
     """Raw Omniglot images -> float tensor ``(n, 1, image_size, image_size)``, ink = 1, paper = 0.
 
     Args:
-        images: a sequence of images, or one array stacked on the first axis. Each image is what a
-            PNG reader returns for an Omniglot file (white paper, dark ink): a bool array (NumPy on
-            the 1-bit PNGs), uint8 0-255, float in [0, 1], or a PIL image, of any size.
+        images: one image, a sequence of images, or one array stacked on the first axis (:func:`image_batch`).
+            Each image is what a PNG reader returns for an Omniglot file (white paper, dark ink): a bool array
+            (NumPy on the 1-bit PNGs), uint8 0-255, float in [0, 1], or a PIL image, greyscale ``(H, W)`` or
+            colour ``(H, W, C)``, of any size.
         image_size: side length after the Lanczos resize.
     """
-    if isinstance(images, (np.ndarray, torch.Tensor)) and np.ndim(images) == 2:
-        raise ValueError("preprocess_images takes a batch of images; wrap a single image in a list")
     out = []
+    images = image_batch(images)
     for image in images:
         grey = _to_greyscale_image(image)
         if grey.size != (image_size, image_size):

@@ -80,7 +80,17 @@ class LabelledTexts:
     @classmethod
     def from_pairs(cls, pairs: Sequence[tuple[str, str]], where: str) -> "LabelledTexts":
         """From ``(text, class name)`` pairs; classes numbered in sorted-name order."""
-        pairs = [(str(t), str(c)) for t, c in pairs if str(t).strip() and str(c).strip()]
+        kept = []
+        for row, (text, label) in enumerate(pairs, start=1):
+            text, label = str(text), str(label)
+            if not text.strip() and not label.strip():
+                continue  # an empty line
+            if not text.strip() or not label.strip():
+                missing = "text" if not text.strip() else "label"
+                raise ValueError(f"data row {row} of {where} has a blank {missing} ({label if label.strip() else text!r:.60}): "
+                                 "fill it in or delete the row")
+            kept.append((text, label))
+        pairs = kept
         if not pairs:
             raise ValueError(f"{where} holds no (text, label) rows")
         names = tuple(sorted({c for _, c in pairs}))
@@ -106,7 +116,7 @@ def _read_csv(path: Path) -> list[tuple[str, str]]:
                 raise ValueError(f"{path}: a CSV needs a header with a 'text' column and a label column "
                                  f"({' / '.join(_LABEL_COLUMNS)}); it has {reader.fieldnames}")
             keys = {h.strip().lower(): h for h in reader.fieldnames or []}
-            return [(row[keys["text"]], row[keys[label]]) for row in reader]
+            return [(row[keys["text"]] or "", row[keys[label]] or "") for row in reader]  # a short row: blanks
     except UnicodeDecodeError as exc:
         raise ValueError(f"{path} is not UTF-8 text ({exc.reason}): save it as UTF-8 CSV") from exc
     except csv.Error as exc:
