@@ -137,8 +137,11 @@ def test_preprocessing_accepts_what_png_readers_return():
         preprocess_images([as_bool.astype(np.float32) * 2], 28)
     with pytest.raises(TypeError, match="unsupported image dtype"):
         preprocess_images([as_bool.astype(np.int64)], 28)
-    with pytest.raises(ValueError, match="batch of images"):
-        preprocess_images(as_bool, 28)
+    torch.testing.assert_close(preprocess_images(as_bool, 28), reference)  # one (H, W) image is a batch of one
+    colour = np.repeat((as_bool.astype(np.uint8) * 255)[..., None], 3, axis=2)
+    torch.testing.assert_close(preprocess_images(colour, 28), reference)  # so is one (H, W, C) image
+    with pytest.raises(ValueError, match="images must be"):
+        preprocess_images(np.zeros((1, 2, 3, 4, 5)), 28)
 
 
 @pytest.mark.skipif(not SHARED_OMNIGLOT.is_dir(), reason=f"shared Omniglot data not found at {SHARED_OMNIGLOT}")
