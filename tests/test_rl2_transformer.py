@@ -118,6 +118,8 @@ def test_same_seed_same_curve_and_resume_continues_exactly(tmp_path):
     assert scalars(runs["a"], tag) == scalars(runs["b"], tag) == scalars(runs["part"], tag)
     result = json.loads((runs["a"] / "metatest.json").read_text())
     assert result == {**json.loads((runs["part"] / "metatest.json").read_text()), "train_seconds": result["train_seconds"]}
+    assert main(["evaluate", str(runs["a"]), "--tasks", "5"]) == 0
+    assert main(["plot", str(runs["a"]), str(runs["b"]), "-o", str(tmp_path / "curves.png")]) == 0
     policy = metarl.load(runs["a"])
     env = gym.make("metarl/BernoulliBandit-v0", k=2, n=10)
     adapted = policy.adapt(env, episodes=0, seed=0)
