@@ -57,7 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``metarl`` console command; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
+        try:
+            print(USAGE)
+        except BrokenPipeError:  # `metarl --help | head`: the reader left, nothing is wrong
+            sys.stdout = open(os.devnull, "w")
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if os.environ.get("METARL_DEBUG"):
