@@ -8,9 +8,9 @@ MAMLTRPO``) without importing the others.
 import importlib
 from typing import Any
 
-_WHERE = {"MAMLTRPO": "maml_trpo", "MAMLPPO": "maml_ppo", "MAMLConfig": "maml", "MAMLPPOConfig": "maml",
-          "MAMLBase": "maml", "MAMLPolicy": "maml", "RL2PPO": "rl2", "RL2Config": "rl2", "RL2Policy": "rl2",
-          "PEARL": "pearl", "PEARLConfig": "pearl", "PEARLPolicy": "pearl"}
+_WHERE = {"MAMLTRPO": "maml_trpo", "MAMLPPO": "maml_ppo", "MAMLConfig": "maml_config", "MAMLPPOConfig": "maml_config",
+          "MAMLBase": "maml", "MAMLPolicy": "maml", "RL2PPO": "rl2", "RL2Config": "rl2_config", "RL2Policy": "rl2",
+          "PEARL": "pearl", "PEARLConfig": "pearl_config", "PEARLPolicy": "pearl"}
 
 __all__ = sorted(_WHERE)
 

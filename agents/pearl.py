@@ -37,8 +37,7 @@ import copy
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -46,7 +45,6 @@ import torch
 from gymnasium import spaces
 from torch.distributions import Normal
 
-from metarl.config import EnvRunConfig, field
 from metarl.encoders import TaskEncoder, make_context
 from metarl.replay import MultiTaskReplayBuffer, episode_transitions
 from metarl.returns import ci95
@@ -54,6 +52,7 @@ from metarl.sac import ActionScaler, TanhGaussianPolicy, TwinQ, soft_q_target, s
 from metarl.sampler import ActFn, Episodes
 from metarl.tasks import Task, tasks_to_json
 from metarl.agents.actors import LatentActor
+from metarl.agents.pearl_config import PEARLConfig
 from metarl.errors import check_finite, check_validation_seed
 from metarl.meta_rl import MetaRLAlgorithm, acting_copy
 from metarl.policy import AdaptedPolicy, MetaPolicy, records_to_episodes
@@ -62,66 +61,6 @@ __all__ = ["PEARLConfig", "PEARL", "PEARLPolicy"]
 
 #: the step info key holding a dense reward for the critic (``--critic-reward dense``)
 DENSE_REWARD_KEY = "dense_reward"
-
-
-@dataclass
-class PEARLConfig(EnvRunConfig):
-    """Settings of PEARL (defaults: the public code's ``configs/default.py``, in episodes instead of steps;
-    per-family presets in ``metarl/presets/pearl.yaml``)."""
-
-    iterations: int = field(500, "meta-iterations (a resumed run may extend them)", bounds="[0, inf)")
-    train_tasks: int = field(100, "training tasks, drawn once from the seed (each has its own replay buffers)",
-                             bounds="[1, inf)")
-    tasks_per_iteration: int = field(5, "training tasks collected for per meta-iteration", bounds="[1, inf)")
-    initial_episodes: int = field(10, "episodes per training task with z from the prior before training",
-                                  bounds="[1, inf)")
-    prior_episodes: int = field(2, "episodes per collected task with z from the prior (both buffers)",
-                                bounds="[0, inf)")
-    posterior_episodes: int = field(0, "episodes per collected task with z from the posterior (both buffers)",
-                                    bounds="[0, inf)")
-    extra_posterior_episodes: int = field(2, "episodes per collected task with z from the posterior, for the "
-                                             "actor-critic only (not the encoder's context)", bounds="[0, inf)")
-    posterior_update_every: int = field(1, "episodes between posterior re-inferences while collecting",
-                                        bounds="[1, inf)")
-    gradient_steps: int = field(2000, "SAC updates per meta-iteration", bounds="[1, inf)")
-    meta_batch_size: int = field(16, "training tasks per SAC update", bounds="[1, inf)")
-    batch_size: int = field(256, "replay transitions per task per SAC update", bounds="[1, inf)")
-    context_size: int = field(64, "context transitions per task per SAC update", bounds="[1, inf)")
-    latent_dim: int = field(5, "size of the latent task variable z", bounds="[1, inf)")
-    hidden_sizes: tuple[int, ...] = field((300, 300, 300), "actor and critic hidden layers", bounds="[1, inf)")
-    encoder_hidden_sizes: tuple[int, ...] = field((200, 200, 200), "task encoder hidden layers", bounds="[1, inf)")
-    use_next_obs: bool = field(False, "put s' into the context (tasks that differ in dynamics)")
-    outer_lr: float = field(3e-4, "Adam learning rate of actor, critic, encoder and temperature", bounds="(0, inf)")
-    gamma: float = field(0.99, "discount", bounds="[0, 1]")
-    tau: float = field(0.005, "target network averaging rate", bounds="(0, 1]")
-    reward_scale: float = field(5.0, "rewards are multiplied by this in the Bellman target", bounds="(0, inf)")
-    alpha: float = field(1.0, "entropy temperature (the initial one with --learn-alpha)", bounds="(0, inf)")
-    learn_alpha: bool = field(False, "learn the temperature towards target_entropy (SAC v2)")
-    target_entropy: float | None = field(None, "entropy target of --learn-alpha (default: -action dimensions)")
-    kl_lambda: float = field(0.1, "weight of KL(q(z|c) || N(0, I)) in the encoder's loss", bounds="[0, inf)")
-    policy_reg: float = field(1e-3, "weight of the actor's mean and log-std L2 penalties (the public code's)",
-                              bounds="[0, inf)")
-    critic_reward: Literal["env", "dense"] = field("env", "reward of the Bellman target: 'env' (the family's) or 'dense' (its step "
-                                      "info['dense_reward'], as PEARL's sparse point robot; the context keeps "
-                                      "the family's)")
-    replay_capacity: int = field(1_000_000, "replay buffer transitions kept per training task", bounds="[1, inf)")
-    metatest_tasks: int = field(40, "held-out tasks in the final meta-test (one trial each)", bounds="[1, inf)")
-    metatest_episodes: int = field(3, "episodes per meta-test trial (the first with z from the prior)",
-                                   bounds="[2, inf)")
-    metatest_sample_prior: bool = field(True, "the meta-test's prior episode samples its actions, as the training's "
-                                              "prior episodes that form the encoder's context (later episodes act "
-                                              "with the policy's mode)")
-
-    def validate(self) -> None:
-        """Raise ``ValueError`` for settings that cannot train."""
-        super().validate()
-        if self.tasks_per_iteration > self.train_tasks:
-            raise ValueError(f"tasks_per_iteration={self.tasks_per_iteration} exceeds train_tasks={self.train_tasks}")
-        if self.meta_batch_size > self.train_tasks:
-            raise ValueError(f"meta_batch_size={self.meta_batch_size} exceeds train_tasks={self.train_tasks}")
-        if self.prior_episodes + self.posterior_episodes == 0:
-            raise ValueError("prior_episodes + posterior_episodes must be at least 1: the encoder's context comes "
-                             "from those episodes")
 
 
 class PEARL(MetaRLAlgorithm):

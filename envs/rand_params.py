@@ -29,9 +29,8 @@ class _RandParamsFamily(_MujocoFamily):
     _task_changes_model = True
     _reset_qvel_noise = "uniform"
     # base**limit must stay a finite, simulable scale (1.5**10 = 58x; 1e3 overflows the model)
-    kwarg_bounds = {"log_scale_limit": (1e-6, 10.0), "mass_scale_base": (1e-3, 10.0),
-                    "inertia_scale_base": (1e-3, 10.0), "damping_scale_base": (1e-3, 10.0),
-                    "friction_scale_base": (1e-3, 10.0)}
+    kwarg_bounds = {"log_scale_limit": "(0, 10]", "mass_scale_base": "(0, 10]", "inertia_scale_base": "(0, 10]",
+                    "damping_scale_base": "(0, 10]", "friction_scale_base": "(0, 10]"}
 
     def _init_rand_params(self, log_scale_limit: float, scale_bases: dict[str, float]) -> None:
         if not (np.isfinite(log_scale_limit) and log_scale_limit > 0):

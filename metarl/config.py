@@ -38,6 +38,7 @@ __all__ = [
     "VALIDATION_SETTINGS",
     "resume_conflicts",
     "CommandParser",
+    "in_bounds",
 ]
 
 C = TypeVar("C")
@@ -192,7 +193,8 @@ def _describe(kind: str, bounds: str | None) -> str:
     return f"{'an' if kind == 'integer' else 'a'} {kind} in {bounds}"
 
 
-def _in_bounds(value: float, bounds: str | None) -> bool:
+def in_bounds(value: float, bounds: str | None) -> bool:
+    """Whether ``value`` lies in ``bounds`` (``"(0, inf)"``, ``"[1, 10]"``, ...; ``None``: any finite number)."""
     if bounds is None:
         return math.isfinite(value)
     low, high, low_closed, high_closed = _parse_bounds(bounds)
@@ -225,11 +227,11 @@ def _check_value(name: str, value: Any, tp: Any, bounds: str | None) -> None:
             raise TypeError(f"{name} must be true or false, got {value!r}")
         return
     if tp is int:
-        if not _is_int(value) or not _in_bounds(value, bounds):
+        if not _is_int(value) or not in_bounds(value, bounds):
             raise ValueError(f"{name} must be {_describe('integer', bounds)}, got {value!r}")
         return
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not _in_bounds(float(value), bounds):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not in_bounds(float(value), bounds):
             raise ValueError(f"{name} must be {_describe('number', bounds)}, got {value!r}")
         return
     if tp is str:

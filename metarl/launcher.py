@@ -388,14 +388,10 @@ def train(algo: str, env: str | None = None, *, seed: int | Sequence[int] = 0, l
         settings[record.settings_class().preset_key] = env
     seeds = check_seeds([seed] if isinstance(seed, (int, np.integer)) or not hasattr(seed, "__iter__") else list(seed))
     config = resolve_config(algo, record.settings_class(), {**settings, "seed": int(seeds[0])})
-    if logdir is not None:
-        config = dataclasses.replace(config, logdir=str(logdir))
+    directory = Path(logdir) if logdir is not None else Path(config.logdir or _default_logdir(algo, config, seeds))
+    config = dataclasses.replace(config, logdir=str(directory))
     if len(seeds) == 1:
-        if config.logdir is None:
-            config = dataclasses.replace(config, logdir=str(_default_logdir(algo, config)))
         _run(algo, config, resume=False, progress=progress, callbacks=callbacks)
-        return Path(config.logdir)
-    parent = Path(config.logdir) if config.logdir is not None else _default_logdir(algo, config, seeds)
-    run_seeds(algo, dataclasses.replace(config, logdir=str(parent)), [int(s) for s in seeds], progress=progress,
-              callbacks=callbacks)
-    return parent
+    else:
+        run_seeds(algo, config, seeds, progress=progress, callbacks=callbacks)
+    return directory

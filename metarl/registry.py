@@ -73,12 +73,14 @@ class SavedRun:
     config: RunConfig
     state: dict[str, Any]
 
-    def algorithm(self) -> Any:
-        """The trained algorithm, rebuilt from the settings with the checkpoint's weights, on the CPU and with
-        the local sampler (a trained run is used here, on this machine, however it was trained)."""
+    def algorithm(self, weights: bool = True) -> Any:
+        """The trained algorithm, rebuilt from the settings with the checkpoint's weights (``weights=False``: freshly
+        initialised), on the CPU and with the local sampler (a trained run is used here, on this machine, however
+        it was trained)."""
         local = {k: v for k, v in (("device", "cpu"), ("sampler", "local")) if hasattr(self.config, k)}
         algorithm = make_algorithm(self.algo, dataclasses.replace(self.config, **local) if local else self.config)
-        algorithm.restore(self.state["algorithm"], where=str(self.path))
+        if weights:
+            algorithm.restore(self.state["algorithm"], where=str(self.path))
         return algorithm
 
 
@@ -276,11 +278,7 @@ def load_run(run_dir: str | os.PathLike, weights: bool = True, best: bool = Fals
     Raises:
         CheckpointError: no readable checkpoint, an unknown algorithm, or weights that do not fit the model.
     """
-    run = read_run(run_dir, best=best)
-    if weights:
-        return run.algorithm()
-    local = {k: v for k, v in (("device", "cpu"), ("sampler", "local")) if hasattr(run.config, k)}
-    return make_algorithm(run.algo, dataclasses.replace(run.config, **local) if local else run.config)
+    return read_run(run_dir, best=best).algorithm(weights)
 
 
 _LOADERS = {"meta-rl": "metarl.load_policy", "few-shot": "metarl.fewshot.load_learner",
@@ -314,15 +312,15 @@ def load(run_dir: str | os.PathLike, *, best: bool = False, kind: str | None = N
 # the built-in algorithms, registered as a user's would be
 
 def _register_builtins() -> None:
-    rl = [("maml-trpo", "maml_trpo:MAMLTRPO", "maml:MAMLConfig", "maml:MAMLPolicy.from_run",
+    rl = [("maml-trpo", "maml_trpo:MAMLTRPO", "maml_config:MAMLConfig", "maml:MAMLPolicy.from_run",
            "MAML with a TRPO outer step (Finn et al. 2017)"),
-          ("maml-ppo", "maml_ppo:MAMLPPO", "maml:MAMLPPOConfig", "maml:MAMLPolicy.from_run",
+          ("maml-ppo", "maml_ppo:MAMLPPO", "maml_config:MAMLPPOConfig", "maml:MAMLPolicy.from_run",
            "MAML with ProMP's clipped PPO outer step (Rothfuss et al. 2019)"),
-          ("rl2-ppo", "rl2:RL2PPO", "rl2:RL2Config", "rl2:RL2Policy.from_run",
+          ("rl2-ppo", "rl2:RL2PPO", "rl2_config:RL2Config", "rl2:RL2Policy.from_run",
            "RL^2: a recurrent policy over whole trials, trained with PPO (Duan et al. 2016)"),
-          ("rl2-transformer", "rl2:RL2Transformer", "rl2:RL2TransformerConfig", "rl2:RL2Policy.from_run",
+          ("rl2-transformer", "rl2:RL2Transformer", "rl2_config:RL2TransformerConfig", "rl2:RL2Policy.from_run",
            "RL^2 with a causal transformer memory over the trial (TrMRL, Melo 2022; AMAGO, Grigsby et al. 2024)"),
-          ("pearl", "pearl:PEARL", "pearl:PEARLConfig", "pearl:PEARLPolicy.from_run",
+          ("pearl", "pearl:PEARL", "pearl_config:PEARLConfig", "pearl:PEARLPolicy.from_run",
            "PEARL: posterior sampling of a task variable with SAC (Rakelly et al. 2019)")]
     for name, build, config, load, summary in rl:
         register_algorithm(name, kind="meta-rl", build=f"metarl.agents.{build}", config_class=f"metarl.agents.{config}",

@@ -16,7 +16,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from metarl.checkpoint import CheckpointError

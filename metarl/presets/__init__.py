@@ -28,7 +28,7 @@ from typing import Any, Union
 
 import yaml
 
-from metarl.tasks import check_env_kwargs
+from metarl.env_kwargs import check_env_kwargs, family_entry_point
 
 __all__ = ["preset", "preset_names", "PresetSource"]
 
@@ -124,22 +124,16 @@ def _family_kwargs(env_id: str, env_kwargs: Mapping[str, Any]) -> dict[str, Any]
     import gymnasium as gym
 
     names: dict[str, Any] = {}
+    entry = family_entry_point(env_id)
+    if entry is not None:
+        try:
+            for name, param in inspect.signature(entry).parameters.items():
+                if param.default is not inspect.Parameter.empty:
+                    names[name] = param.default
+        except (TypeError, ValueError):
+            pass
     spec = gym.registry.get(env_id)
     if spec is not None:
-        entry = spec.entry_point
-        if isinstance(entry, str):
-            module, _, attr = entry.partition(":")
-            try:
-                entry = getattr(__import__(module, fromlist=[attr]), attr)
-            except (ImportError, AttributeError):
-                entry = None
-        if entry is not None:
-            try:
-                for name, param in inspect.signature(entry).parameters.items():
-                    if param.default is not inspect.Parameter.empty:
-                        names[name] = param.default
-            except (TypeError, ValueError):
-                pass
         names.update(spec.kwargs or {})
     names.update(env_kwargs)
     return names
