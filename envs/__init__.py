@@ -11,6 +11,8 @@ import gymnasium as gym
 
 _FAMILIES: dict[str, dict] = {
     "metarl/Navigation2D-v0": dict(entry_point="metarl.envs.navigation:Navigation2DEnv", max_episode_steps=100),
+    # PEARL's dense point robot (envs/point_robot.py): random starts and goals in [-1, 1]^2, reward -distance.
+    "metarl/PointRobot-v0": dict(entry_point="metarl.envs.point_robot:PointRobotEnv", max_episode_steps=20),
     # PEARL's sparse point robot (envs/point_robot.py): goals on a half circle, reward only near the goal.
     "metarl/SparsePointRobot-v0": dict(entry_point="metarl.envs.point_robot:SparsePointRobotEnv", max_episode_steps=20),
     # MuJoCo locomotion (envs/cheetah.py, ant.py, rand_params.py on envs/locomotion.py; docs/mujoco_families.md); horizon 200 as in the MAML experiments.

@@ -1,4 +1,17 @@
-"""PEARL's sparse point robot (Rakelly et al. 2019; katerakelly/oyster ``rlkit/envs/point_robot.py``).
+"""PEARL's point robots (Rakelly et al. 2019; katerakelly/oyster ``rlkit/envs/point_robot.py``).
+
+``metarl/PointRobot-v0`` (:class:`PointRobotEnv`) is the public code's dense point robot: every episode
+starts at a point drawn uniformly from ``[-1, 1]^2`` (from the episode's reset seed), the goal is drawn
+uniformly from ``[-1, 1]^2``, the action moves the point (clipped to ``[-0.1, 0.1]^2``), the reward is
+minus the distance to the goal, episodes never terminate and last 20 steps. The random start is what
+makes its context informative: transitions from anywhere in the square place the goal, where paths
+from the origin (Navigation2D) all lie on one ray. Differences from the public code, on purpose: goals
+are drawn by ``sample_tasks`` from the run's seed (the public code draws 100 with ``np.random.seed(1337)``
+and splits them 80 training / 20 test; metarl's PEARL fixes ``train_tasks`` training goals from the seed
+and meta-tests on goals drawn from ``metatest_seed``), and starts come from the episode's reset seed
+(the public code uses the global ``np.random``).
+
+``metarl/SparsePointRobot-v0`` (:class:`SparsePointRobotEnv`) is the sparse variant:
 
 A point starts at the origin of the plane and moves by its action, clipped to ``[-0.1, 0.1]^2``. The
 goal lies on the upper half of the circle of radius ``radius`` (1): a task is the goal's angle in
@@ -21,14 +34,75 @@ its tanh policy's range).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from gymnasium import spaces
 
-from metarl.envs.navigation import PointMassBatched, PointMassEnv
+from gymnasium.utils import seeding
+
+from metarl.envs.navigation import Navigation2DEnv, PointMassBatched, PointMassEnv
 from metarl.tasks import Task, TaskParam
 
-__all__ = ["SparsePointRobotEnv", "SparsePointRobotBatched", "sparse_reward"]
+__all__ = ["PointRobotEnv", "PointRobotBatched", "SparsePointRobotEnv", "SparsePointRobotBatched", "sparse_reward",
+           "start_position"]
+
+
+def start_position(rng: np.random.Generator, start_range: float) -> np.ndarray:
+    """A start drawn uniformly from ``[-start_range, start_range]^2`` (the one draw of the env's ``reset`` and of
+    the batched backend, which builds ``rng`` from the reset seed as ``env.reset(seed=seed)`` does)."""
+    return rng.uniform(-start_range, start_range, size=2)
+
+
+class PointRobotEnv(Navigation2DEnv):
+    """PEARL's dense point robot: random starts and goals in the square, reward minus the distance.
+
+    Args:
+        goal_low, goal_high: each goal coordinate is drawn from ``U[goal_low, goal_high]``.
+        start_range: each start coordinate is drawn from ``U[-start_range, start_range]`` (0: the origin).
+        max_action: actions are clipped to ``[-max_action, max_action]`` per axis.
+    """
+
+    family_name = "PointRobot"
+    kwarg_bounds = {"start_range": "[0, 100]", "max_action": "(0, 100]"}
+
+    def __init__(self, goal_low: float = -1.0, goal_high: float = 1.0, start_range: float = 1.0,
+                 max_action: float = 0.1):
+        super().__init__(goal_low=goal_low, goal_high=goal_high, max_action=max_action, goal_tolerance=0.0)
+        self.start_range = float(start_range)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed, options=options)
+        self._position = start_position(self.np_random, self.start_range)
+        return self._position.astype(np.float32), {}
+
+    def step(self, action):
+        observation, reward, _, truncated, info = super().step(action)
+        return observation, reward, False, truncated, info  # no termination: the public code's episodes run 20 steps
+
+    def batched(self, tasks: Sequence[Task], episodes_per_task: int) -> "PointRobotBatched":
+        """The NumPy fast path for the sampler (same transitions as this env for the same reset seeds)."""
+        return PointRobotBatched(self, tasks, episodes_per_task)
+
+
+class PointRobotBatched(PointMassBatched):
+    """All (task, episode) simulations of PointRobot in one array; simulation ``i`` starts where
+    ``env.reset(seed=seeds[i])`` starts."""
+
+    def reset(self, seeds: Sequence[int] | np.ndarray) -> np.ndarray:
+        seeds = np.asarray(seeds)
+        if seeds.shape != (self.num_envs,):
+            raise ValueError(f"need {self.num_envs} seeds (one per simulation), got shape {seeds.shape}")
+        self._position = np.zeros((self.num_envs, 2))
+        return self.reset_some(np.arange(self.num_envs), seeds)
+
+    def reset_some(self, indices: np.ndarray, seeds: Sequence[int] | np.ndarray) -> np.ndarray:
+        for i, seed in zip(np.asarray(indices, dtype=np.int64).tolist(), np.asarray(seeds).tolist()):
+            self._position[i] = start_position(seeding.np_random(int(seed))[0], self._env.start_range)
+        return self._position.astype(np.float32)
+
+    def outcome(self, delta: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        return -np.sqrt(np.sum(delta**2, axis=1)), np.zeros(len(delta), dtype=bool), {}
 
 
 def sparse_reward(distance: np.ndarray, goal_radius: float) -> np.ndarray:

@@ -220,6 +220,44 @@ def test_sparse_point_robot_fast_path_equals_the_gymnasium_env():
     assert torch.allclose(a.final_observations, b.final_observations)
 
 
+def test_point_robot_starts_anywhere_in_the_square_and_rewards_minus_the_distance():
+    env = gym.make("metarl/PointRobot-v0")
+    family = env.unwrapped
+    assert env.spec.max_episode_steps == 20
+    starts = np.stack([env.reset(seed=s)[0] for s in range(200)])
+    assert np.abs(starts).max() <= 1.0 and starts.std(axis=0).min() > 0.4, "starts spread over [-1, 1]^2"
+    assert np.array_equal(env.reset(seed=7)[0], env.reset(seed=7)[0])
+    family.set_task(metarl.Task.create("PointRobot", goal=[0.5, -0.5]))
+    start, _ = env.reset(seed=1)
+    obs, reward, terminated, truncated, _ = env.step(np.array([5.0, 0.0]))  # clipped to (0.1, 0)
+    assert np.allclose(obs, start + np.array([0.1, 0.0]))
+    assert reward == pytest.approx(-np.hypot(obs[0] - 0.5, obs[1] + 0.5), abs=1e-6) and not terminated
+    for _ in range(40):  # no termination, even at the goal: the 20-step time limit ends the episode
+        terminated = env.unwrapped.step(np.array([0.5, -0.5]) - env.unwrapped._position)[2] or terminated
+    assert not terminated
+    goals = np.stack([family.goal_of(t) for t in family.sample_tasks(500, np.random.default_rng(0))])
+    assert goals.min() >= -1.0 and goals.max() <= 1.0 and goals.min() < -0.9 and goals.max() > 0.9
+    with pytest.raises(ValueError, match="start_range"):
+        gym.make("metarl/PointRobot-v0", start_range=-1.0)
+
+
+def test_point_robot_fast_path_equals_the_gymnasium_env():
+    rng = np.random.default_rng(4)
+    actions = torch.as_tensor(rng.uniform(-0.15, 0.15, size=(20, 3, 2, 2)), dtype=torch.float32)
+    steps = [iter(range(20)), iter(range(20))]
+
+    def actor(k):
+        return lambda obs, generator: actions[next(steps[k])]
+
+    fast, slow = EpisodeSampler("metarl/PointRobot-v0"), EpisodeSampler("metarl/PointRobot-v0", fast=False)
+    tasks = fast.sample_tasks(3, np.random.default_rng(0))
+    a = fast.sample(actor(0), tasks, 2, np.random.default_rng(0))
+    b = slow.sample(actor(1), tasks, 2, np.random.default_rng(0))
+    assert torch.equal(a.observations, b.observations) and torch.equal(a.rewards, b.rewards)
+    assert torch.equal(a.final_observations, b.final_observations)
+    assert a.observations[:, :, 0].reshape(-1, 2).unique(dim=0).shape[0] == 6, "every episode starts somewhere else"
+
+
 # ----- the run -----------------------------------------------------------------------------------------------
 
 
