@@ -87,7 +87,7 @@ class PEARL(MetaRLAlgorithm):
         self.scaler = ActionScaler(self.sampler.action_space, "pearl")
         self.obs_dim, self.act_dim = int(np.prod(obs_space.shape)), self.scaler.dim
         self.encoder = TaskEncoder(TaskEncoder.transition_dim(self.obs_dim, self.act_dim, cfg.use_next_obs),
-                                   cfg.latent_dim, cfg.encoder_hidden_sizes)
+                                   cfg.latent_dim, cfg.encoder_hidden_sizes, aggregator=cfg.encoder_aggregator)
         self.policy = TanhGaussianPolicy(self.obs_dim + cfg.latent_dim, self.act_dim, cfg.hidden_sizes)
         self.critic = TwinQ(self.obs_dim + cfg.latent_dim, self.act_dim, cfg.hidden_sizes)
         for net in (self.encoder, self.policy, self.critic):

@@ -36,6 +36,9 @@ class PEARLConfig(EnvRunConfig):
     latent_dim: int = field(5, "size of the latent task variable z", bounds="[1, inf)")
     hidden_sizes: tuple[int, ...] = field((300, 300, 300), "actor and critic hidden layers", bounds="[1, inf)")
     encoder_hidden_sizes: tuple[int, ...] = field((200, 200, 200), "task encoder hidden layers", bounds="[1, inf)")
+    encoder_aggregator: Literal["product", "mean"] = field(
+        "product", "how the encoder combines the context: 'product' of per-transition Gaussians (PEARL's) or 'mean' "
+        "of per-transition features (deep sets)")
     use_next_obs: bool = field(False, "put s' into the context (tasks that differ in dynamics)")
     outer_lr: float = field(3e-4, "Adam learning rate of actor, critic, encoder and temperature", bounds="(0, inf)")
     gamma: float = field(0.99, "discount", bounds="[0, 1]")

@@ -82,6 +82,43 @@ def test_encoder_product_of_factors_and_kl_match_the_formulas():
         encoder(torch.randn(5, encoder.input_dim + 1))
 
 
+def test_mean_aggregator_is_order_invariant_masks_padding_and_regresses_a_goal_from_ring_constraints():
+    torch.manual_seed(3)
+    encoder = TaskEncoder(3, latent_dim=2, hidden_sizes=(64, 64), aggregator="mean")
+    context = torch.randn(5, 9, 3)
+    a, b = encoder(context), encoder(context[:, torch.randperm(9)])
+    assert torch.allclose(a.loc, b.loc, atol=1e-5) and torch.allclose(a.scale, b.scale, atol=1e-5)
+    mask = torch.zeros(5, 9)
+    mask[:, :4] = 1
+    assert torch.allclose(encoder(context, mask).loc, encoder(context[:, :4]).loc, atol=1e-6)
+    empty = encoder(context, torch.zeros(5, 9))
+    assert torch.equal(empty.loc, torch.zeros(5, 2)) and torch.equal(empty.scale, torch.ones(5, 2))
+    assert torch.equal(encoder(context[:, :0]).scale, torch.ones(5, 2))
+    with pytest.raises(ValueError, match="only the product"):
+        encoder.factors(context)
+    with pytest.raises(ValueError, match="aggregator must be one of"):
+        TaskEncoder(3, aggregator="max")
+
+    # a goal g in the plane, each transition a point p and its distance |p - g| (a ring around p): the mean
+    # aggregator regresses g from 16 such transitions to a small fraction of the goal variance (0.0099 against 0.33;
+    # the product aggregator reaches 0.020 on the same data)
+    def batch(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        goals, points = torch.rand(n, 1, 2) * 2 - 1, torch.rand(n, 16, 2) * 2 - 1
+        return torch.cat([points, (points - goals).norm(dim=-1, keepdim=True)], -1), goals[:, 0]
+
+    optimiser = torch.optim.Adam(encoder.parameters(), lr=3e-3)
+    for _ in range(600):
+        ctx, goals = batch(64)
+        loss = ((encoder(ctx).loc - goals) ** 2).mean()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    ctx, goals = batch(512)
+    with torch.no_grad():
+        error = ((encoder(ctx).loc - goals) ** 2).mean()
+    assert error < 0.1 * goals.var(0).mean(), f"mean-aggregated encoder error {error:.4f} of goal variance"
+
+
 def test_make_context_lays_out_state_action_reward_and_next_state():
     obs, act, rew, nxt = torch.ones(2, 3, 4), 2 * torch.ones(2, 3, 2), 3 * torch.ones(2, 3), 4 * torch.ones(2, 3, 4)
     ctx = make_context(obs, act, rew)
@@ -256,6 +293,22 @@ def test_point_robot_fast_path_equals_the_gymnasium_env():
     assert torch.equal(a.observations, b.observations) and torch.equal(a.rewards, b.rewards)
     assert torch.equal(a.final_observations, b.final_observations)
     assert a.observations[:, :, 0].reshape(-1, 2).unique(dim=0).shape[0] == 6, "every episode starts somewhere else"
+
+
+def test_pearl_runs_the_dense_point_robot_with_a_mean_encoder_from_the_console(tmp_path):
+    proc = _metarl("train", "--algo", "pearl", "--env", "metarl/PointRobot-v0", "--encoder-aggregator", "mean",
+                   "--logdir", "run", "--iterations", "1", "--train-tasks", "4", "--tasks-per-iteration", "2",
+                   "--initial-episodes", "1", "--prior-episodes", "1", "--extra-posterior-episodes", "1",
+                   "--gradient-steps", "3", "--meta-batch-size", "2", "--batch-size", "8", "--context-size", "8",
+                   "--hidden-sizes", "16", "--encoder-hidden-sizes", "16", "--metatest-tasks", "3", "--no-progress",
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    config = load_checkpoint(tmp_path / "run")["config"]
+    assert config["encoder_aggregator"] == "mean" and config["reward_scale"] == 100.0, "the PointRobot preset"
+    assert len(json.loads((tmp_path / "run" / "metatest.json").read_text())["mean_return_by_episode"]) == 3
+    bad = _metarl("train", "--algo", "pearl", "--env", "metarl/PointRobot-v0", "--encoder-aggregator", "max",
+                  cwd=tmp_path)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr and "product" in bad.stderr
 
 
 # ----- the run -----------------------------------------------------------------------------------------------
