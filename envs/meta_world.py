@@ -22,6 +22,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from metarl.envs.meta_world_batched import PORTED_CLASSES, MetaWorldBatchedEnv
 from metarl.tasks import Task, check_positive_int, check_rng
 
 __all__ = ["MetaWorldML1Env", "MetaWorldML10Env", "metaworld_benchmark"]
@@ -130,6 +131,14 @@ class _MetaWorldFamily(gym.Env):
         for env in self._envs.values():
             env.close()
         self._envs.clear()
+
+    def batched(self, tasks: list[Any], episodes_per_task: int, *, nthread: int | None = None
+                ) -> MetaWorldBatchedEnv | None:
+        """The batched Meta-World backend (:mod:`metarl.envs.meta_world_batched`) when every task's class has a
+        port there, else ``None`` (the sampler then runs one Meta-World env per simulation)."""
+        if {self.validate_task(t)["name"] for t in tasks} <= set(PORTED_CLASSES):
+            return MetaWorldBatchedEnv(self, tasks, episodes_per_task, nthread=nthread)
+        return None
 
     #: the info entry that says whether the episode succeeded (Meta-World's protocol: at any step)
     success_info_key = "success"

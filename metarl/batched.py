@@ -6,8 +6,9 @@ resets all simulations together, steps them for at most the horizon and masks th
 each simulation's episode ended.
 
 A task family gets the sampler's fast path by giving its unwrapped env a method
-``batched(tasks, episodes_per_task) -> BatchedEnv`` that steps the whole batch with NumPy.
-Any other family runs on :class:`GenericBatchedEnv`, one Gymnasium env per simulation.
+``batched(tasks, episodes_per_task) -> BatchedEnv`` that steps the whole batch with NumPy (or returns
+``None`` for tasks its fast path does not cover). Any other family runs on :class:`GenericBatchedEnv`, one
+Gymnasium env per simulation.
 """
 
 from __future__ import annotations
@@ -154,9 +155,8 @@ def make_batched_env(
         probe = env_fn()
         base = check_task_family(probe)
         batched = getattr(base, "batched", None)
-        if callable(batched):
-            out = batched(list(tasks), episodes_per_task)
-            probe.close()
-            return out
+        out = batched(list(tasks), episodes_per_task) if callable(batched) else None
         probe.close()
+        if out is not None:
+            return out
     return GenericBatchedEnv(env_fn, tasks, episodes_per_task, env_pool=env_pool)

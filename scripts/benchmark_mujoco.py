@@ -4,6 +4,11 @@
     python scripts/benchmark_mujoco.py                      # 20 simulations of HalfCheetahVel
     python scripts/benchmark_mujoco.py --json runs/bench_mujoco.json
     python scripts/benchmark_mujoco.py --env-kwargs frame_skip=1   # MAML-RL's cheetah time step
+    python scripts/benchmark_mujoco.py --env metarl/MetaWorldML1-v0 --env-kwargs env_name=push-v3 --steps 100
+
+For a Meta-World family the methods are ``batched`` (:mod:`metarl.envs.meta_world_batched`), ``generic`` (one
+Meta-World env per simulation, the sampler's other backend) and ``bare_mj_step`` (the physics alone on the same
+models and reset states), and the line ``batched / generic <ratio>x`` is printed.
 
 All four run the same simulations (20 tasks x 1 episode, the same reset seeds, the same random
 actions, ``--steps`` env steps each):
@@ -36,6 +41,8 @@ import numpy as np
 
 import metarl  # noqa: F401  (registers the families)
 from metarl.launcher import parse_env_kwargs
+from metarl.batched import GenericBatchedEnv
+from metarl.envs.meta_world_batched import PORTED_CLASSES, MetaWorldBatchedEnv
 from metarl.envs.mujoco_batched import usable_cpu_count
 
 
@@ -82,7 +89,7 @@ class Result:
 def parse_args() -> Args:
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     defaults = Args()
-    parser.add_argument("--env-id", default=defaults.env_id)
+    parser.add_argument("--env-id", "--env", default=defaults.env_id)
     parser.add_argument("--env-kwargs", nargs="*", type=str, default=[], metavar="KEY=VALUE")
     parser.add_argument("--num-sims", type=int, default=defaults.num_sims)
     parser.add_argument("--steps", type=int, default=defaults.steps)
@@ -107,6 +114,8 @@ def main() -> Result:
                           size=(args.steps, args.num_sims, *action_space.shape)).astype(np.float32)
 
     batched = family.batched(tasks, 1, nthread=args.nthread)
+    if batched is None or isinstance(batched, MetaWorldBatchedEnv):
+        return _metaworld(args, family, tasks, seeds, actions, batched)
 
     def make_fn(task):
         def make():
@@ -155,15 +164,7 @@ def main() -> Result:
     result = Result(env_id=args.env_id, env_kwargs=args.env_kwargs, num_sims=args.num_sims, steps=args.steps,
                     nthread=batched.nthread, cpus=usable_cpu_count(), loadavg_before=[round(x, 2) for x in os.getloadavg()],
                     platform=platform.platform(), mujoco_version=mujoco.__version__)
-    rates: dict[str, list[float]] = {name: [] for name in methods}
-    env_steps = args.num_sims * args.steps
-    for _ in range(args.repeats):
-        for name, run in methods.items():
-            start = time.perf_counter()
-            run()
-            rates[name].append(env_steps / (time.perf_counter() - start))
-    result.steps_per_s = {name: max(r) for name, r in rates.items()}
-    result.median_steps_per_s = {name: float(np.median(r)) for name, r in rates.items()}
+    result.steps_per_s, result.median_steps_per_s = _rates(methods, args.num_sims * args.steps, args.repeats)
     best = result.steps_per_s
     result.ratios = {
         "batched / sync_vector": best["batched"] / best["sync_vector"],
@@ -192,6 +193,69 @@ def main() -> Result:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(asdict(result), indent=2) + "\n")
         print(f"wrote {path}")
+    return result
+
+
+def _rates(methods: dict, env_steps: int, repeats: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Best and median env steps per second of each method, the methods interleaved ``repeats`` times."""
+    rates: dict[str, list[float]] = {name: [] for name in methods}
+    for _ in range(repeats):
+        for name, run in methods.items():
+            start = time.perf_counter()
+            run()
+            rates[name].append(env_steps / (time.perf_counter() - start))
+    return {n: max(r) for n, r in rates.items()}, {n: float(np.median(r)) for n, r in rates.items()}
+
+
+def _metaworld(args: Args, family, tasks, seeds, actions, batched) -> Result | None:
+    """The Meta-World comparison: batched backend, generic backend and the bare physics, in this process."""
+    if batched is None:
+        missing = sorted({t["name"] for t in tasks} - set(PORTED_CLASSES))
+        raise SystemExit(f"{args.env_id}: no batched port yet for the Meta-World classes {missing} (ported: "
+                         f"{list(PORTED_CLASSES)}); try --env metarl/MetaWorldML1-v0 --env-kwargs env_name=push-v3")
+    generic = GenericBatchedEnv(lambda: gym.make(args.env_id, **args.env_kwargs), tasks, 1)
+    batched.reset(seeds)
+    starts = [(g, j, state.copy()) for g, states in zip(batched._groups, batched._states) for j, state in enumerate(states)]
+    integration = int(mujoco.mjtState.mjSTATE_INTEGRATION)
+
+    def run_batched() -> None:
+        batched.reset(seeds)
+        for t in range(args.steps):
+            batched.step(actions[t])
+
+    def run_generic() -> None:
+        generic.reset(seeds)
+        for t in range(args.steps):
+            generic.step(actions[t])
+
+    def run_bare() -> None:
+        for g, j, state in starts:
+            model, data = g.models[j], g.scratch[0]
+            mujoco.mj_setState(model, data, state, integration)
+            for _ in range(args.steps):
+                mujoco.mj_step(model, data, nstep=g.frame_skip)
+
+    methods = {"batched": run_batched, "generic": run_generic, "bare_mj_step": run_bare}
+    result = Result(env_id=args.env_id, env_kwargs=args.env_kwargs, num_sims=args.num_sims, steps=args.steps,
+                    nthread=batched.nthread, cpus=usable_cpu_count(), loadavg_before=[round(x, 2) for x in os.getloadavg()],
+                    platform=platform.platform(), mujoco_version=mujoco.__version__)
+    result.steps_per_s, result.median_steps_per_s = _rates(methods, args.num_sims * args.steps, args.repeats)
+    best = result.steps_per_s
+    result.ratios = {"batched / generic": best["batched"] / best["generic"],
+                     "batched / bare_mj_step": best["batched"] / best["bare_mj_step"]}
+    print(f"{args.env_id} {args.env_kwargs or ''}: {args.num_sims} simulations x {args.steps} steps, best of "
+          f"{args.repeats}; batched backend on {batched.nthread} thread(s), {result.cpus} usable core(s), load average "
+          f"before {result.loadavg_before}")
+    for name in methods:
+        print(f"{name:<14} {best[name]:>12,.0f} {result.median_steps_per_s[name]:>12,.0f}")
+    for name, ratio in result.ratios.items():
+        print(f"{name} {ratio:.2f}x")
+    print("target: batched / generic >= 3")
+    batched.close()
+    generic.close()
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(asdict(result), indent=2) + "\n")
     return result
 
 

@@ -55,3 +55,72 @@ def test_two_iterations_on_ml1_reach_meta_test_success_on_test_tasks(algo, tmp_p
     assert all(Task.from_json(t)["split"] == "test" for t in result["tasks"])
     key = "success_rate_by_step" if algo == "maml-trpo" else "rl2_success_rate_by_episode"
     assert all(0.0 <= s <= 1.0 for s in result[key])
+
+
+# ----- the batched backend ----------------------------------------------------------------------------------
+
+
+def _scripted_actions(name: str, obs: np.ndarray, targets: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Meta-World's own scripted policy for the class (shown the hidden goal), noise on every other simulation:
+    the episodes reach the objects, grasp, push and succeed, so every branch of the reward runs."""
+    from metaworld.policies import ENV_POLICY_MAP
+
+    policy = ENV_POLICY_MAP[name]()
+    full = obs.copy()
+    full[:, 36:39] = targets
+    actions = np.stack([policy.get_action(x) for x in full])
+    actions[1::2] += rng.normal(0.0, 0.4, size=actions[1::2].shape)
+    return actions.astype(np.float32)
+
+
+@requires_extra("metaworld")
+@pytest.mark.parametrize("name", ["reach-v3", "push-v3"])
+def test_batched_metaworld_equals_metaworlds_env(name):
+    """Observations, rewards and success flags of the batched backend against Meta-World's own env on the same
+    tasks and actions, over two episodes per simulation (the second from the cached reset)."""
+    from metarl.envs.meta_world_batched import MetaWorldBatchedEnv
+
+    family = gym.make(ML1, env_name=name).unwrapped
+    tasks = [family.train_tasks[0], family.train_tasks[7], family.test_tasks[3]]
+    batched = family.batched(tasks, 2)
+    assert isinstance(batched, MetaWorldBatchedEnv)
+    rng = np.random.default_rng(0)
+    episodes = []  # per episode: observations (T+1, N, 39), rewards, successes, actions
+    for steps in (120, 40):
+        obs = [batched.reset(np.arange(6))]
+        rewards, successes, actions = [], [], []
+        targets = np.concatenate([g.constants["target"] for g in batched._groups])
+        for _ in range(steps):
+            a = _scripted_actions(name, obs[-1], targets, rng)
+            o, r, terminated, truncated, info = batched.step(a)
+            assert not terminated.any() and not truncated.any()
+            obs.append(o), rewards.append(r), successes.append(info["success"]), actions.append(a)
+        episodes.append([np.array(x) for x in (obs, rewards, successes, actions)])
+    batched.close()
+    reference = gym.make(ML1, env_name=name).unwrapped
+    succeeded = 0
+    for obs, rewards, successes, actions in episodes:
+        for i in range(6):
+            reference.set_task(tasks[i // 2])
+            o, _ = reference.reset(seed=i)
+            assert np.array_equal(o, obs[0, i])
+            for t in range(len(actions)):
+                o, r, _, _, info = reference.step(actions[t, i])
+                assert np.allclose(o, obs[t + 1, i], rtol=0, atol=1e-12), (i, t)
+                assert abs(r - rewards[t, i]) <= 1e-9, (i, t, r, rewards[t, i])
+                assert info["success"] == successes[t, i], (i, t)
+                succeeded += int(info["success"])
+    assert succeeded > 50, "the scripted episodes reach the success region"
+
+
+@requires_extra("metaworld")
+def test_sampler_uses_the_batched_backend_where_every_class_is_ported_and_meta_world_envs_otherwise():
+    from metarl.batched import GenericBatchedEnv, make_batched_env
+    from metarl.envs.meta_world_batched import MetaWorldBatchedEnv
+
+    push = make_batched_env(lambda: gym.make(ML1, env_name="push-v3"), gym.make(ML1, env_name="push-v3").unwrapped
+                            .train_tasks[:2], 1)
+    assert isinstance(push, MetaWorldBatchedEnv)
+    ml10 = gym.make("metarl/MetaWorldML10-v0").unwrapped
+    tasks = [t for t in ml10.train_tasks if t["name"] == "pick-place-v3"][:1]
+    assert isinstance(make_batched_env(lambda: gym.make("metarl/MetaWorldML10-v0"), tasks, 1), GenericBatchedEnv)

@@ -1,0 +1,432 @@
+"""Batched Meta-World backend: many (task, episode) simulations of Meta-World tasks stepped together.
+
+:class:`MetaWorldBatchedEnv` is the sampler's fast path (:class:`metarl.batched.BatchedEnv`) for the
+Meta-World families (:mod:`metarl.envs.meta_world`). Per env step, Meta-World's own ``SawyerXYZEnv.step``
+spends 2-15x the physics' time in Python (observation and reward on 3-vectors); here
+
+* the mocap and gripper controls of every simulation are set in one NumPy operation on a
+  ``(num_envs, nstate)`` array of MuJoCo integration states (``mjSTATE_INTEGRATION``, which holds
+  ``mocap_pos``, ``mocap_quat`` and ``ctrl``);
+* a thread pool loads each row into a scratch ``MjData`` of its task class, runs exactly Meta-World's
+  physics calls (``mj_step(nstep=frame_skip)``, then ``mj_forward``), copies the body, site and geom
+  poses the observation and reward read, and saves the row (MuJoCo releases the GIL inside its calls);
+* the observation (hand, gripper opening, object poses, the previous frame, the hidden goal, clipped
+  as Meta-World clips it) and the reward and success of each task class are computed over all
+  simulations of the class at once by a *port* of that class's ``evaluate_state`` (below).
+
+Resets run Meta-World's own ``reset`` on the family's env of the class (the goal, object placement and
+the 50-step hand reset), then take over its state, its model (where the reset moved sites and bodies)
+and the constants its reward reads (initial object and gripper positions); a reset costs what the
+single env's does, once per 500-step episode.
+
+Classes with a port: :data:`PORTED_CLASSES`. A family whose tasks include another class runs on the
+generic backend (one Meta-World env per simulation); ``tests/test_metaworld.py`` checks every port
+against Meta-World's env on the same tasks and actions (observations, rewards and success flags).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import mujoco
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from metarl.batched import BatchedEnv, StepResult
+from metarl.envs.mujoco_batched import usable_cpu_count
+from metarl.tasks import check_positive_int
+
+__all__ = ["MetaWorldBatchedEnv", "PORTED_CLASSES", "tolerance", "hamacher_product"]
+
+_INTEGRATION = int(mujoco.mjtState.mjSTATE_INTEGRATION)
+_HAND_LOW, _HAND_HIGH = np.array([-0.525, 0.348, -0.0525]), np.array([+0.525, 1.025, 0.7])  # SawyerXYZEnv._HAND_SPACE
+
+
+# ----- Meta-World's reward utilities over arrays ------------------------------------------------------------
+def tolerance(x: np.ndarray, lower: float, upper: float, margin: np.ndarray | float) -> np.ndarray:
+    """``reward_utils.tolerance(x, bounds=(lower, upper), margin, sigmoid="long_tail")`` (value 0.1 at the margin)
+    elementwise, with a margin per element (0 where Meta-World's margin is 0: 1 in bounds, else 0)."""
+    x = np.asarray(x, dtype=np.float64)
+    margin = np.broadcast_to(np.asarray(margin, dtype=np.float64), x.shape)
+    in_bounds = (lower <= x) & (x <= upper)
+    safe = np.where(margin == 0, 1.0, margin)
+    d = np.where(x < lower, lower - x, x - upper) / safe
+    scale = np.sqrt(1 / 0.1 - 1)
+    value = np.where(in_bounds, 1.0, 1 / ((d * scale) ** 2 + 1))
+    return np.where(margin == 0, np.where(in_bounds, 1.0, 0.0), value)
+
+
+def hamacher_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``reward_utils.hamacher_product`` elementwise: ``a b / (a + b - a b)``, 0 where the denominator is 0."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    denominator = a + b - a * b
+    return np.where(denominator > 0, a * b / np.where(denominator > 0, denominator, 1.0), 0.0)
+
+
+def _norm(v: np.ndarray) -> np.ndarray:
+    """Euclidean norm over the last axis, computed as ``np.linalg.norm`` does for one vector."""
+    return np.sqrt(np.einsum("...i,...i->...", v, v))
+
+
+# ----- what the hooks see of a class's simulations after a step --------------------------------------------
+class _Poses:
+    """Body positions, site positions and geom orientations of one class's simulations (rows of the batch)."""
+
+    def __init__(self, xpos: np.ndarray, site_xpos: np.ndarray, geom_xmat: np.ndarray, names: dict[str, dict[str, int]]):
+        self.xpos, self.site_xpos, self.geom_xmat, self._names = xpos, site_xpos, geom_xmat, names
+
+    def body(self, name: str) -> np.ndarray:
+        return self.xpos[:, self._names["body"][name]]
+
+    def site(self, name: str) -> np.ndarray:
+        return self.site_xpos[:, self._names["site"][name]]
+
+    def geom_quat(self, name: str) -> np.ndarray:
+        """Meta-World's object quaternion: ``Rotation.from_matrix(geom xmat).as_quat()`` (x, y, z, w)."""
+        return Rotation.from_matrix(self.geom_xmat[:, self._names["geom"][name]].reshape(-1, 3, 3)).as_quat()
+
+    def tcp_center(self) -> np.ndarray:
+        return (self.site("rightEndEffector") + self.site("leftEndEffector")) / 2.0
+
+
+# ----- ports of Meta-World's task classes -------------------------------------------------------------------
+class _Port:
+    """One Meta-World task class's observed objects, reward and success over a batch of its simulations.
+
+    ``bodies``, ``sites`` and ``geoms`` name what it reads besides the gripper's; ``constants(env)`` reads, after
+    Meta-World's own reset, the per-episode values its reward uses.
+    """
+
+    bodies: tuple[str, ...] = ()
+    sites: tuple[str, ...] = ()
+    geoms: tuple[str, ...] = ()
+
+    def constants(self, env: Any) -> dict[str, np.ndarray]:
+        return {"target": np.array(env._target_pos, dtype=np.float64),
+                "obj_init": np.array(env.obj_init_pos, dtype=np.float64),
+                "init_tcp": np.array(env.init_tcp, dtype=np.float64),
+                "hand_init": np.array(env.hand_init_pos, dtype=np.float64)}
+
+    def objects(self, poses: _Poses) -> np.ndarray:
+        """The observation's 14 object entries ``(N, 14)`` (position and quaternion per object, zero padded)."""
+        raise NotImplementedError
+
+    def evaluate(self, poses: _Poses, obs: np.ndarray, actions: np.ndarray, c: dict[str, np.ndarray]
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """Rewards and success flags ``(N,)`` (Meta-World's ``evaluate_state`` per simulation)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _one_object(pos: np.ndarray, quat: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(pos), 14))
+        out[:, :3], out[:, 3:7] = pos, quat
+        return out
+
+    @staticmethod
+    def gripper_caging(poses: _Poses, actions: np.ndarray, obj: np.ndarray, c: dict[str, np.ndarray], *,
+                       obj_radius: float, pad_success_thresh: float, object_reach_radius: float, xz_thresh: float,
+                       desired_gripper_effort: float = 1.0, high_density: bool = False,
+                       medium_density: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """``SawyerXYZEnv._gripper_caging_reward`` over the batch, and where Meta-World computes it in float32.
+
+        Meta-World multiplies its Python-float caging term by the action's float32 gripper effort where the
+        gripper cages the object (caging > 0.97) and closes (0 < effort <= desired effort; above it the effort
+        is clipped to the Python float, below to Python's 0); NumPy then computes the rest of the reward in
+        float32. The returned values hold those float32 results exactly; the mask says where.
+        """
+        pad_y = np.stack([poses.body("leftpad")[:, 1], poses.body("rightpad")[:, 1]], axis=1)
+        pad_to_obj = np.abs(pad_y - obj[:, 1:2])
+        pad_to_objinit = np.abs(pad_y - c["obj_init"][:, 1:2])
+        margin = np.abs(pad_to_objinit - pad_success_thresh)
+        caging_lr = [tolerance(pad_to_obj[:, i], obj_radius, pad_success_thresh, margin[:, i]) for i in range(2)]
+        caging_y = hamacher_product(*caging_lr)
+        tcp = poses.tcp_center()
+        xz = [0, 2]
+        xz_margin = _norm(c["obj_init"][:, xz] - c["init_tcp"][:, xz]) - xz_thresh
+        caging_xz = tolerance(_norm(tcp[:, xz] - obj[:, xz]), 0.0, xz_thresh, xz_margin)
+        caging = hamacher_product(caging_y, caging_xz)
+        effort = actions[:, -1].astype(np.float32)
+        caged = caging > 0.97
+        in_f32 = caged & (effort > 0) & (effort <= np.float32(desired_gripper_effort))
+        # float64 where the gripper term is a Python number: 1 (effort above the desired one) or 0
+        out64 = hamacher_product(caging, np.where(caged & (effort > desired_gripper_effort), 1.0, 0.0))
+        closed = (np.minimum(np.maximum(np.float32(0), effort), np.float32(desired_gripper_effort))
+                  / np.float32(desired_gripper_effort))
+        cage32 = caging.astype(np.float32)
+        out32 = (cage32 * closed) / ((cage32 + closed) - cage32 * closed)
+        if high_density:
+            out64 = (out64 + caging) / 2
+            out32 = (out32 + cage32) / np.float32(2)
+        if medium_density:
+            reach_margin = np.abs(_norm(c["obj_init"] - c["init_tcp"]) - object_reach_radius)
+            reach = tolerance(_norm(obj - tcp), 0.0, object_reach_radius, reach_margin)
+            out64 = (out64 + reach) / 2
+            out32 = (out32 + reach.astype(np.float32)) / np.float32(2)
+        return np.where(in_f32, out32.astype(np.float64), out64), in_f32
+
+
+class _Reach(_Port):
+    """``reach-v3``: the gripper to a goal (reward version v2)."""
+
+    bodies, geoms = ("obj",), ("objGeom",)
+
+    def objects(self, poses: _Poses) -> np.ndarray:
+        return self._one_object(poses.body("obj"), poses.geom_quat("objGeom"))
+
+    def evaluate(self, poses, obs, actions, c):
+        tcp_to_target = _norm(poses.tcp_center() - c["target"])
+        in_place = tolerance(tcp_to_target, 0.0, 0.05, _norm(c["hand_init"] - c["target"]))
+        return 10 * in_place, tcp_to_target <= 0.05
+
+
+class _Push(_Port):
+    """``push-v3``: push a puck to a goal on the table (reward version v2)."""
+
+    bodies, geoms = ("obj",), ("objGeom",)
+    target_radius = 0.05
+
+    def objects(self, poses: _Poses) -> np.ndarray:
+        return self._one_object(poses.body("obj"), poses.geom_quat("objGeom"))
+
+    def evaluate(self, poses, obs, actions, c):
+        obj, tcp_opened = obs[:, 4:7], obs[:, 3]
+        tcp_to_obj = _norm(obj - poses.tcp_center())
+        target_to_obj = _norm(obj - c["target"])
+        in_place = tolerance(target_to_obj, 0.0, self.target_radius, _norm(c["obj_init"] - c["target"]))
+        grasped, in_f32 = self.gripper_caging(poses, actions, obj, c, object_reach_radius=0.01, obj_radius=0.015,
+                                              pad_success_thresh=0.05, xz_thresh=0.005, high_density=True)
+        near = (tcp_to_obj < 0.02) & (tcp_opened > 0)
+
+        def combine(g: np.ndarray, bonus: np.ndarray) -> np.ndarray:  # in g's precision, as Meta-World's scalars
+            reward = 2 * g
+            return np.where(near, reward + ((1 + reward) + bonus), reward)
+
+        reward = np.where(in_f32, combine(grasped.astype(np.float32), (5.0 * in_place).astype(np.float32)),
+                          combine(grasped, 5.0 * in_place))
+        reward = np.where(target_to_obj < self.target_radius, 10.0, reward)
+        return reward, target_to_obj <= self.target_radius
+
+
+#: Meta-World task classes with a batched port
+PORTS: dict[str, _Port] = {"reach-v3": _Reach(), "push-v3": _Push()}
+PORTED_CLASSES: tuple[str, ...] = tuple(PORTS)
+
+
+# ----- the backend ------------------------------------------------------------------------------------------
+class _ClassGroup:
+    """The simulations of one task class: their rows, a scratch ``MjData`` per thread, and the pose buffers."""
+
+    def __init__(self, name: str, env: Any, rows: np.ndarray, nthread: int):
+        self.name, self.port, self.rows = name, PORTS[name], rows
+        model = env.model
+        if model.nmocap != 1:
+            raise ValueError(f"{name}: the batched Meta-World backend moves one mocap body, the model has {model.nmocap}")
+        self.frame_skip = int(env.frame_skip)
+        self.action_scale = env.action_scale
+        self.mocap_low, self.mocap_high = np.array(env.mocap_low), np.array(env.mocap_high)
+        self.max_path_length = int(env.max_path_length)
+        self.nstate = mujoco.mj_stateSize(model, _INTEGRATION)
+        names = {"body": {}, "site": {}, "geom": {}}
+        for kind, wanted in (("body", ("hand", "rightclaw", "leftclaw", "leftpad", "rightpad", *self.port.bodies)),
+                             ("site", ("rightEndEffector", "leftEndEffector", *self.port.sites)),
+                             ("geom", self.port.geoms)):
+            for k, n in enumerate(dict.fromkeys(wanted)):
+                names[kind][n] = k
+        self.body_ids = np.array([model.body(n).id for n in names["body"]], dtype=np.int64)
+        self.site_ids = np.array([model.site(n).id for n in names["site"]], dtype=np.int64)
+        self.geom_ids = np.array([model.geom(n).id for n in names["geom"]], dtype=np.int64)
+        n = len(rows)
+        self.xpos = np.zeros((n, len(self.body_ids), 3))
+        self.site_xpos = np.zeros((n, len(self.site_ids), 3))
+        self.geom_xmat = np.zeros((n, len(self.geom_ids), 9))
+        self.poses = _Poses(self.xpos, self.site_xpos, self.geom_xmat, names)
+        self.models: list[Any] = [model] * n
+        self.scratch = [mujoco.MjData(model) for _ in range(nthread)]
+        self.constants: dict[str, np.ndarray] = {}
+        self.prev_obs = np.zeros((n, 18))
+        mocap = _state_offset(model, mujoco.mjtState.mjSTATE_MOCAP_POS)
+        quat = _state_offset(model, mujoco.mjtState.mjSTATE_MOCAP_QUAT)
+        ctrl = _state_offset(model, mujoco.mjtState.mjSTATE_CTRL)
+        self.mocap_cols = slice(mocap, mocap + 3 * model.nmocap)
+        self.quat_cols = slice(quat, quat + 4 * model.nmocap)
+        self.ctrl_cols = slice(ctrl, ctrl + model.nu)
+
+    def read(self, j: int, data: mujoco.MjData) -> None:
+        """Copy simulation ``j``'s poses from ``data`` (after ``mj_forward``)."""
+        self.xpos[j] = data.xpos[self.body_ids]
+        self.site_xpos[j] = data.site_xpos[self.site_ids]
+        if len(self.geom_ids):
+            self.geom_xmat[j] = data.geom_xmat[self.geom_ids]
+
+
+def _state_offset(model: mujoco.MjModel, component: mujoco.mjtState) -> int:
+    return mujoco.mj_stateSize(model, (int(component) - 1) & _INTEGRATION)
+
+
+class MetaWorldBatchedEnv(BatchedEnv):
+    """All (task, episode) simulations of a Meta-World family whose task classes all have a port.
+
+    Built by the family env's ``batched(tasks, episodes_per_task)``. Simulation ``i`` runs
+    ``tasks[i // episodes_per_task]``.
+
+    Args:
+        family: the family env (:class:`metarl.envs.meta_world._MetaWorldFamily`); its Meta-World env of each
+            class performs the resets.
+        tasks: the family's tasks.
+        episodes_per_task: simulations per task.
+        nthread: physics threads (default: the usable CPU cores, at most ``num_envs``).
+    """
+
+    def __init__(self, family: Any, tasks: Sequence[Any], episodes_per_task: int, *, nthread: int | None = None):
+        self._family = family
+        self.episodes_per_task = check_positive_int("episodes_per_task", episodes_per_task)
+        self.single_observation_space = family.observation_space
+        self.single_action_space = family.action_space
+        nthread = usable_cpu_count() if nthread is None else check_positive_int("nthread", nthread)
+        self._nthread_wanted = nthread
+        self._pool: ThreadPoolExecutor | None = None
+        self._reset_cache: dict[tuple[str, int], Any] = {}
+        self.tasks = []
+        self.set_tasks(tasks)
+
+    # ------------------------------------------------------------------ tasks
+    def set_tasks(self, tasks: Sequence[Any]) -> None:
+        tasks = [self._family.validate_task(t) for t in tasks]
+        if not tasks:
+            raise ValueError("MetaWorldBatchedEnv needs at least one task")
+        missing = sorted({t["name"] for t in tasks} - set(PORTS))
+        if missing:
+            raise ValueError(f"no batched port for Meta-World classes {missing}; the generic backend runs them")
+        if self.tasks and len(tasks) != len(self.tasks):
+            raise ValueError(f"this backend runs {len(self.tasks)} tasks, got {len(tasks)}")
+        self.tasks = tasks
+        self.nthread = min(self._nthread_wanted, self.num_envs)
+        if self._pool is None and self.nthread > 1:
+            self._pool = ThreadPoolExecutor(self.nthread - 1, thread_name_prefix="metarl-metaworld")
+        names = np.array([t["name"] for t in tasks])[self.task_index()]
+        self._groups: list[_ClassGroup] = []
+        self._sim_group = np.zeros(self.num_envs, dtype=np.int64)
+        self._sim_row = np.zeros(self.num_envs, dtype=np.int64)
+        for name in dict.fromkeys(names.tolist()):
+            rows = np.flatnonzero(names == name)
+            self._family.set_task(tasks[int(rows[0]) // self.episodes_per_task])
+            self._sim_group[rows] = len(self._groups)
+            self._sim_row[rows] = np.arange(len(rows))
+            self._groups.append(_ClassGroup(name, self._family._current, rows, self.nthread))
+        self._states = [np.zeros((len(g.rows), g.nstate)) for g in self._groups]
+        self._path_length = np.zeros(self.num_envs, dtype=np.int64)
+        self._obs = np.zeros((self.num_envs, 39))
+        bounds = np.linspace(0, self.num_envs, self.nthread + 1).round().astype(int)
+        self._chunks = list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+        self._ready = False
+
+    # ------------------------------------------------------------------ reset / step
+    def reset(self, seeds: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Reset every simulation as Meta-World's own reset does (the seeds do not matter: Meta-World's resets
+        are determined by the task)."""
+        seeds = np.asarray(seeds)
+        if seeds.shape != (self.num_envs,):
+            raise ValueError(f"need {self.num_envs} seeds (one per simulation), got shape {seeds.shape}")
+        self._ready = True
+        return self._reset_rows(np.arange(self.num_envs))
+
+    def reset_some(self, indices: np.ndarray, seeds: Sequence[int] | np.ndarray) -> np.ndarray:
+        if not self._ready:
+            raise RuntimeError("call reset(seeds) before reset_some")
+        return self._reset_rows(np.asarray(indices, dtype=np.int64))
+
+    def _reset_rows(self, indices: np.ndarray) -> np.ndarray:
+        for i in indices.tolist():
+            first, state, model, consts, prev = self._task_reset(self.tasks[i // self.episodes_per_task])
+            k, j = int(self._sim_group[i]), int(self._sim_row[i])
+            g = self._groups[k]
+            self._states[k][j] = state
+            g.models[j] = model
+            for key, value in consts.items():
+                if key not in g.constants:
+                    g.constants[key] = np.zeros((len(g.rows), *value.shape))
+                g.constants[key][j] = value
+            g.prev_obs[j] = prev
+            self._obs[i] = first
+            self._path_length[i] = 0
+        return self._obs.copy()
+
+    def _task_reset(self, task: Any) -> tuple[np.ndarray, np.ndarray, Any, dict[str, np.ndarray], np.ndarray]:
+        """Meta-World's reset of ``task``: first observation, integration state, model, reward constants and the
+        frame the next observation stacks. Meta-World's reset is determined by the task (its goal and object
+        placement are the task's frozen random vector, the simulation starts from ``mj_resetData``), so it runs
+        once per task and is reused."""
+        key = (task["split"], task["index"])
+        if key not in self._reset_cache:
+            self._family.set_task(task)
+            env = self._family._current
+            first, _ = env.reset()
+            state = np.zeros(mujoco.mj_stateSize(env.model, _INTEGRATION))
+            mujoco.mj_getState(env.model, env.data, state, _INTEGRATION)
+            self._reset_cache[key] = (np.asarray(first, dtype=np.float64), state, copy.deepcopy(env.model),
+                                      PORTS[task["name"]].constants(env), np.array(env._prev_obs, dtype=np.float64))
+        return self._reset_cache[key]
+
+    def step(self, actions: np.ndarray) -> StepResult:
+        """Meta-World's ``step`` for every simulation: mocap moved by ``actions[:, :3] * action_scale`` (clipped to
+        the mocap box), gripper control ``(a3, -a3)``, ``frame_skip`` physics steps, then the observation, reward
+        and ``info["success"]`` of each simulation's class."""
+        if not self._ready:
+            raise RuntimeError("call reset(seeds) before step (and after set_tasks)")
+        actions = np.asarray(actions, dtype=np.float32)
+        if actions.shape != (self.num_envs, 4):
+            raise ValueError(f"actions must have shape {(self.num_envs, 4)}, got {actions.shape}")
+        for g, states in zip(self._groups, self._states):
+            a = actions[g.rows]
+            mocap = states[:, g.mocap_cols] + np.clip(a[:, :3], -1, 1) * g.action_scale
+            states[:, g.mocap_cols.start:g.mocap_cols.start + 3] = np.clip(mocap[:, :3], g.mocap_low, g.mocap_high)
+            states[:, g.quat_cols.start:g.quat_cols.start + 4] = (1.0, 0.0, 1.0, 0.0)
+            states[:, g.ctrl_cols] = np.stack([a[:, -1], -a[:, -1]], axis=1)
+        if self._pool is None:
+            self._step_chunk(0, self.num_envs, 0)
+        else:
+            futures = [self._pool.submit(self._step_chunk, lo, hi, k + 1)
+                       for k, (lo, hi) in enumerate(self._chunks[1:])]
+            self._step_chunk(*self._chunks[0], 0)
+            for future in futures:
+                future.result()
+        self._path_length += 1
+        obs = np.zeros((self.num_envs, 39))
+        reward = np.zeros(self.num_envs)
+        success = np.zeros(self.num_envs, dtype=bool)
+        for g in self._groups:
+            p = g.poses
+            hand = p.body("hand")
+            gripper = np.clip(_norm(p.body("rightclaw") - p.body("leftclaw")) / 0.1, 0.0, 1.0)
+            current = np.concatenate([hand, gripper[:, None], g.port.objects(p)], axis=1)
+            o = np.concatenate([current, g.prev_obs, np.zeros((len(g.rows), 3))], axis=1)
+            g.prev_obs = current
+            o[:, 0:3] = np.clip(o[:, 0:3], _HAND_LOW, _HAND_HIGH)
+            o[:, 18:21] = np.clip(o[:, 18:21], _HAND_LOW, _HAND_HIGH)
+            o[:, [3, 21]] = np.clip(o[:, [3, 21]], -1.0, 1.0)
+            r, s = g.port.evaluate(p, o, actions[g.rows], {k: v for k, v in g.constants.items()})
+            obs[g.rows], reward[g.rows], success[g.rows] = o, r, s
+        self._obs = obs
+        truncated = self._path_length >= np.array([g.max_path_length for g in self._groups])[self._sim_group]
+        return obs.copy(), reward, np.zeros(self.num_envs, dtype=bool), truncated, {"success": success.astype(np.float64)}
+
+    def _step_chunk(self, lo: int, hi: int, thread: int) -> None:
+        """Step simulations ``lo..hi-1`` on this thread's scratch ``MjData`` of each class (a worker thread)."""
+        step, forward = mujoco.mj_step, mujoco.mj_forward
+        set_state, get_state = mujoco.mj_setState, mujoco.mj_getState
+        for i in range(lo, hi):
+            g, j = self._groups[self._sim_group[i]], int(self._sim_row[i])
+            data, model, state = g.scratch[thread], g.models[j], self._states[self._sim_group[i]][j]
+            set_state(model, data, state, _INTEGRATION)
+            step(model, data, nstep=g.frame_skip)
+            forward(model, data)
+            g.read(j, data)
+            get_state(model, data, state, _INTEGRATION)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
