@@ -46,17 +46,41 @@ _HAND_LOW, _HAND_HIGH = np.array([-0.525, 0.348, -0.0525]), np.array([+0.525, 1.
 
 
 # ----- Meta-World's reward utilities over arrays ------------------------------------------------------------
-def tolerance(x: np.ndarray, lower: float, upper: float, margin: np.ndarray | float) -> np.ndarray:
-    """``reward_utils.tolerance(x, bounds=(lower, upper), margin, sigmoid="long_tail")`` (value 0.1 at the margin)
-    elementwise, with a margin per element (0 where Meta-World's margin is 0: 1 in bounds, else 0)."""
+def tolerance(x: np.ndarray, lower: float, upper: float, margin: np.ndarray | float,
+              sigmoid: str = "long_tail") -> np.ndarray:
+    """``reward_utils.tolerance(x, bounds=(lower, upper), margin, sigmoid)`` (value 0.1 at the margin) elementwise,
+    with a margin per element (0 where Meta-World's margin is 0: 1 in bounds, else 0); ``"long_tail"`` or
+    ``"gaussian"``."""
     x = np.asarray(x, dtype=np.float64)
     margin = np.broadcast_to(np.asarray(margin, dtype=np.float64), x.shape)
     in_bounds = (lower <= x) & (x <= upper)
     safe = np.where(margin == 0, 1.0, margin)
     d = np.where(x < lower, lower - x, x - upper) / safe
-    scale = np.sqrt(1 / 0.1 - 1)
-    value = np.where(in_bounds, 1.0, 1 / ((d * scale) ** 2 + 1))
-    return np.where(margin == 0, np.where(in_bounds, 1.0, 0.0), value)
+    if sigmoid == "long_tail":
+        scale = np.sqrt(1 / 0.1 - 1)
+        value = 1 / ((d * scale) ** 2 + 1)
+    elif sigmoid == "gaussian":
+        scale = np.sqrt(-2 * np.log(0.1))
+        value = np.exp(-0.5 * (d * scale) ** 2)
+    else:
+        raise ValueError(f"no port of the {sigmoid!r} sigmoid")
+    return np.where(margin == 0, np.where(in_bounds, 1.0, 0.0), np.where(in_bounds, 1.0, value))
+
+
+def _gripper_term(actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Meta-World's ``min(max(0, action[-1]), 1)``: the value and where it is the action's float32 (0 < a <= 1;
+    elsewhere it is Python's 0 or 1, and the products it enters stay in float64)."""
+    a = actions[:, -1].astype(np.float32)
+    in_f32 = (a > 0) & (a <= 1)
+    return np.where(in_f32, a.astype(np.float64), np.where(a > 1, 1.0, 0.0)), in_f32
+
+
+def _hamacher32(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """:func:`hamacher_product` in float32 (Meta-World's scalars after a float32 gripper term), as float64 values."""
+    a, b = np.asarray(a).astype(np.float32), np.asarray(b).astype(np.float32)
+    denominator = (a + b) - a * b
+    safe = np.where(denominator > 0, denominator, np.float32(1))
+    return np.where(denominator > 0, (a * b) / safe, np.float32(0)).astype(np.float64)
 
 
 def hamacher_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -75,11 +99,23 @@ def _norm(v: np.ndarray) -> np.ndarray:
 class _Poses:
     """Body positions, site positions and geom orientations of one class's simulations (rows of the batch)."""
 
-    def __init__(self, xpos: np.ndarray, site_xpos: np.ndarray, geom_xmat: np.ndarray, names: dict[str, dict[str, int]]):
-        self.xpos, self.site_xpos, self.geom_xmat, self._names = xpos, site_xpos, geom_xmat, names
+    def __init__(self, xpos: np.ndarray, xquat: np.ndarray, site_xpos: np.ndarray, geom_xpos: np.ndarray,
+                 geom_xmat: np.ndarray, qpos: np.ndarray, names: dict[str, dict[str, int]]):
+        self.xpos, self.xquat, self.site_xpos = xpos, xquat, site_xpos
+        self.geom_xpos, self.geom_xmat, self.qpos, self._names = geom_xpos, geom_xmat, qpos, names
 
     def body(self, name: str) -> np.ndarray:
         return self.xpos[:, self._names["body"][name]]
+
+    def body_quat(self, name: str) -> np.ndarray:
+        return self.xquat[:, self._names["body"][name]]
+
+    def geom(self, name: str) -> np.ndarray:
+        return self.geom_xpos[:, self._names["geom"][name]]
+
+    def joint(self, name: str) -> np.ndarray:
+        """The joint's (first) position coordinate ``(N,)``."""
+        return self.qpos[:, self._names["joint"][name]]
 
     def site(self, name: str) -> np.ndarray:
         return self.site_xpos[:, self._names["site"][name]]
@@ -103,12 +139,16 @@ class _Port:
     bodies: tuple[str, ...] = ()
     sites: tuple[str, ...] = ()
     geoms: tuple[str, ...] = ()
+    joints: tuple[str, ...] = ()
+    #: env attributes (after reset) the reward reads besides the target, initial object, tcp and hand positions
+    extra_constants: tuple[str, ...] = ()
 
     def constants(self, env: Any) -> dict[str, np.ndarray]:
-        return {"target": np.array(env._target_pos, dtype=np.float64),
-                "obj_init": np.array(env.obj_init_pos, dtype=np.float64),
-                "init_tcp": np.array(env.init_tcp, dtype=np.float64),
-                "hand_init": np.array(env.hand_init_pos, dtype=np.float64)}
+        out = {"target": np.array(env._target_pos, dtype=np.float64),
+               "obj_init": np.array(env.obj_init_pos, dtype=np.float64),
+               "init_tcp": np.array(env.init_tcp, dtype=np.float64),
+               "hand_init": np.array(env.hand_init_pos, dtype=np.float64)}
+        return out | {name: np.array(getattr(env, name), dtype=np.float64) for name in self.extra_constants}
 
     def objects(self, poses: _Poses) -> np.ndarray:
         """The observation's 14 object entries ``(N, 14)`` (position and quaternion per object, zero padded)."""
@@ -210,8 +250,152 @@ class _Push(_Port):
         return reward, target_to_obj <= self.target_radius
 
 
+class _DoorOpen(_Port):
+    """``door-open-v3``: pull the door open by its handle."""
+
+    geoms, joints = ("handle",), ("doorjoint",)
+
+    def objects(self, poses: _Poses) -> np.ndarray:
+        return self._one_object(poses.geom("handle"), poses.geom_quat("handle"))
+
+    def evaluate(self, poses, obs, actions, c):
+        theta = poses.joint("doorjoint")
+        grab = ((np.clip(actions[:, 3].astype(np.float32), -1, 1) + np.float32(1.0)) / np.float32(2.0)).astype(np.float64)
+        hand, door = obs[:, :3], obs[:, 4:7] + np.array([-0.05, 0, 0])
+        radius = _norm(hand[:, :2] - door[:, :2])
+        floor = np.where(radius <= 0.12, 0.0, 0.04 * np.log(np.maximum(radius - 0.12, 1e-300)) + 0.4)
+        above_floor = np.where(hand[:, 2] >= floor, 1.0, tolerance(floor - hand[:, 2], 0.0, 0.01, floor / 2.0))
+        in_place = tolerance(_norm(hand - door - np.array([0.05, 0.03, -0.01])), 0.0, 0.12 / 2.0, 0.5)
+        ready = hamacher_product(above_floor, in_place)
+        opened = 0.2 * (theta < -np.pi / 90.0) + 0.8 * tolerance(np.pi / 2.0 + np.pi / 6 - (-theta), 0.0, 0.5,
+                                                                  np.pi / 3.0)
+        done = np.abs(obs[:, 4] - c["target"][:, 0]) <= 0.08
+        return np.where(done, 10.0, 2.0 * hamacher_product(ready, grab) + 8.0 * opened), done
+
+
+class _DoorClose(_Port):
+    """``door-close-v3``: push the open door shut."""
+
+    geoms = ("handle",)
+
+    def objects(self, poses: _Poses) -> np.ndarray:
+        return self._one_object(poses.geom("handle"), poses.geom_quat("handle"))
+
+    def evaluate(self, poses, obs, actions, c):
+        obj = obs[:, 4:7]
+        tcp_to_target = _norm(poses.tcp_center() - c["target"])
+        obj_to_target = _norm(obj - c["target"])
+        in_place = tolerance(obj_to_target, 0.0, 0.05, _norm(c["obj_init"] - c["target"]), "gaussian")
+        hand_in_place = tolerance(tcp_to_target, 0.0, 0.25 * 0.05, _norm(c["hand_init"] - obj) + 0.1, "gaussian")
+        reward = np.where(obj_to_target < 0.05, 10.0, 3 * hand_in_place + 6 * in_place)
+        return reward, obj_to_target <= 0.08
+
+
+class _DrawerClose(_Port):
+    """``drawer-close-v3``: push the open drawer shut."""
+
+    bodies = ("drawer_link",)
+
+    def objects(self, poses: _Poses) -> np.ndarray:
+        return self._one_object(poses.body("drawer_link") + np.array([0.0, -0.16, 0.05]), np.zeros((len(poses.xpos), 4)))
+
+    def evaluate(self, poses, obs, actions, c):
+        obj = obs[:, 4:7]
+        target_to_obj = _norm(obj - c["target"])
+        in_place = tolerance(target_to_obj, 0.0, 0.05, np.abs(_norm(c["obj_init"] - c["target"]) - 0.05))
+        reach = tolerance(_norm(obj - poses.tcp_center()), 0.0, 0.005,
+                          np.abs(_norm(c["obj_init"] - c["init_tcp"]) - 0.005), "gaussian")
+        grip, in_f32 = _gripper_term(actions)
+        reward = np.where(in_f32, _hamacher32(_hamacher32(reach, grip), in_place),
+                          hamacher_product(hamacher_product(reach, grip), in_place))
+        closed = target_to_obj <= 0.05 + 0.015
+        times_ten = np.where(in_f32, (reward.astype(np.float32) * np.float32(10)).astype(np.float64), reward * 10)
+        reward = np.where(closed, 10.0, times_ten)
+        return reward, closed
+
+
+class _DrawerOpen(_Port):
+    """``drawer-open-v3``: pull the drawer open by its handle."""
+
+    bodies = ("drawer_link",)
+    extra_constants = ("maxDist",)
+
+    def objects(self, poses: _Poses) -> np.ndarray:
+        return self._one_object(poses.body("drawer_link") + np.array([0.0, -0.16, 0.0]), poses.body_quat("drawer_link"))
+
+    def evaluate(self, poses, obs, actions, c):
+        gripper, handle = obs[:, :3], obs[:, 4:7]
+        max_dist = c["maxDist"]
+        handle_error = _norm(handle - c["target"])
+        opening = tolerance(handle_error, 0.0, 0.02, max_dist)
+        handle_init = c["target"] + np.stack([np.zeros_like(max_dist), max_dist, np.zeros_like(max_dist)], axis=1)
+        scale = np.array([3.0, 3.0, 1.0])
+        caging = tolerance(_norm((handle - gripper) * scale), 0.0, 0.01, _norm((handle_init - c["init_tcp"]) * scale))
+        return (caging + opening) * 5.0, handle_error <= 0.03
+
+
+class _WindowOpen(_Port):
+    """``window-open-v3``: slide the window open by its handle."""
+
+    sites = ("handleOpenStart",)
+    extra_constants = ("window_handle_pos_init",)
+
+    def objects(self, poses: _Poses) -> np.ndarray:
+        return self._one_object(poses.site("handleOpenStart"), np.zeros((len(poses.xpos), 4)))
+
+    def evaluate(self, poses, obs, actions, c):
+        obj = poses.site("handleOpenStart")
+        target_to_obj = np.abs(obj[:, 0] - c["target"][:, 0])
+        target_to_obj_init = np.abs(c["obj_init"][:, 0] - c["target"][:, 0])
+        in_place = tolerance(target_to_obj, 0.0, 0.05, np.abs(target_to_obj_init - 0.05))
+        reach = tolerance(_norm(obj - poses.tcp_center()), 0.0, 0.02,
+                          np.abs(_norm(c["window_handle_pos_init"] - c["init_tcp"]) - 0.02))
+        return 10 * hamacher_product(reach, in_place), target_to_obj <= 0.05
+
+
+class _ButtonPressTopdown(_Port):
+    """``button-press-topdown-v3``: press a button down from above."""
+
+    bodies = ("button",)
+    extra_constants = ("_obj_to_target_init",)
+
+    def objects(self, poses: _Poses) -> np.ndarray:
+        return self._one_object(poses.body("button") + np.array([0.0, 0.0, 0.193]), poses.body_quat("button"))
+
+    def evaluate(self, poses, obs, actions, c):
+        obj = obs[:, 4:7]
+        tcp_to_obj = _norm(obj - poses.tcp_center())
+        obj_to_target = np.abs(c["target"][:, 2] - obj[:, 2])
+        near = tolerance(tcp_to_obj, 0.0, 0.01, _norm(obj - c["init_tcp"]))
+        pressed = tolerance(obj_to_target, 0.0, 0.005, c["_obj_to_target_init"])
+        reward = 5 * hamacher_product(1 - obs[:, 3], near)
+        return np.where(tcp_to_obj <= 0.03, reward + 5 * pressed, reward), obj_to_target <= 0.024
+
+
+class _LeverPull(_Port):
+    """``lever-pull-v3``: lift a lever up by a quarter turn."""
+
+    sites, geoms, joints = ("leverStart",), ("objGeom",), ("LeverAxis",)
+    extra_constants = ("_lever_pos_init",)
+
+    def objects(self, poses: _Poses) -> np.ndarray:
+        return self._one_object(poses.site("leverStart"), poses.geom_quat("objGeom"))
+
+    def evaluate(self, poses, obs, actions, c):
+        gripper, lever = obs[:, :3], obs[:, 4:7]
+        scale, offset = np.array([4.0, 1.0, 4.0]), np.array([0.0, 0.055, 0.07])
+        ready = tolerance(_norm((gripper + offset - lever) * scale), 0.0, 0.02,
+                          _norm((c["init_tcp"] + offset - c["_lever_pos_init"]) * scale))
+        lever_error = np.abs(-poses.joint("LeverAxis") - np.pi / 2.0)
+        in_place = tolerance(_norm(lever - c["target"]), 0.0, 0.04, _norm(c["_lever_pos_init"] - c["target"]))
+        return 10.0 * hamacher_product(ready, in_place), lever_error <= np.pi / 24
+
+
 #: Meta-World task classes with a batched port
-PORTS: dict[str, _Port] = {"reach-v3": _Reach(), "push-v3": _Push()}
+PORTS: dict[str, _Port] = {"reach-v3": _Reach(), "push-v3": _Push(), "door-open-v3": _DoorOpen(),
+                           "door-close-v3": _DoorClose(), "drawer-close-v3": _DrawerClose(),
+                           "drawer-open-v3": _DrawerOpen(), "window-open-v3": _WindowOpen(),
+                           "button-press-topdown-v3": _ButtonPressTopdown(), "lever-pull-v3": _LeverPull()}
 PORTED_CLASSES: tuple[str, ...] = tuple(PORTS)
 
 
@@ -229,20 +413,24 @@ class _ClassGroup:
         self.mocap_low, self.mocap_high = np.array(env.mocap_low), np.array(env.mocap_high)
         self.max_path_length = int(env.max_path_length)
         self.nstate = mujoco.mj_stateSize(model, _INTEGRATION)
-        names = {"body": {}, "site": {}, "geom": {}}
+        names: dict[str, dict[str, int]] = {"body": {}, "site": {}, "geom": {}, "joint": {}}
         for kind, wanted in (("body", ("hand", "rightclaw", "leftclaw", "leftpad", "rightpad", *self.port.bodies)),
                              ("site", ("rightEndEffector", "leftEndEffector", *self.port.sites)),
-                             ("geom", self.port.geoms)):
+                             ("geom", self.port.geoms), ("joint", self.port.joints)):
             for k, n in enumerate(dict.fromkeys(wanted)):
                 names[kind][n] = k
         self.body_ids = np.array([model.body(n).id for n in names["body"]], dtype=np.int64)
         self.site_ids = np.array([model.site(n).id for n in names["site"]], dtype=np.int64)
         self.geom_ids = np.array([model.geom(n).id for n in names["geom"]], dtype=np.int64)
+        self.qpos_ids = np.array([model.joint(n).qposadr[0] for n in names["joint"]], dtype=np.int64)
         n = len(rows)
         self.xpos = np.zeros((n, len(self.body_ids), 3))
+        self.xquat = np.zeros((n, len(self.body_ids), 4))
         self.site_xpos = np.zeros((n, len(self.site_ids), 3))
+        self.geom_xpos = np.zeros((n, len(self.geom_ids), 3))
         self.geom_xmat = np.zeros((n, len(self.geom_ids), 9))
-        self.poses = _Poses(self.xpos, self.site_xpos, self.geom_xmat, names)
+        self.qpos = np.zeros((n, len(self.qpos_ids)))
+        self.poses = _Poses(self.xpos, self.xquat, self.site_xpos, self.geom_xpos, self.geom_xmat, self.qpos, names)
         self.models: list[Any] = [model] * n
         self.scratch = [mujoco.MjData(model) for _ in range(nthread)]
         self.constants: dict[str, np.ndarray] = {}
@@ -257,9 +445,13 @@ class _ClassGroup:
     def read(self, j: int, data: mujoco.MjData) -> None:
         """Copy simulation ``j``'s poses from ``data`` (after ``mj_forward``)."""
         self.xpos[j] = data.xpos[self.body_ids]
+        self.xquat[j] = data.xquat[self.body_ids]
         self.site_xpos[j] = data.site_xpos[self.site_ids]
         if len(self.geom_ids):
+            self.geom_xpos[j] = data.geom_xpos[self.geom_ids]
             self.geom_xmat[j] = data.geom_xmat[self.geom_ids]
+        if len(self.qpos_ids):
+            self.qpos[j] = data.qpos[self.qpos_ids]
 
 
 def _state_offset(model: mujoco.MjModel, component: mujoco.mjtState) -> int:

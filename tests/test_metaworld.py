@@ -10,6 +10,11 @@ import pytest
 
 from metarl.cli import main
 from metarl.tasks import Task
+
+try:  # the batched backend's ports (its module needs nothing beyond MuJoCo; Meta-World itself is the extra)
+    from metarl.envs.meta_world_batched import PORTED_CLASSES
+except ImportError:  # pragma: no cover
+    PORTED_CLASSES = ()
 from tests.conftest import requires_extra
 from tests.test_entry_points import TINY
 
@@ -74,7 +79,7 @@ def _scripted_actions(name: str, obs: np.ndarray, targets: np.ndarray, rng: np.r
 
 
 @requires_extra("metaworld")
-@pytest.mark.parametrize("name", ["reach-v3", "push-v3"])
+@pytest.mark.parametrize("name", sorted(PORTED_CLASSES))
 def test_batched_metaworld_equals_metaworlds_env(name):
     """Observations, rewards and success flags of the batched backend against Meta-World's own env on the same
     tasks and actions, over two episodes per simulation (the second from the cached reset)."""
@@ -110,7 +115,7 @@ def test_batched_metaworld_equals_metaworlds_env(name):
                 assert abs(r - rewards[t, i]) <= 1e-9, (i, t, r, rewards[t, i])
                 assert info["success"] == successes[t, i], (i, t)
                 succeeded += int(info["success"])
-    assert succeeded > 50, "the scripted episodes reach the success region"
+    assert succeeded > 10, "the scripted episodes reach the success region"
 
 
 @requires_extra("metaworld")
