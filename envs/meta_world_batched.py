@@ -83,11 +83,36 @@ def _hamacher32(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(denominator > 0, (a * b) / safe, np.float32(0)).astype(np.float64)
 
 
+def _hamacher_any(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """:func:`hamacher_product` in the inputs' own precision."""
+    denominator = (a + b) - a * b
+    return np.where(denominator > 0, (a * b) / np.where(denominator > 0, denominator, 1), 0).astype(a.dtype)
+
+
 def hamacher_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``reward_utils.hamacher_product`` elementwise: ``a b / (a + b - a b)``, 0 where the denominator is 0."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     denominator = a + b - a * b
     return np.where(denominator > 0, a * b / np.where(denominator > 0, denominator, 1.0), 0.0)
+
+
+def _mixed(f32: np.ndarray, op, *args: np.ndarray) -> np.ndarray:
+    """``op(*args)`` in float32 where ``f32`` (Meta-World's scalars were float32 there), else in float64."""
+    low = op(*(np.asarray(a).astype(np.float32) for a in args)).astype(np.float64)
+    return np.where(f32, low, op(*(np.asarray(a, dtype=np.float64) for a in args)))
+
+
+def _add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return a + b
+
+
+def rect_prism_tolerance(curr: np.ndarray, zero: np.ndarray, one: np.ndarray) -> np.ndarray:
+    """``reward_utils.rect_prism_tolerance`` over rows: inside the prism from ``zero`` to ``one`` the product of
+    the scaled coordinates, else 1."""
+    low, high = np.minimum(zero, one), np.maximum(zero, one)
+    inside = np.all((low <= curr) & (curr <= high), axis=1)
+    scales = (curr - zero) / np.where(one - zero == 0, 1.0, one - zero)
+    return np.where(inside, scales[:, 0] * scales[:, 1] * scales[:, 2], 1.0)
 
 
 def _norm(v: np.ndarray) -> np.ndarray:
@@ -99,9 +124,9 @@ def _norm(v: np.ndarray) -> np.ndarray:
 class _Poses:
     """Body positions, site positions and geom orientations of one class's simulations (rows of the batch)."""
 
-    def __init__(self, xpos: np.ndarray, xquat: np.ndarray, site_xpos: np.ndarray, geom_xpos: np.ndarray,
-                 geom_xmat: np.ndarray, qpos: np.ndarray, names: dict[str, dict[str, int]]):
-        self.xpos, self.xquat, self.site_xpos = xpos, xquat, site_xpos
+    def __init__(self, xpos: np.ndarray, xquat: np.ndarray, site_xpos: np.ndarray, site_xmat: np.ndarray,
+                 geom_xpos: np.ndarray, geom_xmat: np.ndarray, qpos: np.ndarray, names: dict[str, dict[str, int]]):
+        self.xpos, self.xquat, self.site_xpos, self.site_xmat = xpos, xquat, site_xpos, site_xmat
         self.geom_xpos, self.geom_xmat, self.qpos, self._names = geom_xpos, geom_xmat, qpos, names
 
     def body(self, name: str) -> np.ndarray:
@@ -119,6 +144,10 @@ class _Poses:
 
     def site(self, name: str) -> np.ndarray:
         return self.site_xpos[:, self._names["site"][name]]
+
+    def site_quat(self, name: str) -> np.ndarray:
+        """``Rotation.from_matrix(site xmat).as_quat()``."""
+        return Rotation.from_matrix(self.site_xmat[:, self._names["site"][name]].reshape(-1, 3, 3)).as_quat()
 
     def geom_quat(self, name: str) -> np.ndarray:
         """Meta-World's object quaternion: ``Rotation.from_matrix(geom xmat).as_quat()`` (x, y, z, w)."""
@@ -391,11 +420,173 @@ class _LeverPull(_Port):
         return 10.0 * hamacher_product(ready, in_place), lever_error <= np.pi / 24
 
 
+def _xz_caging(poses: _Poses, obj: np.ndarray, c: dict[str, np.ndarray], obj_radius: float, pad_margin: float,
+               xz_margin: float, grip_margin: float | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The caging terms pick-place, sweep and sweep-into override the base class's with: the pads' y distances to
+    the object (margins from the pads' positions now: the "initial" pads those classes read are live views of the
+    simulation), the gripper's x-z distance to it. Returns ``(y caging, x-z caging, y gripping or None)``."""
+    left, right = poses.body("leftpad"), poses.body("rightpad")
+    left_delta, right_delta = left[:, 1] - obj[:, 1], obj[:, 1] - right[:, 1]
+    right_margin = np.abs(np.abs(obj[:, 1] - right[:, 1]) - pad_margin)
+    left_margin = np.abs(np.abs(obj[:, 1] - left[:, 1]) - pad_margin)
+    y_caging = hamacher_product(tolerance(right_delta, obj_radius, pad_margin, right_margin),
+                                tolerance(left_delta, obj_radius, pad_margin, left_margin))  # symmetric, exactly
+    y_gripping = None if grip_margin is None else hamacher_product(
+        tolerance(right_delta, obj_radius, grip_margin, right_margin), tolerance(left_delta, obj_radius, grip_margin, left_margin))
+    xz = [0, 2]
+    margin = _norm(c["obj_init"][:, xz] - c["init_tcp"][:, xz]) - xz_margin
+    xz_caging = tolerance(_norm(poses.tcp_center()[:, xz] - obj[:, xz]), 0.0, xz_margin, margin)
+    return y_caging, xz_caging, y_gripping
+
+
+class _PickPlace(_Port):
+    """``pick-place-v3``: pick a puck up and place it at a goal in the air."""
+
+    bodies, geoms = ("obj",), ("objGeom",)
+
+    def objects(self, poses: _Poses) -> np.ndarray:
+        return self._one_object(poses.body("obj"), poses.geom_quat("objGeom"))
+
+    def evaluate(self, poses, obs, actions, c):
+        obj, tcp_opened = obs[:, 4:7], obs[:, 3]
+        obj_to_target = _norm(obj - c["target"])
+        tcp_to_obj = _norm(obj - poses.tcp_center())
+        in_place = tolerance(obj_to_target, 0.0, 0.05, _norm(c["obj_init"] - c["target"]))
+        y_caging, xz_caging, _ = _xz_caging(poses, obj, c, 0.015, 0.05, 0.005)
+        caging = hamacher_product(y_caging, xz_caging)
+        grip, grip_f32 = _gripper_term(actions)
+        gripping = np.where(caging > 0.97, grip, 0.0)
+        f32 = grip_f32 & (caging > 0.97)
+        grasped = _mixed(f32, lambda g, k: (g + k) / 2, _mixed(f32, _hamacher_any, caging, gripping), caging)
+        reward = _mixed(f32, _hamacher_any, grasped, in_place)
+        lifted = (tcp_to_obj < 0.02) & (tcp_opened > 0) & (obj[:, 2] - 0.01 > c["obj_init"][:, 2])
+        reward = np.where(lifted, _mixed(f32, _add, reward, 1.0 + 5.0 * in_place), reward)
+        return np.where(obj_to_target < 0.05, 10.0, reward), obj_to_target <= 0.07
+
+
+class _PegInsertSide(_Port):
+    """``peg-insert-side-v3``: pick a peg up and insert it sideways into a hole."""
+
+    sites = ("pegGrasp", "pegHead", "bottom_right_corner_collision_box_1", "top_left_corner_collision_box_1",
+             "bottom_right_corner_collision_box_2", "top_left_corner_collision_box_2")
+    extra_constants = ("peg_head_pos_init",)
+
+    def objects(self, poses: _Poses) -> np.ndarray:
+        return self._one_object(poses.site("pegGrasp"), poses.site_quat("pegGrasp"))
+
+    def evaluate(self, poses, obs, actions, c):
+        obj, tcp_opened, head = obs[:, 4:7], obs[:, 3], poses.site("pegHead")
+        tcp_to_obj = _norm(obj - poses.tcp_center())
+        scale = np.array([1.0, 2.0, 2.0])
+        obj_to_target = _norm((head - c["target"]) * scale)
+        in_place = tolerance(obj_to_target, 0.0, 0.07, _norm((c["peg_head_pos_init"] - c["target"]) * scale))
+        box_1 = rect_prism_tolerance(head, poses.site("bottom_right_corner_collision_box_1"),
+                                     poses.site("top_left_corner_collision_box_1"))
+        box_2 = rect_prism_tolerance(head, poses.site("bottom_right_corner_collision_box_2"),
+                                     poses.site("top_left_corner_collision_box_2"))
+        in_place = hamacher_product(in_place, hamacher_product(box_2, box_1))
+        grasped, f32 = self.gripper_caging(poses, actions, obj, c, object_reach_radius=0.01, obj_radius=0.0075,
+                                           pad_success_thresh=0.03, xz_thresh=0.005, high_density=True)
+        lifted = (tcp_to_obj < 0.08) & (tcp_opened > 0) & (obj[:, 2] - 0.01 > c["obj_init"][:, 2])
+        grasped, f32 = np.where(lifted, 1.0, grasped), f32 & ~lifted
+        reward = _mixed(f32, _hamacher_any, grasped, in_place)
+        reward = np.where(lifted, reward + (1.0 + 5 * in_place), reward)
+        return np.where(obj_to_target <= 0.07, 10.0, reward), obj_to_target <= 0.07
+
+
+class _Sweep(_Port):
+    """``sweep-v3``: sweep a puck off the table's edge (``sweep-into-v3``: into a hole in the table)."""
+
+    bodies = ("obj",)
+    grip_margin, xz_margin, target_z_from_obj = 0.01, 0.005, False
+
+    def objects(self, poses: _Poses) -> np.ndarray:
+        return self._one_object(poses.body("obj"), poses.body_quat("obj"))
+
+    def evaluate(self, poses, obs, actions, c):
+        obj = obs[:, 4:7]
+        target = c["target"].copy()
+        if self.target_z_from_obj:
+            target[:, 2] = obj[:, 2]
+        obj_to_target = _norm(obj - target)
+        in_place = tolerance(obj_to_target, 0.0, 0.05, _norm(c["obj_init"] - target))
+        y_caging, xz_caging, y_gripping = _xz_caging(poses, obj, c, 0.02, 0.05, self.xz_margin, 0.02 + self.grip_margin)
+        caging = hamacher_product(y_caging, xz_caging)
+        grasped = (caging + np.where(caging > 0.95, y_gripping, 0.0)) / 2
+        reward = 2 * grasped + 6 * hamacher_product(grasped, in_place)
+        return np.where(obj_to_target < 0.05, 10.0, reward), obj_to_target <= 0.05
+
+
+class _SweepInto(_Sweep):
+    grip_margin, xz_margin, target_z_from_obj = 0.005, 0.01, True
+    geoms = ("objGeom",)
+
+    def objects(self, poses: _Poses) -> np.ndarray:
+        return self._one_object(poses.body("obj"), poses.geom_quat("objGeom"))
+
+
+class _Basketball(_Port):
+    """``basketball-v3``: pick a ball up and drop it through the hoop."""
+
+    bodies, sites = ("bsktball",), ("goal",)
+
+    def objects(self, poses: _Poses) -> np.ndarray:
+        return self._one_object(poses.body("bsktball"), poses.body_quat("bsktball"))
+
+    def evaluate(self, poses, obs, actions, c):
+        obj, tcp_opened = obs[:, 4:7], obs[:, 3]
+        target = poses.site("goal").copy()  # Meta-World's target is a live view of the goal site
+        target[:, 2] = 0.3
+        scale = np.array([1.0, 1.0, 2.0])
+        obj_to_target = _norm((obj - target) * scale)
+        in_place = tolerance(obj_to_target, 0.0, 0.08, _norm((c["obj_init"] - target) * scale))
+        tcp_to_obj = _norm(obj - poses.tcp_center())
+        grasped, f32 = self.gripper_caging(poses, actions, obj, c, object_reach_radius=0.01, obj_radius=0.025,
+                                           pad_success_thresh=0.06, xz_thresh=0.005, high_density=True)
+        lifted = (tcp_to_obj < 0.035) & (tcp_opened > 0) & (obj[:, 2] - 0.01 > c["obj_init"][:, 2])
+        grasped, f32 = np.where(lifted, 1.0, grasped), f32 & ~lifted
+        reward = _mixed(f32, _hamacher_any, grasped, in_place)
+        reward = np.where(lifted, reward + (1.0 + 5.0 * in_place), reward)
+        return np.where(obj_to_target < 0.08, 10.0, reward), obj_to_target <= 0.08
+
+
+class _ShelfPlace(_Port):
+    """``shelf-place-v3``: pick a block up and place it on a shelf."""
+
+    bodies, geoms = ("obj",), ("objGeom",)
+
+    def objects(self, poses: _Poses) -> np.ndarray:
+        return self._one_object(poses.body("obj"), poses.geom_quat("objGeom"))
+
+    def evaluate(self, poses, obs, actions, c):
+        obj, tcp_opened, target = obs[:, 4:7], obs[:, 3], c["target"]
+        obj_to_target = _norm(obj - target)
+        tcp_to_obj = _norm(obj - poses.tcp_center())
+        in_place = tolerance(obj_to_target, 0.0, 0.05, _norm(c["obj_init"] - target))
+        grasped, f32 = self.gripper_caging(poses, actions, obj, c, obj_radius=0.02, pad_success_thresh=0.05,
+                                           object_reach_radius=0.01, xz_thresh=0.01)
+        reward = _mixed(f32, _hamacher_any, grasped, in_place)
+        low, x_near = (0.0 < obj[:, 2]) & (obj[:, 2] < 0.24), (target[:, 0] - 0.15 < obj[:, 0]) & (obj[:, 0] < target[:, 0] + 0.15)
+        below = low & x_near & (target[:, 1] - 3 * 0.05 < obj[:, 1]) & (obj[:, 1] < target[:, 1])
+        z_scaling = (0.24 - obj[:, 2]) / 0.24
+        y_scaling = (obj[:, 1] - (target[:, 1] - 3 * 0.05)) / (3 * 0.05)
+        in_place = np.where(below, np.clip(in_place - hamacher_product(y_scaling, z_scaling), 0.0, 1.0), in_place)
+        behind = low & x_near & (obj[:, 1] > target[:, 1])
+        in_place = np.where(behind, 0.0, in_place)
+        lifted = (tcp_to_obj < 0.025) & (tcp_opened > 0) & (obj[:, 2] - 0.01 > c["obj_init"][:, 2])
+        # NumPy keeps a float32 reward float32 when the bonus is a Python float, not after the clip's float64
+        reward = np.where(lifted, _mixed(f32 & ~(below & ~behind), _add, reward, 1.0 + 5.0 * in_place), reward)
+        return np.where(obj_to_target < 0.05, 10.0, reward), obj_to_target <= 0.07
+
+
 #: Meta-World task classes with a batched port
 PORTS: dict[str, _Port] = {"reach-v3": _Reach(), "push-v3": _Push(), "door-open-v3": _DoorOpen(),
                            "door-close-v3": _DoorClose(), "drawer-close-v3": _DrawerClose(),
                            "drawer-open-v3": _DrawerOpen(), "window-open-v3": _WindowOpen(),
-                           "button-press-topdown-v3": _ButtonPressTopdown(), "lever-pull-v3": _LeverPull()}
+                           "button-press-topdown-v3": _ButtonPressTopdown(), "lever-pull-v3": _LeverPull(),
+                           "pick-place-v3": _PickPlace(), "peg-insert-side-v3": _PegInsertSide(), "sweep-v3": _Sweep(),
+                           "sweep-into-v3": _SweepInto(), "basketball-v3": _Basketball(), "shelf-place-v3": _ShelfPlace()}
 PORTED_CLASSES: tuple[str, ...] = tuple(PORTS)
 
 
@@ -427,10 +618,12 @@ class _ClassGroup:
         self.xpos = np.zeros((n, len(self.body_ids), 3))
         self.xquat = np.zeros((n, len(self.body_ids), 4))
         self.site_xpos = np.zeros((n, len(self.site_ids), 3))
+        self.site_xmat = np.zeros((n, len(self.site_ids), 9))
         self.geom_xpos = np.zeros((n, len(self.geom_ids), 3))
         self.geom_xmat = np.zeros((n, len(self.geom_ids), 9))
         self.qpos = np.zeros((n, len(self.qpos_ids)))
-        self.poses = _Poses(self.xpos, self.xquat, self.site_xpos, self.geom_xpos, self.geom_xmat, self.qpos, names)
+        self.poses = _Poses(self.xpos, self.xquat, self.site_xpos, self.site_xmat, self.geom_xpos, self.geom_xmat,
+                            self.qpos, names)
         self.models: list[Any] = [model] * n
         self.scratch = [mujoco.MjData(model) for _ in range(nthread)]
         self.constants: dict[str, np.ndarray] = {}
@@ -447,6 +640,7 @@ class _ClassGroup:
         self.xpos[j] = data.xpos[self.body_ids]
         self.xquat[j] = data.xquat[self.body_ids]
         self.site_xpos[j] = data.site_xpos[self.site_ids]
+        self.site_xmat[j] = data.site_xmat[self.site_ids]
         if len(self.geom_ids):
             self.geom_xpos[j] = data.geom_xpos[self.geom_ids]
             self.geom_xmat[j] = data.geom_xmat[self.geom_ids]

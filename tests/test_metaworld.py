@@ -123,9 +123,38 @@ def test_sampler_uses_the_batched_backend_where_every_class_is_ported_and_meta_w
     from metarl.batched import GenericBatchedEnv, make_batched_env
     from metarl.envs.meta_world_batched import MetaWorldBatchedEnv
 
-    push = make_batched_env(lambda: gym.make(ML1, env_name="push-v3"), gym.make(ML1, env_name="push-v3").unwrapped
-                            .train_tasks[:2], 1)
-    assert isinstance(push, MetaWorldBatchedEnv)
     ml10 = gym.make("metarl/MetaWorldML10-v0").unwrapped
-    tasks = [t for t in ml10.train_tasks if t["name"] == "pick-place-v3"][:1]
-    assert isinstance(make_batched_env(lambda: gym.make("metarl/MetaWorldML10-v0"), tasks, 1), GenericBatchedEnv)
+    assert {t["name"] for t in ml10.train_tasks + ml10.test_tasks} <= set(PORTED_CLASSES), "all of ML10 is ported"
+    backend = make_batched_env(lambda: gym.make("metarl/MetaWorldML10-v0"), ml10.train_tasks[:2], 1)
+    assert isinstance(backend, MetaWorldBatchedEnv)
+    backend.close()
+    hammer = gym.make(ML1, env_name="hammer-v3").unwrapped
+    assert isinstance(make_batched_env(lambda: gym.make(ML1, env_name="hammer-v3"), hammer.train_tasks[:1], 1),
+                      GenericBatchedEnv)
+
+
+@requires_extra("metaworld")
+def test_batched_ml10_steps_all_fifteen_classes_in_one_batch_as_meta_world_does():
+    family = gym.make("metarl/MetaWorldML10-v0").unwrapped
+    first_of = {}
+    for task in family.train_tasks + family.test_tasks:
+        first_of.setdefault(task["name"], task)
+    tasks = list(first_of.values())
+    assert len(tasks) == 15
+    batched = family.batched(tasks, 1)
+    rng = np.random.default_rng(1)
+    actions = rng.uniform(-1, 1, size=(25, 15, 4)).astype(np.float32)
+    obs, rewards, successes = [batched.reset(np.arange(15))], [], []
+    for a in actions:
+        o, r, _, _, info = batched.step(a)
+        obs.append(o), rewards.append(r), successes.append(info["success"])
+    batched.close()
+    reference = gym.make("metarl/MetaWorldML10-v0").unwrapped
+    for i, task in enumerate(tasks):
+        reference.set_task(task)
+        o, _ = reference.reset(seed=0)
+        assert np.array_equal(o, obs[0][i]), task
+        for t, a in enumerate(actions[:, i]):
+            o, r, _, _, info = reference.step(a)
+            assert np.allclose(o, obs[t + 1][i], rtol=0, atol=1e-12) and abs(r - rewards[t][i]) <= 1e-9, (task, t)
+            assert info["success"] == successes[t][i]
