@@ -51,8 +51,7 @@ def tolerance(x: np.ndarray, lower: float, upper: float, margin: np.ndarray | fl
     """``reward_utils.tolerance(x, bounds=(lower, upper), margin, sigmoid)`` (value 0.1 at the margin) elementwise,
     with a margin per element (0 where Meta-World's margin is 0: 1 in bounds, else 0); ``"long_tail"`` or
     ``"gaussian"``."""
-    x = np.asarray(x, dtype=np.float64)
-    margin = np.broadcast_to(np.asarray(margin, dtype=np.float64), x.shape)
+    x, margin = np.asarray(x, dtype=np.float64), np.asarray(margin, dtype=np.float64)
     in_bounds = (lower <= x) & (x <= upper)
     safe = np.where(margin == 0, 1.0, margin)
     d = np.where(x < lower, lower - x, x - upper) / safe
@@ -145,13 +144,9 @@ class _Poses:
     def site(self, name: str) -> np.ndarray:
         return self.site_xpos[:, self._names["site"][name]]
 
-    def site_quat(self, name: str) -> np.ndarray:
-        """``Rotation.from_matrix(site xmat).as_quat()``."""
-        return Rotation.from_matrix(self.site_xmat[:, self._names["site"][name]].reshape(-1, 3, 3)).as_quat()
-
-    def geom_quat(self, name: str) -> np.ndarray:
-        """Meta-World's object quaternion: ``Rotation.from_matrix(geom xmat).as_quat()`` (x, y, z, w)."""
-        return Rotation.from_matrix(self.geom_xmat[:, self._names["geom"][name]].reshape(-1, 3, 3)).as_quat()
+    def matrix(self, kind: str, name: str) -> np.ndarray:
+        """The rotation matrices ``(N, 9)`` of a geom or site."""
+        return (self.geom_xmat if kind == "geom" else self.site_xmat)[:, self._names[kind][name]]
 
     def tcp_center(self) -> np.ndarray:
         return (self.site("rightEndEffector") + self.site("leftEndEffector")) / 2.0
@@ -179,20 +174,18 @@ class _Port:
                "hand_init": np.array(env.hand_init_pos, dtype=np.float64)}
         return out | {name: np.array(getattr(env, name), dtype=np.float64) for name in self.extra_constants}
 
-    def objects(self, poses: _Poses) -> np.ndarray:
-        """The observation's 14 object entries ``(N, 14)`` (position and quaternion per object, zero padded)."""
+    #: where the observed quaternion comes from: ``("geom" | "site", name)`` (Meta-World converts the frame's
+    #: rotation matrix with SciPy), ``("body", name)`` (MuJoCo's ``xquat``), or ``None`` (zeros)
+    quat_source: tuple[str, str] | None = None
+
+    def position(self, poses: _Poses) -> np.ndarray:
+        """The observed object position ``(N, 3)``."""
         raise NotImplementedError
 
     def evaluate(self, poses: _Poses, obs: np.ndarray, actions: np.ndarray, c: dict[str, np.ndarray]
                  ) -> tuple[np.ndarray, np.ndarray]:
         """Rewards and success flags ``(N,)`` (Meta-World's ``evaluate_state`` per simulation)."""
         raise NotImplementedError
-
-    @staticmethod
-    def _one_object(pos: np.ndarray, quat: np.ndarray) -> np.ndarray:
-        out = np.zeros((len(pos), 14))
-        out[:, :3], out[:, 3:7] = pos, quat
-        return out
 
     @staticmethod
     def gripper_caging(poses: _Poses, actions: np.ndarray, obj: np.ndarray, c: dict[str, np.ndarray], *,
@@ -242,8 +235,10 @@ class _Reach(_Port):
 
     bodies, geoms = ("obj",), ("objGeom",)
 
-    def objects(self, poses: _Poses) -> np.ndarray:
-        return self._one_object(poses.body("obj"), poses.geom_quat("objGeom"))
+    quat_source = ("geom", "objGeom")
+
+    def position(self, poses: _Poses) -> np.ndarray:
+        return poses.body("obj")
 
     def evaluate(self, poses, obs, actions, c):
         tcp_to_target = _norm(poses.tcp_center() - c["target"])
@@ -257,8 +252,10 @@ class _Push(_Port):
     bodies, geoms = ("obj",), ("objGeom",)
     target_radius = 0.05
 
-    def objects(self, poses: _Poses) -> np.ndarray:
-        return self._one_object(poses.body("obj"), poses.geom_quat("objGeom"))
+    quat_source = ("geom", "objGeom")
+
+    def position(self, poses: _Poses) -> np.ndarray:
+        return poses.body("obj")
 
     def evaluate(self, poses, obs, actions, c):
         obj, tcp_opened = obs[:, 4:7], obs[:, 3]
@@ -284,8 +281,10 @@ class _DoorOpen(_Port):
 
     geoms, joints = ("handle",), ("doorjoint",)
 
-    def objects(self, poses: _Poses) -> np.ndarray:
-        return self._one_object(poses.geom("handle"), poses.geom_quat("handle"))
+    quat_source = ("geom", "handle")
+
+    def position(self, poses: _Poses) -> np.ndarray:
+        return poses.geom("handle")
 
     def evaluate(self, poses, obs, actions, c):
         theta = poses.joint("doorjoint")
@@ -307,8 +306,10 @@ class _DoorClose(_Port):
 
     geoms = ("handle",)
 
-    def objects(self, poses: _Poses) -> np.ndarray:
-        return self._one_object(poses.geom("handle"), poses.geom_quat("handle"))
+    quat_source = ("geom", "handle")
+
+    def position(self, poses: _Poses) -> np.ndarray:
+        return poses.geom("handle")
 
     def evaluate(self, poses, obs, actions, c):
         obj = obs[:, 4:7]
@@ -325,8 +326,10 @@ class _DrawerClose(_Port):
 
     bodies = ("drawer_link",)
 
-    def objects(self, poses: _Poses) -> np.ndarray:
-        return self._one_object(poses.body("drawer_link") + np.array([0.0, -0.16, 0.05]), np.zeros((len(poses.xpos), 4)))
+    quat_source = None
+
+    def position(self, poses: _Poses) -> np.ndarray:
+        return poses.body("drawer_link") + np.array([0.0, -0.16, 0.05])
 
     def evaluate(self, poses, obs, actions, c):
         obj = obs[:, 4:7]
@@ -349,8 +352,10 @@ class _DrawerOpen(_Port):
     bodies = ("drawer_link",)
     extra_constants = ("maxDist",)
 
-    def objects(self, poses: _Poses) -> np.ndarray:
-        return self._one_object(poses.body("drawer_link") + np.array([0.0, -0.16, 0.0]), poses.body_quat("drawer_link"))
+    quat_source = ("body", "drawer_link")
+
+    def position(self, poses: _Poses) -> np.ndarray:
+        return poses.body("drawer_link") + np.array([0.0, -0.16, 0.0])
 
     def evaluate(self, poses, obs, actions, c):
         gripper, handle = obs[:, :3], obs[:, 4:7]
@@ -369,8 +374,10 @@ class _WindowOpen(_Port):
     sites = ("handleOpenStart",)
     extra_constants = ("window_handle_pos_init",)
 
-    def objects(self, poses: _Poses) -> np.ndarray:
-        return self._one_object(poses.site("handleOpenStart"), np.zeros((len(poses.xpos), 4)))
+    quat_source = None
+
+    def position(self, poses: _Poses) -> np.ndarray:
+        return poses.site("handleOpenStart")
 
     def evaluate(self, poses, obs, actions, c):
         obj = poses.site("handleOpenStart")
@@ -388,8 +395,10 @@ class _ButtonPressTopdown(_Port):
     bodies = ("button",)
     extra_constants = ("_obj_to_target_init",)
 
-    def objects(self, poses: _Poses) -> np.ndarray:
-        return self._one_object(poses.body("button") + np.array([0.0, 0.0, 0.193]), poses.body_quat("button"))
+    quat_source = ("body", "button")
+
+    def position(self, poses: _Poses) -> np.ndarray:
+        return poses.body("button") + np.array([0.0, 0.0, 0.193])
 
     def evaluate(self, poses, obs, actions, c):
         obj = obs[:, 4:7]
@@ -407,8 +416,10 @@ class _LeverPull(_Port):
     sites, geoms, joints = ("leverStart",), ("objGeom",), ("LeverAxis",)
     extra_constants = ("_lever_pos_init",)
 
-    def objects(self, poses: _Poses) -> np.ndarray:
-        return self._one_object(poses.site("leverStart"), poses.geom_quat("objGeom"))
+    quat_source = ("geom", "objGeom")
+
+    def position(self, poses: _Poses) -> np.ndarray:
+        return poses.site("leverStart")
 
     def evaluate(self, poses, obs, actions, c):
         gripper, lever = obs[:, :3], obs[:, 4:7]
@@ -445,8 +456,10 @@ class _PickPlace(_Port):
 
     bodies, geoms = ("obj",), ("objGeom",)
 
-    def objects(self, poses: _Poses) -> np.ndarray:
-        return self._one_object(poses.body("obj"), poses.geom_quat("objGeom"))
+    quat_source = ("geom", "objGeom")
+
+    def position(self, poses: _Poses) -> np.ndarray:
+        return poses.body("obj")
 
     def evaluate(self, poses, obs, actions, c):
         obj, tcp_opened = obs[:, 4:7], obs[:, 3]
@@ -472,8 +485,10 @@ class _PegInsertSide(_Port):
              "bottom_right_corner_collision_box_2", "top_left_corner_collision_box_2")
     extra_constants = ("peg_head_pos_init",)
 
-    def objects(self, poses: _Poses) -> np.ndarray:
-        return self._one_object(poses.site("pegGrasp"), poses.site_quat("pegGrasp"))
+    quat_source = ("site", "pegGrasp")
+
+    def position(self, poses: _Poses) -> np.ndarray:
+        return poses.site("pegGrasp")
 
     def evaluate(self, poses, obs, actions, c):
         obj, tcp_opened, head = obs[:, 4:7], obs[:, 3], poses.site("pegHead")
@@ -501,8 +516,10 @@ class _Sweep(_Port):
     bodies = ("obj",)
     grip_margin, xz_margin, target_z_from_obj = 0.01, 0.005, False
 
-    def objects(self, poses: _Poses) -> np.ndarray:
-        return self._one_object(poses.body("obj"), poses.body_quat("obj"))
+    quat_source = ("body", "obj")
+
+    def position(self, poses: _Poses) -> np.ndarray:
+        return poses.body("obj")
 
     def evaluate(self, poses, obs, actions, c):
         obj = obs[:, 4:7]
@@ -522,8 +539,10 @@ class _SweepInto(_Sweep):
     grip_margin, xz_margin, target_z_from_obj = 0.005, 0.01, True
     geoms = ("objGeom",)
 
-    def objects(self, poses: _Poses) -> np.ndarray:
-        return self._one_object(poses.body("obj"), poses.geom_quat("objGeom"))
+    quat_source = ("geom", "objGeom")
+
+    def position(self, poses: _Poses) -> np.ndarray:
+        return poses.body("obj")
 
 
 class _Basketball(_Port):
@@ -531,8 +550,10 @@ class _Basketball(_Port):
 
     bodies, sites = ("bsktball",), ("goal",)
 
-    def objects(self, poses: _Poses) -> np.ndarray:
-        return self._one_object(poses.body("bsktball"), poses.body_quat("bsktball"))
+    quat_source = ("body", "bsktball")
+
+    def position(self, poses: _Poses) -> np.ndarray:
+        return poses.body("bsktball")
 
     def evaluate(self, poses, obs, actions, c):
         obj, tcp_opened = obs[:, 4:7], obs[:, 3]
@@ -556,8 +577,10 @@ class _ShelfPlace(_Port):
 
     bodies, geoms = ("obj",), ("objGeom",)
 
-    def objects(self, poses: _Poses) -> np.ndarray:
-        return self._one_object(poses.body("obj"), poses.geom_quat("objGeom"))
+    quat_source = ("geom", "objGeom")
+
+    def position(self, poses: _Poses) -> np.ndarray:
+        return poses.body("obj")
 
     def evaluate(self, poses, obs, actions, c):
         obj, tcp_opened, target = obs[:, 4:7], obs[:, 3], c["target"]
@@ -783,11 +806,14 @@ class MetaWorldBatchedEnv(BatchedEnv):
         obs = np.zeros((self.num_envs, 39))
         reward = np.zeros(self.num_envs)
         success = np.zeros(self.num_envs, dtype=bool)
-        for g in self._groups:
+        quats = self._quaternions()
+        for g, quat in zip(self._groups, quats):
             p = g.poses
             hand = p.body("hand")
             gripper = np.clip(_norm(p.body("rightclaw") - p.body("leftclaw")) / 0.1, 0.0, 1.0)
-            current = np.concatenate([hand, gripper[:, None], g.port.objects(p)], axis=1)
+            objects = np.zeros((len(g.rows), 14))
+            objects[:, :3], objects[:, 3:7] = g.port.position(p), quat
+            current = np.concatenate([hand, gripper[:, None], objects], axis=1)
             o = np.concatenate([current, g.prev_obs, np.zeros((len(g.rows), 3))], axis=1)
             g.prev_obs = current
             o[:, 0:3] = np.clip(o[:, 0:3], _HAND_LOW, _HAND_HIGH)
@@ -798,6 +824,27 @@ class MetaWorldBatchedEnv(BatchedEnv):
         self._obs = obs
         truncated = self._path_length >= np.array([g.max_path_length for g in self._groups])[self._sim_group]
         return obs.copy(), reward, np.zeros(self.num_envs, dtype=bool), truncated, {"success": success.astype(np.float64)}
+
+    def _quaternions(self) -> list[np.ndarray]:
+        """Each class's observed object quaternions ``(n, 4)``; the rotation matrices of all classes converted in one
+        SciPy call (its per-call cost is what a small batch of many classes pays)."""
+        out: list[np.ndarray] = []
+        matrices, owners = [], []
+        for k, g in enumerate(self._groups):
+            source = g.port.quat_source
+            if source is None:
+                out.append(np.zeros((len(g.rows), 4)))
+            elif source[0] == "body":
+                out.append(g.poses.body_quat(source[1]))
+            else:
+                out.append(np.zeros((0, 4)))
+                matrices.append(g.poses.matrix(*source))
+                owners.append(k)
+        if matrices:
+            converted = Rotation.from_matrix(np.concatenate(matrices).reshape(-1, 3, 3)).as_quat()
+            for k, part in zip(owners, np.split(converted, np.cumsum([len(m) for m in matrices])[:-1])):
+                out[k] = part
+        return out
 
     def _step_chunk(self, lo: int, hi: int, thread: int) -> None:
         """Step simulations ``lo..hi-1`` on this thread's scratch ``MjData`` of each class (a worker thread)."""

@@ -4,7 +4,7 @@
     python scripts/benchmark_mujoco.py                      # 20 simulations of HalfCheetahVel
     python scripts/benchmark_mujoco.py --json runs/bench_mujoco.json
     python scripts/benchmark_mujoco.py --env-kwargs frame_skip=1   # MAML-RL's cheetah time step
-    python scripts/benchmark_mujoco.py --env metarl/MetaWorldML1-v0 --env-kwargs env_name=push-v3 --steps 100
+    python scripts/benchmark_mujoco.py --env metarl/MetaWorldML10-v0 --steps 150   # the metaworld extra
 
 For a Meta-World family the methods are ``batched`` (:mod:`metarl.envs.meta_world_batched`), ``generic`` (one
 Meta-World env per simulation, the sampler's other backend) and ``bare_mj_step`` (the physics alone on the same
@@ -54,8 +54,9 @@ class Args:
     """The task family to step."""
     env_kwargs: dict = field(default_factory=dict)
     """Family constructor kwargs (``--env-kwargs frame_skip=1``), for every method."""
-    num_sims: int = 20
-    """Simulations (one episode of each of this many tasks)."""
+    num_sims: int | None = None
+    """Simulations (one episode of each of this many tasks); default 20, for Meta-World 200 (a meta-batch: 20 tasks
+    x 10 episodes, as ML10's MAML batches)."""
     steps: int = 200
     """Env steps per simulation per run (the registered horizon)."""
     repeats: int = 5
@@ -91,7 +92,7 @@ def parse_args() -> Args:
     defaults = Args()
     parser.add_argument("--env-id", "--env", default=defaults.env_id)
     parser.add_argument("--env-kwargs", nargs="*", type=str, default=[], metavar="KEY=VALUE")
-    parser.add_argument("--num-sims", type=int, default=defaults.num_sims)
+    parser.add_argument("--num-sims", type=int, default=None)
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--repeats", type=int, default=defaults.repeats)
     parser.add_argument("--nthread", type=int, default=defaults.nthread)
@@ -99,6 +100,8 @@ def parse_args() -> Args:
     parser.add_argument("--json", default=defaults.json, metavar="PATH")
     ns = vars(parser.parse_args())
     ns["env_kwargs"] = parse_env_kwargs(ns["env_kwargs"])
+    if ns["num_sims"] is None:
+        ns["num_sims"] = 200 if "MetaWorld" in ns["env_id"] else 20
     return Args(**ns)
 
 

@@ -158,3 +158,24 @@ def test_batched_ml10_steps_all_fifteen_classes_in_one_batch_as_meta_world_does(
             o, r, _, _, info = reference.step(a)
             assert np.allclose(o, obs[t + 1][i], rtol=0, atol=1e-12) and abs(r - rewards[t][i]) <= 1e-9, (task, t)
             assert info["success"] == successes[t][i]
+
+
+@requires_extra("metaworld")
+def test_benchmark_script_compares_the_batched_and_generic_meta_world_backends(tmp_path):
+    """The documented benchmark command, as a user runs it (a short run)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "benchmark_mujoco.py"
+    proc = subprocess.run([sys.executable, str(script), "--env", "metarl/MetaWorldML10-v0", "--num-sims", "3",
+                           "--steps", "4", "--repeats", "1", "--json", str(tmp_path / "b.json")],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "batched / generic" in proc.stdout
+    result = json.loads((tmp_path / "b.json").read_text())
+    assert set(result["steps_per_s"]) == {"batched", "generic", "bare_mj_step"}
+    hammer = subprocess.run([sys.executable, str(script), "--env", ML1, "--env-kwargs", "env_name=hammer-v3",
+                             "--num-sims", "2", "--steps", "2", "--repeats", "1"], capture_output=True, text=True,
+                            timeout=600, cwd=tmp_path)
+    assert hammer.returncode != 0 and "no batched port yet" in hammer.stderr and "Traceback" not in hammer.stderr
