@@ -176,16 +176,30 @@ class _Port:
 
     #: where the observed quaternion comes from: ``("geom" | "site", name)`` (Meta-World converts the frame's
     #: rotation matrix with SciPy), ``("body", name)`` (MuJoCo's ``xquat``), or ``None`` (zeros)
-    quat_source: tuple[str, str] | None = None
+    quat_source: tuple[str, str] | None = ("geom", "objGeom")
+
+    #: the observed object position: a body's, site's or geom's frame (``("body", "obj")``), plus an offset
+    position_of: tuple[str, str] = ("body", "obj")
+    position_offset: tuple[float, float, float] | None = None
 
     def position(self, poses: _Poses) -> np.ndarray:
         """The observed object position ``(N, 3)``."""
-        raise NotImplementedError
+        kind, name = self.position_of
+        pos = getattr(poses, kind)(name)
+        return pos if self.position_offset is None else pos + np.array(self.position_offset)
 
     def evaluate(self, poses: _Poses, obs: np.ndarray, actions: np.ndarray, c: dict[str, np.ndarray]
                  ) -> tuple[np.ndarray, np.ndarray]:
         """Rewards and success flags ``(N,)`` (Meta-World's ``evaluate_state`` per simulation)."""
         raise NotImplementedError
+
+    @staticmethod
+    def held_reward(grasped: np.ndarray, in_f32: np.ndarray, in_place: np.ndarray, lifted: np.ndarray) -> np.ndarray:
+        """The reward of the classes that count a lifted object as grasped (peg-insert-side, basketball):
+        ``hamacher(grasped, in_place)`` (1 for grasped while lifted), plus ``1 + 5 in_place`` while lifted."""
+        grasped, in_f32 = np.where(lifted, 1.0, grasped), in_f32 & ~lifted
+        reward = _mixed(in_f32, _hamacher_any, grasped, in_place)
+        return np.where(lifted, reward + (1.0 + 5.0 * in_place), reward)
 
     @staticmethod
     def gripper_caging(poses: _Poses, actions: np.ndarray, obj: np.ndarray, c: dict[str, np.ndarray], *,
@@ -233,12 +247,6 @@ class _Port:
 class _Reach(_Port):
     """``reach-v3``: the gripper to a goal (reward version v2)."""
 
-    bodies, geoms = ("obj",), ("objGeom",)
-
-    quat_source = ("geom", "objGeom")
-
-    def position(self, poses: _Poses) -> np.ndarray:
-        return poses.body("obj")
 
     def evaluate(self, poses, obs, actions, c):
         tcp_to_target = _norm(poses.tcp_center() - c["target"])
@@ -249,13 +257,7 @@ class _Reach(_Port):
 class _Push(_Port):
     """``push-v3``: push a puck to a goal on the table (reward version v2)."""
 
-    bodies, geoms = ("obj",), ("objGeom",)
     target_radius = 0.05
-
-    quat_source = ("geom", "objGeom")
-
-    def position(self, poses: _Poses) -> np.ndarray:
-        return poses.body("obj")
 
     def evaluate(self, poses, obs, actions, c):
         obj, tcp_opened = obs[:, 4:7], obs[:, 3]
@@ -279,12 +281,9 @@ class _Push(_Port):
 class _DoorOpen(_Port):
     """``door-open-v3``: pull the door open by its handle."""
 
-    geoms, joints = ("handle",), ("doorjoint",)
-
+    joints = ("doorjoint",)
     quat_source = ("geom", "handle")
-
-    def position(self, poses: _Poses) -> np.ndarray:
-        return poses.geom("handle")
+    position_of = ("geom", "handle")
 
     def evaluate(self, poses, obs, actions, c):
         theta = poses.joint("doorjoint")
@@ -304,12 +303,8 @@ class _DoorOpen(_Port):
 class _DoorClose(_Port):
     """``door-close-v3``: push the open door shut."""
 
-    geoms = ("handle",)
-
     quat_source = ("geom", "handle")
-
-    def position(self, poses: _Poses) -> np.ndarray:
-        return poses.geom("handle")
+    position_of = ("geom", "handle")
 
     def evaluate(self, poses, obs, actions, c):
         obj = obs[:, 4:7]
@@ -324,12 +319,9 @@ class _DoorClose(_Port):
 class _DrawerClose(_Port):
     """``drawer-close-v3``: push the open drawer shut."""
 
-    bodies = ("drawer_link",)
-
     quat_source = None
-
-    def position(self, poses: _Poses) -> np.ndarray:
-        return poses.body("drawer_link") + np.array([0.0, -0.16, 0.05])
+    position_of = ("body", "drawer_link")
+    position_offset = [0.0, -0.16, 0.05]
 
     def evaluate(self, poses, obs, actions, c):
         obj = obs[:, 4:7]
@@ -349,13 +341,11 @@ class _DrawerClose(_Port):
 class _DrawerOpen(_Port):
     """``drawer-open-v3``: pull the drawer open by its handle."""
 
-    bodies = ("drawer_link",)
     extra_constants = ("maxDist",)
 
     quat_source = ("body", "drawer_link")
-
-    def position(self, poses: _Poses) -> np.ndarray:
-        return poses.body("drawer_link") + np.array([0.0, -0.16, 0.0])
+    position_of = ("body", "drawer_link")
+    position_offset = [0.0, -0.16, 0.0]
 
     def evaluate(self, poses, obs, actions, c):
         gripper, handle = obs[:, :3], obs[:, 4:7]
@@ -371,13 +361,10 @@ class _DrawerOpen(_Port):
 class _WindowOpen(_Port):
     """``window-open-v3``: slide the window open by its handle."""
 
-    sites = ("handleOpenStart",)
     extra_constants = ("window_handle_pos_init",)
 
     quat_source = None
-
-    def position(self, poses: _Poses) -> np.ndarray:
-        return poses.site("handleOpenStart")
+    position_of = ("site", "handleOpenStart")
 
     def evaluate(self, poses, obs, actions, c):
         obj = poses.site("handleOpenStart")
@@ -392,13 +379,11 @@ class _WindowOpen(_Port):
 class _ButtonPressTopdown(_Port):
     """``button-press-topdown-v3``: press a button down from above."""
 
-    bodies = ("button",)
     extra_constants = ("_obj_to_target_init",)
 
     quat_source = ("body", "button")
-
-    def position(self, poses: _Poses) -> np.ndarray:
-        return poses.body("button") + np.array([0.0, 0.0, 0.193])
+    position_of = ("body", "button")
+    position_offset = [0.0, 0.0, 0.193]
 
     def evaluate(self, poses, obs, actions, c):
         obj = obs[:, 4:7]
@@ -413,13 +398,10 @@ class _ButtonPressTopdown(_Port):
 class _LeverPull(_Port):
     """``lever-pull-v3``: lift a lever up by a quarter turn."""
 
-    sites, geoms, joints = ("leverStart",), ("objGeom",), ("LeverAxis",)
+    joints = ("LeverAxis",)
     extra_constants = ("_lever_pos_init",)
 
-    quat_source = ("geom", "objGeom")
-
-    def position(self, poses: _Poses) -> np.ndarray:
-        return poses.site("leverStart")
+    position_of = ("site", "leverStart")
 
     def evaluate(self, poses, obs, actions, c):
         gripper, lever = obs[:, :3], obs[:, 4:7]
@@ -454,12 +436,6 @@ def _xz_caging(poses: _Poses, obj: np.ndarray, c: dict[str, np.ndarray], obj_rad
 class _PickPlace(_Port):
     """``pick-place-v3``: pick a puck up and place it at a goal in the air."""
 
-    bodies, geoms = ("obj",), ("objGeom",)
-
-    quat_source = ("geom", "objGeom")
-
-    def position(self, poses: _Poses) -> np.ndarray:
-        return poses.body("obj")
 
     def evaluate(self, poses, obs, actions, c):
         obj, tcp_opened = obs[:, 4:7], obs[:, 3]
@@ -481,14 +457,12 @@ class _PickPlace(_Port):
 class _PegInsertSide(_Port):
     """``peg-insert-side-v3``: pick a peg up and insert it sideways into a hole."""
 
-    sites = ("pegGrasp", "pegHead", "bottom_right_corner_collision_box_1", "top_left_corner_collision_box_1",
+    sites = ("pegHead", "bottom_right_corner_collision_box_1", "top_left_corner_collision_box_1",
              "bottom_right_corner_collision_box_2", "top_left_corner_collision_box_2")
     extra_constants = ("peg_head_pos_init",)
 
     quat_source = ("site", "pegGrasp")
-
-    def position(self, poses: _Poses) -> np.ndarray:
-        return poses.site("pegGrasp")
+    position_of = ("site", "pegGrasp")
 
     def evaluate(self, poses, obs, actions, c):
         obj, tcp_opened, head = obs[:, 4:7], obs[:, 3], poses.site("pegHead")
@@ -503,23 +477,17 @@ class _PegInsertSide(_Port):
         in_place = hamacher_product(in_place, hamacher_product(box_2, box_1))
         grasped, f32 = self.gripper_caging(poses, actions, obj, c, object_reach_radius=0.01, obj_radius=0.0075,
                                            pad_success_thresh=0.03, xz_thresh=0.005, high_density=True)
-        lifted = (tcp_to_obj < 0.08) & (tcp_opened > 0) & (obj[:, 2] - 0.01 > c["obj_init"][:, 2])
-        grasped, f32 = np.where(lifted, 1.0, grasped), f32 & ~lifted
-        reward = _mixed(f32, _hamacher_any, grasped, in_place)
-        reward = np.where(lifted, reward + (1.0 + 5 * in_place), reward)
+        reward = self.held_reward(grasped, f32, in_place, (tcp_to_obj < 0.08) & (tcp_opened > 0) &
+                                  (obj[:, 2] - 0.01 > c["obj_init"][:, 2]))
         return np.where(obj_to_target <= 0.07, 10.0, reward), obj_to_target <= 0.07
 
 
 class _Sweep(_Port):
     """``sweep-v3``: sweep a puck off the table's edge (``sweep-into-v3``: into a hole in the table)."""
 
-    bodies = ("obj",)
     grip_margin, xz_margin, target_z_from_obj = 0.01, 0.005, False
 
     quat_source = ("body", "obj")
-
-    def position(self, poses: _Poses) -> np.ndarray:
-        return poses.body("obj")
 
     def evaluate(self, poses, obs, actions, c):
         obj = obs[:, 4:7]
@@ -537,23 +505,15 @@ class _Sweep(_Port):
 
 class _SweepInto(_Sweep):
     grip_margin, xz_margin, target_z_from_obj = 0.005, 0.01, True
-    geoms = ("objGeom",)
-
     quat_source = ("geom", "objGeom")
-
-    def position(self, poses: _Poses) -> np.ndarray:
-        return poses.body("obj")
 
 
 class _Basketball(_Port):
     """``basketball-v3``: pick a ball up and drop it through the hoop."""
 
-    bodies, sites = ("bsktball",), ("goal",)
-
+    sites = ("goal",)
     quat_source = ("body", "bsktball")
-
-    def position(self, poses: _Poses) -> np.ndarray:
-        return poses.body("bsktball")
+    position_of = ("body", "bsktball")
 
     def evaluate(self, poses, obs, actions, c):
         obj, tcp_opened = obs[:, 4:7], obs[:, 3]
@@ -565,22 +525,14 @@ class _Basketball(_Port):
         tcp_to_obj = _norm(obj - poses.tcp_center())
         grasped, f32 = self.gripper_caging(poses, actions, obj, c, object_reach_radius=0.01, obj_radius=0.025,
                                            pad_success_thresh=0.06, xz_thresh=0.005, high_density=True)
-        lifted = (tcp_to_obj < 0.035) & (tcp_opened > 0) & (obj[:, 2] - 0.01 > c["obj_init"][:, 2])
-        grasped, f32 = np.where(lifted, 1.0, grasped), f32 & ~lifted
-        reward = _mixed(f32, _hamacher_any, grasped, in_place)
-        reward = np.where(lifted, reward + (1.0 + 5.0 * in_place), reward)
+        reward = self.held_reward(grasped, f32, in_place, (tcp_to_obj < 0.035) & (tcp_opened > 0) &
+                                  (obj[:, 2] - 0.01 > c["obj_init"][:, 2]))
         return np.where(obj_to_target < 0.08, 10.0, reward), obj_to_target <= 0.08
 
 
 class _ShelfPlace(_Port):
     """``shelf-place-v3``: pick a block up and place it on a shelf."""
 
-    bodies, geoms = ("obj",), ("objGeom",)
-
-    quat_source = ("geom", "objGeom")
-
-    def position(self, poses: _Poses) -> np.ndarray:
-        return poses.body("obj")
 
     def evaluate(self, poses, obs, actions, c):
         obj, tcp_opened, target = obs[:, 4:7], obs[:, 3], c["target"]
@@ -628,9 +580,11 @@ class _ClassGroup:
         self.max_path_length = int(env.max_path_length)
         self.nstate = mujoco.mj_stateSize(model, _INTEGRATION)
         names: dict[str, dict[str, int]] = {"body": {}, "site": {}, "geom": {}, "joint": {}}
+        frames = [self.port.position_of, *([self.port.quat_source] if self.port.quat_source else [])]
         for kind, wanted in (("body", ("hand", "rightclaw", "leftclaw", "leftpad", "rightpad", *self.port.bodies)),
                              ("site", ("rightEndEffector", "leftEndEffector", *self.port.sites)),
                              ("geom", self.port.geoms), ("joint", self.port.joints)):
+            wanted = (*wanted, *(n for k, n in frames if k == kind))
             for k, n in enumerate(dict.fromkeys(wanted)):
                 names[kind][n] = k
         self.body_ids = np.array([model.body(n).id for n in names["body"]], dtype=np.int64)

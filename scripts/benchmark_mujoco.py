@@ -176,16 +176,7 @@ def main() -> Result:
         "make_vec / sync_vector": best["make_vec"] / best["sync_vector"],
     }
 
-    print(f"{args.env_id} {args.env_kwargs or ''}: {args.num_sims} simulations x {args.steps} steps, "
-          f"best of {args.repeats}; "
-          f"batched backend on {batched.nthread} thread(s), {result.cpus} usable core(s), "
-          f"load average before {result.loadavg_before}")
-    print(f"{'method':<14} {'env steps/s':>12} {'median':>12}")
-    for name in methods:
-        print(f"{name:<14} {best[name]:>12,.0f} {result.median_steps_per_s[name]:>12,.0f}")
-    for name, ratio in result.ratios.items():
-        print(f"{name:<27} {ratio:6.2f}x")
-    print("targets: batched / sync_vector >= 2, batched / bare_mj_step >= 0.6")
+    _report(args, result, "targets: batched / sync_vector >= 2, batched / bare_mj_step >= 0.6")
 
     batched.close()
     vector.close()
@@ -197,6 +188,19 @@ def main() -> Result:
         path.write_text(json.dumps(asdict(result), indent=2) + "\n")
         print(f"wrote {path}")
     return result
+
+
+def _report(args: Args, result: Result, targets: str) -> None:
+    """Print the rates and ratios (each ratio as a line ``name <ratio>x``)."""
+    print(f"{args.env_id} {args.env_kwargs or ''}: {args.num_sims} simulations x {args.steps} steps, best of "
+          f"{args.repeats}; batched backend on {result.nthread} thread(s), {result.cpus} usable core(s), load average "
+          f"before {result.loadavg_before}")
+    print(f"{'method':<14} {'env steps/s':>12} {'median':>12}")
+    for name, rate in result.steps_per_s.items():
+        print(f"{name:<14} {rate:>12,.0f} {result.median_steps_per_s[name]:>12,.0f}")
+    for name, ratio in result.ratios.items():
+        print(f"{name} {ratio:.2f}x")
+    print(targets)
 
 
 def _rates(methods: dict, env_steps: int, repeats: int) -> tuple[dict[str, float], dict[str, float]]:
@@ -246,14 +250,7 @@ def _metaworld(args: Args, family, tasks, seeds, actions, batched) -> Result | N
     best = result.steps_per_s
     result.ratios = {"batched / generic": best["batched"] / best["generic"],
                      "batched / bare_mj_step": best["batched"] / best["bare_mj_step"]}
-    print(f"{args.env_id} {args.env_kwargs or ''}: {args.num_sims} simulations x {args.steps} steps, best of "
-          f"{args.repeats}; batched backend on {batched.nthread} thread(s), {result.cpus} usable core(s), load average "
-          f"before {result.loadavg_before}")
-    for name in methods:
-        print(f"{name:<14} {best[name]:>12,.0f} {result.median_steps_per_s[name]:>12,.0f}")
-    for name, ratio in result.ratios.items():
-        print(f"{name} {ratio:.2f}x")
-    print("target: batched / generic >= 3")
+    _report(args, result, "target: batched / generic >= 3")
     batched.close()
     generic.close()
     if args.json:
