@@ -51,7 +51,7 @@ from metarl.tasks import check_positive_int
 
 __all__ = [
     "MujocoBatchedEnv", "SimBatch", "reset_perturbation", "simulation_unstable", "INSTABILITY_WARNINGS",
-    "usable_cpu_count",
+    "usable_cpu_count", "state_offset",
 ]
 
 #: MuJoCo warnings after which MuJoCo has reset the simulation (bad qpos, qvel or qacc).
@@ -116,7 +116,7 @@ def reset_perturbation(rng: np.random.Generator, kind: str, scale: float, size: 
     return scale * rng.standard_normal(size)
 
 
-def _state_offset(model: mujoco.MjModel, component: mujoco.mjtState) -> int:
+def state_offset(model: mujoco.MjModel, component: mujoco.mjtState) -> int:
     """Where ``component`` starts in an ``mjSTATE_INTEGRATION`` vector (components are in bit order)."""
     lower_bits = (int(component) - 1) & _INTEGRATION
     return mujoco.mj_stateSize(model, lower_bits)
@@ -157,9 +157,9 @@ class MujocoBatchedEnv(BatchedEnv):
         model = self._task_models[0]
         self._nq, self._nv, self._nu = model.nq, model.nv, model.nu
         self._nstate = mujoco.mj_stateSize(model, _INTEGRATION)
-        q0 = _state_offset(model, mujoco.mjtState.mjSTATE_QPOS)
-        v0 = _state_offset(model, mujoco.mjtState.mjSTATE_QVEL)
-        c0 = _state_offset(model, mujoco.mjtState.mjSTATE_CTRL)
+        q0 = state_offset(model, mujoco.mjtState.mjSTATE_QPOS)
+        v0 = state_offset(model, mujoco.mjtState.mjSTATE_QVEL)
+        c0 = state_offset(model, mujoco.mjtState.mjSTATE_CTRL)
         self._qpos_cols = slice(q0, q0 + self._nq)
         self._qvel_cols = slice(v0, v0 + self._nv)
         self._ctrl_cols = slice(c0, c0 + self._nu)
