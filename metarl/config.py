@@ -39,6 +39,7 @@ __all__ = [
     "resume_conflicts",
     "CommandParser",
     "in_bounds",
+    "preset_name",
 ]
 
 C = TypeVar("C")
@@ -73,6 +74,13 @@ def resume_conflicts(saved: Mapping[str, Any], current: Mapping[str, Any], metat
     """
     allowed = {*RUNTIME_SETTINGS, *VALIDATION_SETTINGS, *metatest_only}
     return sorted(k for k in set(saved) - allowed if saved.get(k) != current.get(k))
+
+
+def preset_name(value: Any) -> str | None:
+    """A family or dataset setting as a presets key: several datasets (a list or tuple) joined by ``+``."""
+    if isinstance(value, (list, tuple)):
+        return "+".join(map(str, value))
+    return value
 
 
 def field(default: Any, help: str, *, bounds: str | None = None, flag: bool = True) -> Any:
@@ -121,8 +129,13 @@ class RunConfig:
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, list):
+            if isinstance(value, (list, str)):
                 object.__setattr__(self, f.name, _coerce(value, hints[f.name]))
+
+    def preset_name(self) -> str | None:
+        """The value of the setting that selects the preset, as the presets' key: the family id, or the dataset
+        (several datasets: their names joined by ``+``, as ``clinc150+banking77``)."""
+        return preset_name(getattr(self, self.preset_key, None)) if self.preset_key else None
 
     def unused_settings(self, algo: str) -> set[str]:
         """The settings a run of ``algo`` with these settings never reads (another learner's or dataset's): left
@@ -281,6 +294,8 @@ def _coerce(value: Any, tp: Any) -> Any:
         return value if value is None or len(inner) != 1 else _coerce(value, inner[0])
     if origin is tuple and isinstance(value, list):
         return tuple(_coerce(v, args[0]) for v in value)
+    if origin is tuple and isinstance(value, str) and args[0] is not float and args[0] is not int:
+        return (value,)  # one name where several may be given (``dataset="omniglot"``, a run saved before)
     if tp is float and _is_int(value):
         return float(value)
     return value
@@ -390,6 +405,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, defaults: M
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
         elif typing.get_origin(tp) is typing.Literal:
             parser.add_argument(flag, choices=list(typing.get_args(tp)), **kwargs)
+        elif typing.get_origin(tp) is tuple and typing.get_origin(typing.get_args(tp)[0]) is typing.Literal:
+            parser.add_argument(flag, choices=list(typing.get_args(typing.get_args(tp)[0])), nargs="+", **kwargs)
         elif typing.get_origin(tp) is tuple:
             inner = typing.get_args(tp)[0]
             parser.add_argument(flag, type=_number(inner) if inner in (int, float) else inner, nargs="+",

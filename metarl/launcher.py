@@ -24,6 +24,7 @@ import dataclasses
 import os
 import sys
 import textwrap
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,8 @@ import yaml
 
 from metarl.callbacks import BaseCallback, TrainingState
 from metarl.checkpoint import CHECKPOINT_NAME
-from metarl.config import RENAMED_SETTINGS, CommandParser, add_config_arguments, config_from_dict, config_to_dict, resume_conflicts
+from metarl.config import (RENAMED_SETTINGS, CommandParser, add_config_arguments, config_from_dict, config_to_dict,
+                           preset_name, resume_conflicts)
 from metarl.errors import TrainingInterrupted
 from metarl.registry import (COMMANDS, AlgorithmRecord, algorithm_names, algorithm_record, make_algorithm, read_run,
                              resolve_config)
@@ -103,7 +105,7 @@ def _preparse(argv: Sequence[str]) -> argparse.Namespace:
     pre.add_argument("--config", type=Path, default=None)
     pre.add_argument("--resume", type=Path, default=None)
     pre.add_argument("--env", default=None)
-    pre.add_argument("--dataset", default=None)
+    pre.add_argument("--dataset", nargs="+", default=None)
     pre.add_argument("--env-kwargs", nargs="*", default=None)
     known, _ = pre.parse_known_args(argv)
     return known
@@ -228,17 +230,30 @@ def resolve_run(command: str, argv: Sequence[str]) -> tuple[str, Any, list[int],
     check_command(command, record, algo)
     cls = record.settings_class()
     key_field = cls.preset_key
-    key = getattr(known, key_field, None) if key_field in ("env", "dataset") else None
+    value = getattr(known, key_field, None) if key_field in ("env", "dataset") else None
     fields = cls.__dataclass_fields__
-    key = key or file_settings.get(key_field) or (fields[key_field].default if key_field in fields else None)
+    value = value or file_settings.get(key_field) or (fields[key_field].default if key_field in fields else None)
+    if isinstance(value, list) and typing.get_origin(typing.get_type_hints(cls)[key_field]) is not tuple:
+        value = value[0] if len(value) == 1 else value  # a setting of one value given several: refused below
     env_kwargs = parse_env_kwargs(known.env_kwargs) if known.env_kwargs is not None \
         else dict(file_settings.get("env_kwargs") or {})
-    defaults = {**config_to_dict(cls()), **record.preset(key, env_kwargs), **file_settings}
-    if key_field:
-        defaults[key_field] = key
-    if "env_kwargs" in fields:
-        defaults["env_kwargs"] = env_kwargs
+    generic = config_to_dict(cls())
+
+    def defaults_for(chosen: dict[str, Any]) -> dict[str, Any]:
+        out = {**generic, **record.preset(preset_name(value), env_kwargs, chosen), **file_settings}
+        if key_field:
+            out[key_field] = list(value) if isinstance(value, tuple) else value
+        if "env_kwargs" in fields:
+            out["env_kwargs"] = env_kwargs
+        return out
+
+    defaults = defaults_for({})
     args = _parser(command, algo, record, defaults).parse_args(argv)
+    # a preset's variants by another setting (protonet's text presets by --encoder): chosen by the flags
+    chosen = {**defaults, **_given(args, record)}
+    if defaults_for(chosen) != defaults:
+        defaults = defaults_for(chosen)
+        args = _parser(command, algo, record, defaults).parse_args(argv)
     seeds = _seeds(args, int(defaults.get("seed", 0)))
     config = config_from_dict(cls, {**defaults, **_given(args, record), "seed": seeds[0]}, where="the settings")
     config.validate()
@@ -327,7 +342,7 @@ def _describe(config: Any, algo: str) -> str:
 
 
 def _default_logdir(algo: str, config: Any, seeds: Sequence[int] | None = None) -> Path:
-    key = getattr(config, type(config).preset_key, None) or "run"
+    key = config.preset_name() or "run"
     seeds = [config.seed] if seeds is None else seeds
     name = f"{algo.split(':')[-1]}-{str(key).split(':')[-1].replace('/', '-')}-s{'-'.join(map(str, seeds))}"
     return Path("runs") / name
@@ -352,7 +367,7 @@ def _run(algo: str, config: Any, *, resume: bool, progress: bool, callbacks: Seq
     torch.set_num_threads(config.threads)
     algorithm = make_algorithm(algo, config)
     state = "resuming" if resume else "starting"
-    banner = _Banner(f"metarl: {state} {algo} on {getattr(config, type(config).preset_key, '')}, seed {config.seed}, "
+    banner = _Banner(f"metarl: {state} {algo} on {config.preset_name() or ''}, seed {config.seed}, "
                      f"{config.iterations} meta-iterations, logdir {config.logdir}\n{_describe(config, algo)}")
     keep_freed_memory()  # no page-fault churn from per-iteration arrays (metarl/system.py)
     result = run_meta_training(algorithm, logdir=config.logdir, resume=resume, progress=progress,

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from metarl.checkpoint import BEST_CHECKPOINT_NAME, CheckpointError, load_checkpoint
-from metarl.config import RunConfig, config_from_dict
+from metarl.config import RunConfig, config_from_dict, preset_name
 from metarl.imports import import_prefix
 from metarl.presets import preset
 
@@ -135,11 +135,13 @@ class AlgorithmRecord:
             return tuple(_resolve(self.metatest_only)(config, **self.build_kwargs))
         return tuple(getattr(_resolve(self.build), "metatest_only_settings", ()))
 
-    def preset(self, key: str | None, env_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """The preset settings for family (or dataset) ``key``; ``{}`` if there is none."""
+    def preset(self, key: str | None, env_kwargs: Mapping[str, Any] | None = None,
+               chosen: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The preset settings for family (or dataset) ``key``; ``{}`` if there is none. ``chosen``: the values of
+        settings that select a preset's variant (:func:`metarl.presets.preset`)."""
         if key is None:
             return {}
-        return preset(self.name if self.presets is None else self.presets, key, env_kwargs)
+        return preset(self.name if self.presets is None else self.presets, key, env_kwargs, chosen)
 
     def user_object(self, run: SavedRun, **kwargs: Any) -> Any:
         """What :func:`load` returns for ``run``."""
@@ -211,8 +213,8 @@ def resolve_config(algo: str, config_class: type[RunConfig] | None = None,
     settings = dict(settings or {})
     key_field = cls.preset_key
     fields = cls.__dataclass_fields__
-    key = settings.get(key_field, fields[key_field].default if key_field in fields else None)
-    values = {**record.preset(key, settings.get("env_kwargs", {})), **settings}
+    key = preset_name(settings.get(key_field, fields[key_field].default if key_field in fields else None))
+    values = {**record.preset(key, settings.get("env_kwargs", {}), settings), **settings}
     config = config_from_dict(cls, values)
     config.validate()
     return config

@@ -144,7 +144,7 @@ def test_data_in_every_position_keeps_the_datasets_preset(command, args, tmp_pat
     for position in range(0, len(args) + 1, 2):
         argv = [*args[:position], *data, *args[position:]]
         _, config, _, _ = resolve_run(command, argv)
-        assert config.dataset == dataset and config.data == str(tmp_path), argv
+        assert config.dataset in (dataset, (dataset,)) and config.data == str(tmp_path), argv
         assert {k: getattr(config, k) for k in preset} == \
             {k: (tuple(v) if isinstance(v, list) else v) for k, v in preset.items()}, f"preset dropped: {argv}"
         # the console command shows the same defaults

@@ -7,11 +7,13 @@ import json
 import sys
 
 import pytest
+import yaml
 
 import metarl
 from metarl.cli import main
 from metarl.fewshot.text import load_text_dataset, text_class_split
 from tests.conftest import requires_extra
+from tests.test_save_load import scalars
 
 SHORT = ["--iterations", "2", "--metatest-tasks", "10", "--meta-batch-size", "2", "--no-progress"]
 
@@ -126,3 +128,115 @@ def test_a_half_blank_row_of_a_user_file_is_named(tmp_path, capsys):
     for row in ("hello there,", ",intent_0"):
         with pytest.raises(ValueError, match="data row 5 of .* has a blank (label|text)"):
             load_text_dataset(_intents_csv(tmp_path / "bad.csv", 6, blank_row=row))
+
+
+# --------------------------------------------------------------------------------------------
+# several datasets, cross-domain meta-tests, encoder fine-tuning options
+
+
+@requires_extra("text")
+def test_several_datasets_train_together_and_each_is_meta_tested(tmp_path):
+    logdir = tmp_path / "both"
+    assert main(["fewshot", "--algo", "protonet", "--dataset", "clinc150", "banking77", "--logdir", str(logdir),
+                 *SHORT]) == 0
+    result = json.loads((logdir / "metatest.json").read_text())
+    assert set(result["accuracy"]) == {f"{d}/{k}" for d in ("clinc150", "banking77") for k in ("5w1s", "5w5s", "20w1s")}
+    assert result["test_datasets"] == ["clinc150", "banking77"]
+    for dataset in ("clinc150", "banking77"):
+        assert result["test_intents"][dataset] == list(text_class_split(load_text_dataset(dataset), dataset)[1].class_names)
+    assert yaml.safe_load((logdir / "config.yaml").read_text())["dataset"] == ["clinc150", "banking77"]
+    learner = metarl.fewshot.load_learner(logdir)  # the Python API on raw strings, as for one dataset
+    adapted = learner.adapt(["my card has not arrived", "what is the exchange rate"], ["card", "fx"])
+    assert list(adapted.predict(["when will my new card come?"])) == ["card"]
+
+
+@requires_extra("text")
+def test_a_cross_domain_meta_test_uses_the_other_datasets_own_episodes(tmp_path):
+    """Trained on CLINC150, tested on BANKING77's held-out intents: with a frozen encoder the accuracy is exactly a
+    BANKING77 run's (the same episodes), whatever the training dataset."""
+    common = ["--algo", "protonet", "--iterations", "0", "--metatest-tasks", "30", "--no-progress"]
+    assert main(["fewshot", "--dataset", "clinc150", "--test-datasets", "banking77", *common,
+                 "--logdir", str(tmp_path / "cross")]) == 0
+    assert main(["fewshot", *common, "--dataset", "banking77", "--logdir", str(tmp_path / "own")]) == 0
+    cross, own = (json.loads((tmp_path / d / "metatest.json").read_text()) for d in ("cross", "own"))
+    assert cross["test_datasets"] == ["banking77"] and cross["test_intents"] == own["test_intents"]
+    assert cross["accuracy"] == own["accuracy"]
+
+
+@requires_extra("text")
+def test_a_users_file_trains_beside_the_shared_datasets_in_any_flag_order(tmp_path):
+    data = _intents_csv(tmp_path / "mine.csv", 30)
+    for i, args in enumerate((["--dataset", "banking77", "text", "--data", str(data)],
+                              ["--data", str(data), "--dataset", "banking77", "text"])):
+        logdir = tmp_path / f"run{i}"
+        assert main(["fewshot", "--algo", "protonet", *args, "--logdir", str(logdir), *SHORT]) == 0
+        result = json.loads((logdir / "metatest.json").read_text())
+        assert result["test_datasets"] == ["banking77", "text"] and "text/5w1s" in result["accuracy"]
+        assert len(result["test_intents"]["text"]) == 10
+
+
+def test_several_datasets_errors_are_one_line(tmp_path, capsys):
+    cases = [(["--dataset", "omniglot", "banking77"], "only text datasets train together"),
+             (["--dataset", "banking77", "banking77"], "names a dataset twice"),
+             (["--dataset", "omniglot", "--test-datasets", "banking77"], "--test-datasets chooses held-out intents"),
+             (["--dataset", "banking77", "clinc150", "--data", "x.csv"], "add text to them"),
+             (["--dataset", "banking77", "--test-datasets", "text"], "give --data PATH"),
+             (["--dataset", "banking77", "--test-datasets", "hwu64"], "invalid choice: 'hwu64'")]
+    for args, message in cases:
+        assert main(["fewshot", "--algo", "protonet", *args, "--logdir", str(tmp_path / "x")]) == 2, args
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (args, err)
+
+
+def test_episodes_of_pooled_datasets_draw_their_classes_from_one():
+    import numpy as np
+
+    from metarl.fewshot.data import EpisodicSampler
+
+    labels = np.repeat(np.arange(12), 4)
+    groups = (labels >= 5).astype(int)  # classes 0-4 and 5-11
+    sampler = EpisodicSampler(labels, ways=5, shots=1, queries=1, groups=groups)
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(200):
+        classes = sampler.sample(rng).classes
+        assert len(set(classes >= 5)) == 1
+        seen.add(bool(classes[0] >= 5))
+    assert seen == {True, False}
+    with pytest.raises(ValueError, match="draws its classes from one dataset"):
+        EpisodicSampler(labels, ways=6, shots=1, queries=1, groups=groups)
+
+
+@requires_extra("text")
+def test_lora_and_the_frozen_distance_start_at_the_pretrained_encoder():
+    import torch
+
+    from metarl.fewshot.text_encoders import LoRALinear, MiniLMEncoder, WordLlamaEncoder
+
+    frozen, lora = MiniLMEncoder(), MiniLMEncoder(trainable_layers=2, lora_rank=4)
+    ids = frozen.tokenize(["how do I top up my card", "set an alarm for six"])
+    assert torch.allclose(frozen(ids), lora(ids), atol=1e-6)
+    trained = {n for n, p in lora.named_parameters() if p.requires_grad}
+    assert trained and all("lora_" in n and n.startswith(("encoder.layer.4.", "encoder.layer.5.")) for n in trained)
+    assert sum(isinstance(m, LoRALinear) for m in lora.modules()) == 12
+    assert float(lora.distance_from_pretrained().detach()) == 0.0
+    with torch.no_grad():
+        next(m for m in lora.modules() if isinstance(m, LoRALinear)).lora_b.fill_(0.01)
+    assert float(lora.distance_from_pretrained().detach()) > 0 and not torch.allclose(frozen(ids), lora(ids), atol=1e-6)
+    full = MiniLMEncoder(trainable_layers=1)
+    with torch.no_grad():
+        full.encoder.layer[5].output.dense.bias.add_(0.5)
+    assert abs(float(full.distance_from_pretrained().detach()) - 0.25 * 384) < 1e-3
+    words = WordLlamaEncoder()
+    ids = words.tokenize(["my card"])
+    distance = words.distance_from_pretrained(ids)
+    distance.backward()
+    assert float(distance.detach()) == 0.0 and words.embedding.weight.grad.is_sparse
+
+
+@requires_extra("text")
+def test_the_frozen_distance_penalty_trains_and_is_logged(tmp_path):
+    logdir = tmp_path / "l2sp"
+    assert main(["fewshot", "--algo", "protonet", "--dataset", "banking77", "--frozen-distance", "0.1",
+                 "--logdir", str(logdir), *SHORT]) == 0
+    assert len(scalars(logdir, "train/distance_from_pretrained")) == 2

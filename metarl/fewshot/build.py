@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from metarl.fewshot.config import TEXT_DATASETS, FewShotConfig, check_algo_dataset
+from metarl.fewshot.config import FewShotConfig, check_algo_dataset
 from metarl.fewshot.text import LabelledTexts, load_text_dataset, text_class_split
 from metarl.fewshot.algorithms import FewShotClassification, MANNMetaLearning, SinusoidMetaLearning
 from metarl.fewshot.omniglot import LabelledImages, default_omniglot_path, load_omniglot
@@ -31,23 +31,29 @@ def omniglot_splits(settings: FewShotConfig) -> tuple[LabelledImages, LabelledIm
     return train, test
 
 
-def text_splits(settings: FewShotConfig) -> tuple[LabelledTexts, LabelledTexts]:
-    """(meta-training intents, meta-test intents) of a text run: the shared dataset (or ``--data`` in its format),
-    or a user's file for ``--dataset text``, split by intent (:func:`metarl.fewshot.text.text_class_split`)."""
-    if settings.dataset == "text" and not settings.data:
-        raise ValueError("--dataset text reads your file: give --data PATH (a CSV with text,label columns, or "
-                         "CLINC's JSON layout)")
-    data = load_text_dataset(settings.data or settings.dataset)
-    return text_class_split(data, None if settings.dataset == "text" else settings.dataset)
+def text_splits(settings: FewShotConfig) -> tuple[dict[str, LabelledTexts], dict[str, LabelledTexts]]:
+    """(meta-training intents, meta-test intents) of a text run, by dataset: the training datasets' training
+    intents, and the held-out intents of ``test_datasets`` (default: the training datasets). A dataset is a shared
+    one (banking77, clinc150; with ``--data`` a copy of it in its format when it is the only one) or ``text``, a
+    user's file (``--data``), split by intent (:func:`metarl.fewshot.text.text_class_split`)."""
+    names = list(dict.fromkeys((*settings.dataset, *(settings.test_datasets or settings.dataset))))
+    splits = {}
+    for name in names:
+        # --data is the user's file for "text", and for a run on one shared dataset a copy of it in its format
+        source = settings.data if name == "text" or (settings.data and settings.dataset == (name,)) else name
+        splits[name] = text_class_split(load_text_dataset(source), None if name == "text" else name)
+    train = {name: splits[name][0] for name in settings.dataset}
+    return train, {name: splits[name][1] for name in settings.test_datasets or settings.dataset}
 
 
 def build_algorithm(settings: FewShotConfig, algo: str) -> MetaAlgorithm:
     """The :class:`~metarl.training.MetaAlgorithm` of few-shot learner ``algo`` (loads the data it needs)."""
     settings.validate()
-    check_algo_dataset(algo, settings.dataset)
-    if settings.dataset == "sinusoid":
+    for dataset in settings.dataset:
+        check_algo_dataset(algo, dataset)
+    if settings.kind == "sinusoid":
         return SinusoidMetaLearning(settings, algo)
-    if settings.dataset in TEXT_DATASETS:
+    if settings.kind == "text":
         return FewShotClassification(settings, algo, *text_splits(settings))
     train, test = omniglot_splits(settings)
     if algo == "mann":
@@ -57,6 +63,6 @@ def build_algorithm(settings: FewShotConfig, algo: str) -> MetaAlgorithm:
 
 def metatest_only_settings(settings: FewShotConfig, algo: str) -> tuple[str, ...]:
     """The settings of a few-shot run that only its meta-test reads (a resumed run may change them)."""
-    if settings.dataset == "sinusoid":
+    if settings.kind == "sinusoid":
         return SinusoidMetaLearning.metatest_only_settings
     return (MANNMetaLearning if algo == "mann" else FewShotClassification).metatest_only_settings

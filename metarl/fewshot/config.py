@@ -23,7 +23,7 @@ TEXT_DATASETS = ("banking77", "clinc150", "text")
 
 
 def check_algo_dataset(algo: str, dataset: str) -> None:
-    """Raise ``ValueError`` if few-shot learner ``algo`` does not apply to ``dataset``."""
+    """Raise ``ValueError`` if few-shot learner ``algo`` does not apply to ``dataset`` (one of a run's datasets)."""
     if dataset in TEXT_DATASETS and algo == "mann":
         raise ValueError(f"--algo mann reads image sequences; on --dataset {dataset} use protonet, maml or fomaml")
     if dataset == "sinusoid" and algo not in GRADIENT_METHODS:
@@ -55,12 +55,21 @@ class OmniglotRunConfig(RunConfig):
 class FewShotConfig(OmniglotRunConfig):
     """Everything that defines a few-shot meta-training run (generic defaults; presets per algorithm and dataset)."""
 
-    dataset: Literal["sinusoid", "omniglot", "banking77", "clinc150", "text"] = field(
-        "sinusoid", "sinusoid regression, Omniglot, or intent classification (banking77, clinc150, text: --data FILE)")
+    dataset: tuple[Literal["sinusoid", "omniglot", "banking77", "clinc150", "text"], ...] = field(
+        ("sinusoid",), "sinusoid regression, Omniglot, or intent classification (banking77, clinc150, text: --data "
+                       "FILE); several text datasets train together (--dataset clinc150 banking77), episodes drawn "
+                       "per dataset")
+    test_datasets: tuple[Literal["banking77", "clinc150", "text"], ...] | None = field(
+        None, "text: meta-test on the held-out intents of these datasets (default: the training datasets'); "
+              "--dataset clinc150 --test-datasets banking77 tests a domain never seen in training")
     encoder: Literal["wordllama", "minilm"] = field("wordllama", "text datasets: the sentence encoder (metarl[text])")
     max_length: int = field(64, "text datasets: tokens kept per sentence", bounds="[1, inf)")
     trainable_layers: int = field(0, "--encoder minilm: top BERT layers the outer loop trains (0: frozen)",
                                   bounds="[0, 6]")
+    lora_rank: int = field(0, "--encoder minilm: train rank-r LoRA adapters on the projections of the trainable "
+                              "layers instead of their weights (0: the weights train)", bounds="[0, inf)")
+    frozen_distance: float = field(0.0, "text: weight of the penalty on the squared distance of the encoder's "
+                                        "trained weights from their pretrained values (L2-SP)", bounds="[0, inf)")
     metric_scale: float = field(3.0, "protonet on text: the training softmax's scale on the negative squared "
                                      "distances of unit sentence vectors (changes no prediction)", bounds="(0, inf)")
     iterations: int = field(3000, "meta-iterations (a resumed run may extend them)", bounds="[0, inf)")
@@ -97,16 +106,41 @@ class FewShotConfig(OmniglotRunConfig):
 
     preset_key: typing.ClassVar[str] = "dataset"
 
+    @property
+    def kind(self) -> Literal["sinusoid", "omniglot", "text"]:
+        """What the datasets hold: ``"sinusoid"``, ``"omniglot"`` or ``"text"`` (intents)."""
+        return "text" if self.dataset[0] in TEXT_DATASETS else self.dataset[0]
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming any setting that cannot train (beyond the types and bounds)."""
+        super().validate()
+        names = list(self.dataset)
+        if len(set(names)) != len(names):
+            raise ValueError(f"--dataset names a dataset twice: {' '.join(names)}")
+        if len(names) > 1 and not all(n in TEXT_DATASETS for n in names):
+            raise ValueError(f"only text datasets train together ({', '.join(TEXT_DATASETS)}); got --dataset "
+                             f"{' '.join(names)}")
+        if self.test_datasets is not None and self.kind != "text":
+            raise ValueError(f"--test-datasets chooses held-out intents of text datasets; --dataset {names[0]} "
+                             "meta-tests on its own held-out classes")
+        if self.data and len(names) > 1 and "text" not in names:
+            raise ValueError(f"--data is the file of --dataset text; with several datasets add text to them "
+                             f"(--dataset {' '.join(names)} text --data {self.data})")
+        if "text" in (*names, *(self.test_datasets or ())) and not self.data:
+            raise ValueError("--dataset text reads your file: give --data PATH (a CSV with text,label columns, or "
+                             "CLINC's JSON layout)")
+
     def unused_settings(self, algo: str) -> set[str]:
         """Image settings on text and sinusoid, text settings off text, MANN's off MANN, inner-loop settings of
         the learners without one (protonet, mann)."""
         unused: set[str] = set()
-        if self.dataset != "omniglot":
+        if self.kind != "omniglot":
             unused |= {"image_size", "rotations", "train_alphabets", "test_alphabets", "augment", "hidden",
                        "downsample"}
-        if self.dataset not in TEXT_DATASETS:
-            unused |= {"encoder", "max_length", "trainable_layers", "metric_scale"}
-        if self.dataset == "sinusoid":
+        if self.kind != "text":
+            unused |= {"encoder", "max_length", "trainable_layers", "metric_scale", "test_datasets", "lora_rank",
+                       "frozen_distance"}
+        if self.kind == "sinusoid":
             unused |= {"data", "ways"}
         if algo != "mann":
             unused |= {"controller_size", "memory_slots", "memory_width", "read_heads", "lstm_baseline"}

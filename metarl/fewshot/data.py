@@ -84,13 +84,16 @@ class EpisodicSampler:
         ways: classes per episode (N).
         shots: support examples per class (K).
         queries: query examples per class.
+        groups: one group id per example (the dataset it comes from, when several are pooled): an episode's
+            classes all come from one group, chosen uniformly. ``None``: one group.
 
     Raises:
-        ValueError: fewer than ``ways`` classes have ``shots + queries`` examples; the message
+        ValueError: fewer than ``ways`` classes (of some group) have ``shots + queries`` examples; the message
             says how many do and how to fix it.
     """
 
-    def __init__(self, labels: Sequence[int] | np.ndarray | torch.Tensor, *, ways: int, shots: int, queries: int):
+    def __init__(self, labels: Sequence[int] | np.ndarray | torch.Tensor, *, ways: int, shots: int, queries: int,
+                 groups: Sequence[int] | np.ndarray | None = None):
         for name, value, minimum in (("ways", ways, 1), ("shots", shots, 1), ("queries", queries, 0)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
                 raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
@@ -111,6 +114,17 @@ class EpisodicSampler:
         #: dataset labels of the classes episodes are drawn from
         self.classes = classes[usable]
         self._indices = [per_class[i] for i in usable]
+        self._groups: list[np.ndarray] | None = None  # positions in self.classes of each group's classes
+        if groups is not None:
+            group_of = _as_label_array(groups)
+            if len(group_of) != len(array):
+                raise ValueError(f"groups needs one group per example: {len(group_of)} for {len(array)} labels")
+            class_group = np.array([group_of[idx[0]] for idx in self._indices], dtype=np.int64)
+            self._groups = [np.flatnonzero(class_group == g) for g in np.unique(group_of)]
+            small = [len(g) for g in self._groups if len(g) < self.ways]
+            if small:
+                raise ValueError(f"a {ways}-way episode draws its classes from one dataset, but one has only "
+                                 f"{small[0]} classes with {needed}+ examples; lower --ways or drop that dataset")
 
     def __repr__(self) -> str:
         return (f"EpisodicSampler(ways={self.ways}, shots={self.shots}, queries={self.queries}, "
@@ -118,7 +132,11 @@ class EpisodicSampler:
 
     def sample(self, rng: np.random.Generator) -> Episode:
         """One episode; the classes' order (hence the episode labels) is random."""
-        chosen = rng.choice(len(self.classes), size=self.ways, replace=False)
+        if self._groups is not None and len(self._groups) > 1:
+            group = self._groups[rng.integers(len(self._groups))]
+            chosen = group[rng.choice(len(group), size=self.ways, replace=False)]
+        else:
+            chosen = rng.choice(len(self.classes), size=self.ways, replace=False)
         support, query = [], []
         for position in chosen:
             pool = self._indices[position]

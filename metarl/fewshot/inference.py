@@ -25,7 +25,7 @@ from metarl.checkpoint import CheckpointError
 from metarl.registry import SavedRun, load
 from metarl.fewshot.learners import GradientLearner, PrototypicalNetwork, build_classifier, build_regressor
 from metarl.fewshot.omniglot import preprocess_images
-from metarl.fewshot.config import TEXT_DATASETS, FewShotConfig
+from metarl.fewshot.config import FewShotConfig
 from metarl.fewshot.text import text_encoder_of
 
 __all__ = ["load_learner", "learner_from_run", "FewShotClassifier", "AdaptedClassifier", "FewShotRegressor", "AdaptedRegressor"]
@@ -87,7 +87,7 @@ class FewShotClassifier:
     def preprocess(self, inputs: Iterable[Any] | np.ndarray) -> torch.Tensor:
         """The meta-training preprocessing: images greyscale, resized, ink = 1; texts (runs on a text dataset)
         tokenised with the run's encoder."""
-        if self.settings.dataset in TEXT_DATASETS:
+        if self.settings.kind == "text":
             texts = [inputs] if isinstance(inputs, str) else list(inputs)
             if not texts or not all(isinstance(t, str) for t in texts):
                 raise ValueError("this learner was meta-trained on text: give a list of strings")
@@ -108,7 +108,7 @@ class FewShotClassifier:
         inputs = self.preprocess(support_images)
         labels = _label_array(support_labels)
         if labels.ndim != 1 or len(labels) != len(inputs):
-            what = "sentence" if self.settings.dataset in TEXT_DATASETS else "image"
+            what = "sentence" if self.settings.kind == "text" else "image"
             raise ValueError(f"need one label per support {what}: {len(inputs)} {what}s, labels of shape "
                              f"{labels.shape}")
         if labels.dtype == object:  # labels of several types (1 and "a"): ordered by first appearance, kept as given
@@ -187,14 +187,14 @@ def learner_from_run(run: SavedRun) -> FewShotClassifier | FewShotRegressor:
             f"{run.path} holds a MANN, a sequence model that reads (image, previous label) streams; load_learner "
             "supports maml, fomaml, metasgd and protonet checkpoints"
         )
-    module = (build_regressor(settings, algo) if settings.dataset == "sinusoid"
+    module = (build_regressor(settings, algo) if settings.kind == "sinusoid"
               else build_classifier(settings, algo))
     try:
         module.load_state_dict(state["algorithm"]["model"])
     except (KeyError, RuntimeError) as exc:
         raise CheckpointError(f"checkpoint in {run.path} does not fit the {algo} model of its settings "
                               f"({type(exc).__name__}); it is damaged or from another version") from exc
-    if settings.dataset == "sinusoid":
+    if settings.kind == "sinusoid":
         return FewShotRegressor(settings, module, algo)
     return FewShotClassifier(settings, module, algo)
 

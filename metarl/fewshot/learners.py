@@ -37,7 +37,7 @@ from metarl.adaptation import (
 from metarl.fewshot.data import EpisodeBatch
 from metarl.mlp_gradients import MLPRegressionLoss, mlp_layout
 from metarl.fewshot.networks import Conv4, ConvClassifier, init_parameters_, sinusoid_mlp
-from metarl.fewshot.config import TEXT_DATASETS, FewShotConfig
+from metarl.fewshot.config import FewShotConfig
 
 __all__ = [
     "GradientLearner",
@@ -283,10 +283,11 @@ class PrototypicalNetwork(nn.Module):
 def build_classifier(settings: FewShotConfig, algo: str, generator: torch.Generator | None = None) -> nn.Module:
     """The classifier of learner ``algo`` with a run's settings (a :class:`GradientLearner` or
     :class:`PrototypicalNetwork`)."""
-    if settings.dataset in TEXT_DATASETS:
+    if settings.kind == "text":
         from metarl.fewshot.text_encoders import SentenceClassifier, make_text_encoder
 
-        encoder = make_text_encoder(settings.encoder, settings.max_length, settings.trainable_layers)
+        encoder = make_text_encoder(settings.encoder, settings.max_length, settings.trainable_layers,
+                                    settings.lora_rank)
         if algo == "protonet":
             return PrototypicalNetwork(encoder=encoder, metric_scale=settings.metric_scale)
         if algo in ("maml", "fomaml", "metasgd"):

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["LabelledTexts", "TokenisedTexts", "load_text_dataset", "text_class_split", "text_encoder_of",
@@ -207,6 +208,19 @@ class TokenisedTexts:
     def of(cls, data: LabelledTexts, encoder: nn.Module) -> "TokenisedTexts":
         """``data`` tokenised with ``encoder.tokenize``."""
         return cls(encoder.tokenize(data.texts), torch.from_numpy(data.labels), data.class_names)
+
+    @classmethod
+    def concatenate(cls, parts: Sequence["TokenisedTexts"], names: Sequence[str]) -> "TokenisedTexts":
+        """Several datasets as one: ids padded to the longest, labels numbered on (``parts[1]``'s first class
+        after ``parts[0]``'s last), class names prefixed ``"<name>/"`` when there are several."""
+        if len(parts) == 1:
+            return parts[0]
+        length = max(p.inputs.shape[1] for p in parts)
+        inputs = torch.cat([F.pad(p.inputs, (0, length - p.inputs.shape[1]), value=-1) for p in parts])
+        offsets = np.cumsum([0] + [p.num_classes for p in parts[:-1]])
+        labels = torch.cat([p.labels + int(o) for p, o in zip(parts, offsets)])
+        classes = tuple(f"{n}/{c}" for n, p in zip(names, parts) for c in p.class_names)
+        return cls(inputs, labels, classes)
 
 
 def text_encoder_of(module: nn.Module) -> nn.Module:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["WordLlamaEncoder", "MiniLMEncoder", "SentenceClassifier", "make_text_encoder", "embed_texts",
+__all__ = ["WordLlamaEncoder", "MiniLMEncoder", "LoRALinear", "SentenceClassifier", "make_text_encoder", "embed_texts",
            "trim_padding", "TEXT_ENCODERS"]
 
 TEXT_ENCODERS = ("wordllama", "minilm")
@@ -86,6 +86,7 @@ class WordLlamaEncoder(nn.Module):
         weight = load_file(str(root / "weights" / "l2_supercat_256.safetensors"))["embedding.weight"]
         # sparse: a step's gradient and lazy-Adam update touch only the rows of the episode's tokens
         self.embedding = nn.Embedding.from_pretrained(weight.float(), freeze=False, sparse=True)
+        self._pretrained = weight.float().clone()  # the table as shipped (not saved: it comes with the package)
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         """Token ids ``(N, L)`` padded with -1 (no special tokens, as WordLlama)."""
@@ -95,6 +96,43 @@ class WordLlamaEncoder(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         mask = ids >= 0
         return F.normalize(_masked_mean(self.embedding(ids.clamp_min(0)), mask), dim=-1)
+
+    def distance_from_pretrained(self, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """The squared distance from their pretrained values of the rows of tokens ``ids`` (an episode's: the
+        penalty's gradient stays sparse, on the rows the step trains anyway; ``None``: every row, a dense
+        gradient)."""
+        rows = torch.unique(ids[ids >= 0]) if ids is not None else torch.arange(self.embedding.num_embeddings)
+        trained = F.embedding(rows, self.embedding.weight, sparse=self.embedding.sparse)
+        return (trained - self._pretrained[rows.cpu()].to(trained.device)).pow(2).sum()
+
+
+class LoRALinear(nn.Module):
+    """A frozen linear layer plus a trainable low-rank update (LoRA, Hu et al. 2021): ``W x + b + B A x``, with
+    ``A`` ``(rank, in)`` drawn as ``nn.Linear``'s weights and ``B`` ``(out, rank)`` zero, so training starts
+    from the pretrained layer exactly.
+
+    Args:
+        base: the pretrained layer (frozen here).
+        rank: the update's rank.
+    """
+
+    def __init__(self, base: nn.Linear, rank: int):
+        super().__init__()
+        self.base = base.requires_grad_(False)
+        self.lora_a = nn.Parameter(torch.empty(rank, base.in_features))
+        self.lora_b = nn.Parameter(torch.zeros(base.out_features, rank))
+        nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + F.linear(F.linear(x, self.lora_a), self.lora_b)
+
+    def squared_update(self) -> torch.Tensor:
+        """``||B A||^2``: the squared distance of the effective weight from the pretrained one."""
+        return (self.lora_b @ self.lora_a).pow(2).sum()
+
+
+_PROJECTIONS = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+                "intermediate.dense", "output.dense")
 
 
 class _Layer(nn.Module):
@@ -137,11 +175,14 @@ class MiniLMEncoder(nn.Module):
     Args:
         max_length: tokens kept per sentence (the model's own limit is 256).
         trainable_layers: how many of the top layers train (0: the encoder is frozen).
+        lora_rank: ``> 0``: the trainable layers keep their weights and train rank-``lora_rank`` adapters
+            (:class:`LoRALinear`) on their six projections (attention query, key, value and output, the
+            feed-forward's two) instead.
     """
 
     out_dim = 384
 
-    def __init__(self, max_length: int = 64, trainable_layers: int = 0):
+    def __init__(self, max_length: int = 64, trainable_layers: int = 0, lora_rank: int = 0):
         super().__init__()
         from safetensors.torch import load_file
 
@@ -169,7 +210,28 @@ class MiniLMEncoder(nn.Module):
             raise ValueError(f"trainable_layers must be in [0, {n_layers}], got {trainable_layers}")
         self.requires_grad_(False)
         for layer in self.encoder.layer[n_layers - trainable_layers:]:
-            layer.requires_grad_(True)
+            if lora_rank > 0:
+                for path in _PROJECTIONS:
+                    owner_path, _, name = path.rpartition(".")
+                    owner = layer.get_submodule(owner_path)
+                    setattr(owner, name, LoRALinear(getattr(owner, name), lora_rank))
+            else:
+                layer.requires_grad_(True)
+        # the pretrained values of the trained weights (not saved: they come with the package)
+        self._pretrained = {n: p.detach().clone() for n, p in self.named_parameters()
+                            if p.requires_grad and "lora_" not in n}
+
+    def distance_from_pretrained(self, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """The squared distance of the trained weights from their pretrained values (the L2-SP penalty's sum;
+        ``ids`` unused: every trained weight counts)."""
+        total = torch.zeros(())
+        for name, param in self.named_parameters():
+            if name in self._pretrained:
+                total = total + (param - self._pretrained[name].to(param.device)).pow(2).sum()
+        for module in self.modules():
+            if isinstance(module, LoRALinear):
+                total = total + module.squared_update()
+        return total
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         """Token ids ``(N, L)`` with [CLS] ... [SEP], padded with -1."""
@@ -241,8 +303,9 @@ def embed_texts(encoder: nn.Module, ids: torch.Tensor, batch_size: int = 256) ->
     return out if out is not None else torch.empty(0, encoder.out_dim)
 
 
-def make_text_encoder(name: str, max_length: int = 64, trainable_layers: int = 0) -> nn.Module:
-    """``"wordllama"`` or ``"minilm"`` (``trainable_layers``: MiniLM's top layers that train).
+def make_text_encoder(name: str, max_length: int = 64, trainable_layers: int = 0, lora_rank: int = 0) -> nn.Module:
+    """``"wordllama"`` or ``"minilm"`` (``trainable_layers``: MiniLM's top layers that train; ``lora_rank``: their
+    LoRA adapters' rank, 0 for their weights).
 
     Raises:
         ValueError: an unknown name, or the text extra missing (naming the install command).
@@ -250,5 +313,5 @@ def make_text_encoder(name: str, max_length: int = 64, trainable_layers: int = 0
     if name == "wordllama":
         return WordLlamaEncoder(max_length)
     if name == "minilm":
-        return MiniLMEncoder(max_length, trainable_layers)
+        return MiniLMEncoder(max_length, trainable_layers, lora_rank)
     raise ValueError(f"unknown text encoder {name!r}; choose from {TEXT_ENCODERS}")

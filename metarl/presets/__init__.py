@@ -139,13 +139,29 @@ def _family_kwargs(env_id: str, env_kwargs: Mapping[str, Any]) -> dict[str, Any]
     return names
 
 
-def preset(source: PresetSource, key: str, env_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def _entry(table: Mapping[str, Any], key: str) -> Any:
+    """``table``'s entry for ``key``; several datasets (``clinc150+banking77``) match in any order."""
+    entry = table.get(key)
+    if entry is None and "+" in key:
+        names = sorted(key.split("+"))
+        entry = next((v for k, v in table.items() if isinstance(k, str) and sorted(k.split("+")) == names), None)
+    return entry
+
+
+def preset(source: PresetSource, key: str, env_kwargs: Mapping[str, Any] | None = None,
+           chosen: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The preset settings for family (or dataset) ``key`` in ``source`` (an algorithm's name, a presets file or
-    a mapping); ``{}`` if it has none."""
-    entry = _load(source).get(key)
+    a mapping); ``{}`` if it has none.
+
+    An entry may hold ``by: {setting: {value: {...}}}``: variants chosen by another setting's value, ``chosen``
+    (the flags'; else the entry's own value of that setting) - the text presets by ``encoder``."""
+    entry = _entry(_load(source), key)
     if not entry:
         return {}
     entry = dict(entry)
+    for name, variants in (entry.pop("by", None) or {}).items():
+        value = (chosen or {}).get(name, entry.get(name))
+        entry.update(dict(variants or {}).get(value) or {})
     cases = entry.pop("cases", [])
     needs_kwargs = bool(cases) or any(isinstance(v, dict) and "expr" in v for v in entry.values())
     if needs_kwargs and env_kwargs:
