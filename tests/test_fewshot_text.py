@@ -240,3 +240,62 @@ def test_the_frozen_distance_penalty_trains_and_is_logged(tmp_path):
     assert main(["fewshot", "--algo", "protonet", "--dataset", "banking77", "--frozen-distance", "0.1",
                  "--logdir", str(logdir), *SHORT]) == 0
     assert len(scalars(logdir, "train/distance_from_pretrained")) == 2
+
+
+def test_the_text_presets_follow_the_encoder_in_any_flag_order():
+    """``--dataset clinc150 banking77 --encoder minilm`` alone trains the preset's MiniLM learner, as the Python API
+    does; WordLlama keeps its own."""
+    from metarl.launcher import resolve_run
+    from metarl.registry import resolve_config
+
+    minilm = {"trainable_layers": 6, "ways": 50, "metric_scale": 10.0, "outer_lr": 2e-5, "iterations": 200}
+    for argv in (["--dataset", "clinc150", "banking77", "--encoder", "minilm"],
+                 ["--encoder", "minilm", "--dataset", "banking77", "clinc150"],
+                 ["--encoder", "minilm", "--algo", "protonet", "--dataset", "banking77"]):
+        _, config, _, _ = resolve_run("fewshot", ["--algo", "protonet", *argv])
+        assert {k: getattr(config, k) for k in minilm} == minilm, argv
+    _, config, _, _ = resolve_run("fewshot", ["--algo", "protonet", "--dataset", "clinc150", "banking77",
+                                              "--encoder", "minilm", "--ways", "20"])
+    assert config.ways == 20 and config.trainable_layers == 6, "a flag still overrides the variant"
+    _, config, _, _ = resolve_run("fewshot", ["--algo", "protonet", "--dataset", "clinc150", "banking77"])
+    assert (config.encoder, config.trainable_layers, config.ways, config.metric_scale) == ("wordllama", 0, 5, 3.0)
+    api = resolve_config("protonet", settings={"dataset": ["clinc150", "banking77"], "encoder": "minilm"})
+    assert {k: getattr(api, k) for k in minilm} == minilm and api.dataset == ("clinc150", "banking77")
+
+
+@requires_extra("text")
+def test_a_run_on_several_datasets_resumes_exactly_and_refuses_other_datasets(tmp_path, capsys):
+    common = ["fewshot", "--algo", "protonet", "--dataset", "clinc150", "banking77", "--metatest-tasks", "20",
+              "--checkpoint-every", "2", "--meta-batch-size", "2", "--no-progress"]
+    assert main([*common, "--iterations", "4", "--logdir", str(tmp_path / "straight")]) == 0
+    assert main([*common, "--iterations", "2", "--logdir", str(tmp_path / "resumed")]) == 0
+    assert main(["fewshot", "--resume", str(tmp_path / "resumed"), "--dataset", "banking77", "--no-progress"]) == 2
+    assert "cannot change dataset" in capsys.readouterr().err
+    assert main(["fewshot", "--resume", str(tmp_path / "resumed"), "--iterations", "4", "--no-progress"]) == 0
+    straight, resumed = (json.loads((tmp_path / d / "metatest.json").read_text())["accuracy"]
+                         for d in ("straight", "resumed"))
+    assert straight == resumed
+
+
+def test_a_run_saved_with_one_dataset_name_loads_as_before():
+    from metarl.config import config_from_dict
+    from metarl.fewshot.config import FewShotConfig
+
+    assert config_from_dict(FewShotConfig, {"dataset": "banking77"}).dataset == ("banking77",)
+    assert FewShotConfig(dataset="omniglot").kind == "omniglot"
+
+
+@requires_extra("text")
+def test_load_learner_predicts_any_number_of_raw_sentences_in_batches(tmp_path):
+    """The third-domain call: ``load_learner(DIR).adapt(texts, labels).predict(texts)`` tokenises, truncates and
+    batches inside; many sentences at once give what one at a time gives."""
+    logdir = tmp_path / "proto"
+    assert main(["fewshot", "--algo", "protonet", "--dataset", "clinc150", "banking77", "--logdir", str(logdir),
+                 *SHORT]) == 0
+    data = load_text_dataset("clinc150")
+    texts, labels = list(data.texts[::50]), [data.class_names[i] for i in data.labels[::50]]
+    adapted = metarl.fewshot.load_learner(logdir).adapt(texts[:40], labels[:40])
+    queries = texts[40:] + ["word " * 500]  # longer than the encoder's max_length
+    together = adapted.predict(queries)
+    assert len(together) == len(queries)
+    assert list(together[:20]) == [adapted.predict([q])[0] for q in queries[:20]]

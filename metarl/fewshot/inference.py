@@ -27,6 +27,7 @@ from metarl.fewshot.learners import GradientLearner, PrototypicalNetwork, build_
 from metarl.fewshot.omniglot import preprocess_images
 from metarl.fewshot.config import FewShotConfig
 from metarl.fewshot.text import text_encoder_of
+from metarl.fewshot.text_encoders import embed_texts
 
 __all__ = ["load_learner", "learner_from_run", "FewShotClassifier", "AdaptedClassifier", "FewShotRegressor", "AdaptedRegressor"]
 
@@ -86,12 +87,14 @@ class FewShotClassifier:
 
     def preprocess(self, inputs: Iterable[Any] | np.ndarray) -> torch.Tensor:
         """The meta-training preprocessing: images greyscale, resized, ink = 1; texts (runs on a text dataset)
-        tokenised with the run's encoder."""
+        tokenised with the run's encoder (cut to its ``max_length`` tokens) and embedded by it, in batches of
+        similar length (:func:`~metarl.fewshot.text_encoders.embed_texts`: any number of sentences at once)."""
         if self.settings.kind == "text":
             texts = [inputs] if isinstance(inputs, str) else list(inputs)
             if not texts or not all(isinstance(t, str) for t in texts):
                 raise ValueError("this learner was meta-trained on text: give a list of strings")
-            return text_encoder_of(self.module).tokenize(texts)
+            encoder = text_encoder_of(self.module)
+            return embed_texts(encoder, encoder.tokenize(texts))
         return preprocess_images(inputs, self.settings.image_size)
 
     def adapt(self, support_images: Iterable[Any] | np.ndarray, support_labels: Sequence[Any] | np.ndarray,

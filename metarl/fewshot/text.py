@@ -35,10 +35,10 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["LabelledTexts", "TokenisedTexts", "load_text_dataset", "text_class_split", "text_encoder_of",
-           "default_text_path", "TEXT_DATASETS", "TEXT_SPLITS"]
+           "default_text_path", "SHARED_TEXT_DATASETS", "TEXT_SPLITS"]
 
 #: the shared datasets' folder names
-TEXT_DATASETS = ("banking77", "clinc150")
+SHARED_TEXT_DATASETS = ("banking77", "clinc150")
 #: (meta-training, meta-test) intents of each shared dataset
 TEXT_SPLITS = {"banking77": (50, 27), "clinc150": (100, 50)}
 _SPLIT_SEED = 0
@@ -149,10 +149,10 @@ def load_text_dataset(source: str | os.PathLike) -> LabelledTexts:
     Raises:
         ValueError: a missing path or a file in no known layout (the message says which layouts work).
     """
-    path = default_text_path(str(source)) if str(source) in TEXT_DATASETS else Path(source)
+    path = default_text_path(str(source)) if str(source) in SHARED_TEXT_DATASETS else Path(source)
     if not path.exists():
         hint = " (set METARL_TEXT_DATA to the folder holding banking77/ and clinc150/)" \
-            if str(source) in TEXT_DATASETS else ""
+            if str(source) in SHARED_TEXT_DATASETS else ""
         raise ValueError(f"text data {path} does not exist{hint}")
     if path.is_dir():
         clinc = path / "data_full.json"
