@@ -3,6 +3,7 @@
 
     python scripts/benchmark_text.py                       # BANKING77's test sentences, both encoders
     python scripts/benchmark_text.py --sentences 512 --json runs/bench_text.json
+    python scripts/benchmark_text.py --encoders minilm --trainable-layers 6 [--lora-rank 8]
 
 For each encoder, on the same sentences (``--sentences`` of BANKING77, in batches of ``--batch``):
 
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--trainable-layers", type=int, default=1)
+    parser.add_argument("--lora-rank", type=int, default=0, help="MiniLM: train LoRA adapters of this rank instead")
     parser.add_argument("--encoders", nargs="+", default=list(TEXT_ENCODERS), choices=TEXT_ENCODERS)
     parser.add_argument("--json", default=None, metavar="PATH")
     args = parser.parse_args(argv)
@@ -53,7 +55,8 @@ def main(argv: list[str] | None = None) -> dict:
     n = len(texts)
     results: dict[str, dict[str, float]] = {}
     for name in args.encoders:
-        encoder = make_text_encoder(name, trainable_layers=args.trainable_layers if name == "minilm" else 0)
+        encoder = make_text_encoder(name, trainable_layers=args.trainable_layers if name == "minilm" else 0,
+                                    lora_rank=args.lora_rank if name == "minilm" else 0)
         ids = encoder.tokenize(texts)
         batches = [ids[i:i + args.batch] for i in range(0, n, args.batch)]
         optimizer = OuterAdam(encoder, lr=1e-5)  # as meta-training: lazy Adam on WordLlama's sparse table
@@ -73,11 +76,13 @@ def main(argv: list[str] | None = None) -> dict:
                          "inference": _best_rate(inference, n, args.repeats),
                          "training": _best_rate(training, n, args.repeats)}
     print(f"{n} BANKING77 sentences, batches of {args.batch}, {args.threads} thread(s), best of {args.repeats}; "
-          f"MiniLM trains its top {args.trainable_layers} layers")
+          f"MiniLM trains its top {args.trainable_layers} layers"
+          + (f" through rank-{args.lora_rank} LoRA adapters" if args.lora_rank else ""))
     print(f"{'encoder':<10} {'tokenise/s':>12} {'inference/s':>12} {'training/s':>12}")
     for name, r in results.items():
         print(f"{name:<10} {r['tokenise']:>12,.0f} {r['inference']:>12,.0f} {r['training']:>12,.0f}")
     out = {"sentences": n, "batch": args.batch, "threads": args.threads, "trainable_layers": args.trainable_layers,
+           "lora_rank": args.lora_rank,
            "sentences_per_second": results}
     if args.json:
         write_json_atomic(args.json, out, make_parents=True)
