@@ -77,7 +77,7 @@ def test_frozen_encoder_baseline_on_a_users_csv(tmp_path, capsys):
     result = json.loads((logdir / "metatest.json").read_text())
     assert result["encoder"] == "minilm" and result["accuracy"]["5w1s"] > 0.5
     code = main(["fewshot", "--algo", "protonet", "--dataset", "text", "--data", str(data), "--encoder", "minilm",
-                 "--iterations", "1", "--metatest-queries", "3", "--logdir", str(tmp_path / "x"), "--no-progress"])
+                 "--trainable-layers", "0", "--iterations", "1", "--metatest-queries", "3", "--logdir", str(tmp_path / "x"), "--no-progress"])
     assert code == 2 and "nothing to meta-train" in capsys.readouterr().err
 
 

@@ -258,14 +258,15 @@ class FewShotClassification(_TrainedModule):
         self.train_data = train
         #: held-out classes by test dataset (``{"": ...}`` for images)
         self.test_sets: dict[str, Any] = dict(test) if isinstance(test, Mapping) else {"": test}
-        self.sampler = EpisodicSampler(train.labels, ways=settings.ways, shots=settings.shots, queries=settings.queries,
-                                       groups=groups)
-        # test samplers are built now so that a too-small held-out split fails before training, not after
-        self.test_samplers = {name: _metatest_samplers(data, settings, name or None)
-                              for name, data in self.test_sets.items()}
         if not any(p.requires_grad for p in self.module.parameters()) and settings.iterations > 0:
             raise ValueError(f"{algo} with a frozen {settings.encoder} encoder has nothing to meta-train: run "
                              "--iterations 0 for the frozen-encoder baseline, or --trainable-layers N (minilm)")
+        # training episodes (none for a frozen baseline, --iterations 0: its training classes need not fit them)
+        self.sampler = EpisodicSampler(train.labels, ways=settings.ways, shots=settings.shots, queries=settings.queries,
+                                       groups=groups) if settings.iterations > 0 else None
+        # test samplers are built now so that a too-small held-out split fails before training, not after
+        self.test_samplers = {name: _metatest_samplers(data, settings, name or None)
+                              for name, data in self.test_sets.items()}
         self.optimizer = OuterAdam(self.module, settings.outer_lr)
 
     @property
@@ -276,6 +277,9 @@ class FewShotClassification(_TrainedModule):
     def meta_train_step(self, rng: np.random.Generator) -> dict[str, float]:
         s = self.settings
         self.module.train()
+        if self.sampler is None:
+            raise ValueError("this learner was built with iterations=0 (a frozen baseline, no training episodes): "
+                             "build it with iterations > 0 to meta-train")
         batch = self.sampler.sample_batch(self.train_data.inputs, rng, s.meta_batch_size)
         if isinstance(self.train_data, TokenisedTexts):  # episodes padded to their own longest sentence
             length = max(1, int((torch.cat([batch.support_inputs, batch.query_inputs], -2) >= 0).sum(-1).max()))
