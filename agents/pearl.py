@@ -14,8 +14,8 @@ Per meta-iteration (as the public code, katerakelly/oyster):
    re-inferred every ``posterior_update_every`` episodes (to both buffers), and
    ``extra_posterior_episodes`` likewise but only for the actor-critic's replay buffer;
 2. ``gradient_steps`` SAC updates, each on ``meta_batch_size`` training tasks: a context of
-   ``context_size`` transitions from each task's encoder buffer (recent data of the task, collected by
-   the current policy) and ``batch_size`` transitions from its replay buffer.
+   ``context_size`` transitions from each task's encoder buffer (the task's data from the last time it was
+   collected for, see below) and ``batch_size`` transitions from its replay buffer.
 
 Before the first iteration every training task gets ``initial_episodes`` episodes with ``z`` from the
 prior. Training tasks are a fixed set of ``train_tasks`` tasks drawn from the run's seed, each with its
@@ -25,10 +25,17 @@ All episodes are collected through the shared :class:`~metarl.sampler.EpisodeSam
 batched backends): every episode of a collection phase runs in one batched pass over tasks.
 
 Meta-test (the paper's protocol): on ``metatest_tasks`` held-out tasks (``metatest_seed``; the same
-tasks as MAML's meta-test), the first episode acts with ``z`` drawn from the prior, every later one with
-``z`` drawn from the posterior given all transitions of the trial so far (posterior sampling); actions
-are the policy's mode. The return (and, for families with a success criterion, the success rate) of
+tasks as MAML's meta-test), the first ``metatest_prior_episodes`` episodes (1; the public code's sparse
+point robot: 5) act with ``z`` drawn from the prior, a fresh draw each, and sample their actions
+(``metatest_sample_prior``, as the training's prior episodes that form the encoder's context); every later
+episode acts with the policy's mode and ``z`` drawn from the posterior given all transitions of the trial
+so far (posterior sampling). The return (and, for families with a success criterion, the success rate) of
 every episode index is reported, like RL^2's ``metatest.json``.
+
+The encoder's context in an update comes from the task's encoder buffer, which is refilled only when the
+task is collected for: with ``tasks_per_iteration`` of ``train_tasks`` tasks collected per iteration, a
+context was collected by the policy of ``train_tasks / tasks_per_iteration`` iterations before on average
+(20 for the Navigation2D preset), not by the current one.
 """
 
 from __future__ import annotations
@@ -74,7 +81,8 @@ class PEARL(MetaRLAlgorithm):
 
     name = "pearl"
     config_class = PEARLConfig
-    metatest_only_settings = ("metatest_tasks", "metatest_episodes", "metatest_sample_prior")
+    metatest_only_settings = ("metatest_tasks", "metatest_episodes", "metatest_sample_prior",
+                              "metatest_prior_episodes")
     cfg: PEARLConfig
 
     def __init__(self, config: PEARLConfig | None = None, **settings: Any):
@@ -143,17 +151,20 @@ class PEARL(MetaRLAlgorithm):
 
     def _rollout(self, tasks: Sequence[Task], z: torch.Tensor, rng: np.random.Generator,
                  deterministic: bool = False) -> Episodes:
-        """One episode per ``z[:, j]`` of every task, through the shared sampler (with the critic's dense reward
-        when ``critic_reward`` is ``dense``)."""
-        keys = (DENSE_REWARD_KEY,) if self.cfg.critic_reward == "dense" else ()
+        """One episode per ``z[:, j]`` of every task, through the shared sampler (with the dense reward where the
+        critic's reward uses it, ``critic_reward`` ``dense`` or ``env+dense``)."""
+        keys = (DENSE_REWARD_KEY,) if self.cfg.critic_reward != "env" else ()
         try:
             return self.sampler.sample(self.act_fn(z, deterministic), list(tasks), z.shape[1], rng, info_keys=keys)
         except KeyError as exc:
-            raise ValueError(f"--critic-reward dense needs a family whose step info has 'dense_reward' (as "
-                             f"metarl/SparsePointRobot-v0); {self.cfg.env} has none: use --critic-reward env") from exc
+            raise ValueError(f"--critic-reward {self.cfg.critic_reward} needs a family whose step info has "
+                             f"'dense_reward' (as metarl/SparsePointRobot-v0); {self.cfg.env} has none: use "
+                             "--critic-reward env") from exc
 
     def _store(self, task_ids: Sequence[int], episodes: Episodes, to_context: bool) -> None:
         critic_rewards = episodes.infos.get(DENSE_REWARD_KEY)
+        if critic_rewards is not None and self.cfg.critic_reward == "env+dense":
+            critic_rewards = episodes.rewards + self.cfg.dense_reward_weight * critic_rewards
         tr = episode_transitions(episodes, self.scaler, critic_rewards)
         keep = tr["mask"] > 0
         for row, task in enumerate(task_ids):
@@ -290,8 +301,9 @@ class PEARL(MetaRLAlgorithm):
     # ----- meta-test ------------------------------------------------------------------------------------
     def adaptation_trials(self, tasks: Sequence[Task], n_episodes: int, rng: np.random.Generator,
                           sample_prior: bool | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-        """One trial of ``n_episodes`` on each task: the first with ``z`` from the prior, each later one with
-        ``z`` from the posterior given the trial's transitions so far; the policy's mode acts.
+        """One trial of ``n_episodes`` on each task: the first ``metatest_prior_episodes`` with ``z`` from the prior
+        (a fresh draw each; actions sampled if ``sample_prior``, default ``metatest_sample_prior``), each later one
+        with ``z`` from the posterior given the trial's transitions so far and the policy's mode acting.
 
         Returns:
             returns ``(tasks, n_episodes)`` and, where the family defines ``episode_success(rewards)``, the
@@ -306,9 +318,10 @@ class PEARL(MetaRLAlgorithm):
         sample_prior = cfg.metatest_sample_prior if sample_prior is None else sample_prior
         for e in range(n_episodes):
             with torch.no_grad():
-                post = self.encoder.prior((n,)) if e == 0 else self.infer_posterior(context, mask)
+                exploring = e < cfg.metatest_prior_episodes
+                post = self.encoder.prior((n,)) if exploring else self.infer_posterior(context, mask)
                 z = self._sample_z(post, generator)
-                episodes = self._rollout(tasks, z[:, None], rng, deterministic=not (e == 0 and sample_prior))
+                episodes = self._rollout(tasks, z[:, None], rng, deterministic=not (exploring and sample_prior))
             returns[:, e] = episodes.episode_returns[:, 0].double().numpy()
             reached = self.sampler.episode_success(episodes.rewards[:, 0], {k: v[:, 0] for k, v in episodes.infos.items()})
             has_success = reached is not None
@@ -431,11 +444,13 @@ class PEARLPolicy(MetaPolicy):
         algo: Any = self.algorithm
         actor = _PEARLAdapted(self, generator, algo.encoder.prior((1,)))
         context = torch.zeros((1, 0, algo.encoder.input_dim))
+        exploring = algo.cfg.metatest_prior_episodes  # episodes with z from the prior (each episode draws a z)
         for e in range(episodes):
-            sample = e == 0 and algo.cfg.metatest_sample_prior  # as the meta-test acts
+            sample = e < exploring and algo.cfg.metatest_sample_prior  # as the meta-test acts
             records = self.collect(env, actor, seeds[e:e + 1], sample=sample)
             tr = episode_transitions(records_to_episodes(records), algo.scaler)
             context = torch.cat([context, algo.context_of({k: v[:, 0] for k, v in tr.items()})], dim=1)
-            with torch.no_grad():
-                actor = _PEARLAdapted(self, generator, algo.infer_posterior(context))
+            if e + 1 >= exploring:
+                with torch.no_grad():
+                    actor = _PEARLAdapted(self, generator, algo.infer_posterior(context))
         return actor

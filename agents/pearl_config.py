@@ -50,16 +50,21 @@ class PEARLConfig(EnvRunConfig):
     kl_lambda: float = field(0.1, "weight of KL(q(z|c) || N(0, I)) in the encoder's loss", bounds="[0, inf)")
     policy_reg: float = field(1e-3, "weight of the actor's mean and log-std L2 penalties (the public code's)",
                               bounds="[0, inf)")
-    critic_reward: Literal["env", "dense"] = field("env", "reward of the Bellman target: 'env' (the family's) or 'dense' (its step "
-                                      "info['dense_reward'], as PEARL's sparse point robot; the context keeps "
-                                      "the family's)")
+    critic_reward: Literal["env", "dense", "env+dense"] = field(
+        "env", "reward of the Bellman target: 'env' (the family's), 'dense' (its step info['dense_reward'], as "
+               "PEARL's sparse point robot) or 'env+dense' (the family's plus dense_reward_weight times the dense "
+               "one); the context keeps the family's")
+    dense_reward_weight: float = field(0.1, "--critic-reward env+dense: the dense reward's weight", bounds="[0, inf)")
     replay_capacity: int = field(1_000_000, "replay buffer transitions kept per training task", bounds="[1, inf)")
     metatest_tasks: int = field(40, "held-out tasks in the final meta-test (one trial each)", bounds="[1, inf)")
     metatest_episodes: int = field(3, "episodes per meta-test trial (the first with z from the prior)",
                                    bounds="[2, inf)")
-    metatest_sample_prior: bool = field(True, "the meta-test's prior episode samples its actions, as the training's "
-                                              "prior episodes that form the encoder's context (later episodes act "
-                                              "with the policy's mode)")
+    metatest_sample_prior: bool = field(True, "the meta-test's prior episodes sample their actions, as the training's "
+                                              "prior episodes that form the encoder's context (the posterior "
+                                              "episodes act with the policy's mode)")
+    metatest_prior_episodes: int = field(1, "meta-test episodes acting with z from the prior (a fresh draw each) "
+                                            "before posterior sampling starts (the public code's num_exp_traj_eval: "
+                                            "1; 5 for its sparse point robot)", bounds="[1, inf)")
 
     def validate(self) -> None:
         """Raise ``ValueError`` for settings that cannot train."""
@@ -68,6 +73,9 @@ class PEARLConfig(EnvRunConfig):
             raise ValueError(f"tasks_per_iteration={self.tasks_per_iteration} exceeds train_tasks={self.train_tasks}")
         if self.meta_batch_size > self.train_tasks:
             raise ValueError(f"meta_batch_size={self.meta_batch_size} exceeds train_tasks={self.train_tasks}")
+        if self.metatest_prior_episodes >= self.metatest_episodes:
+            raise ValueError(f"metatest_prior_episodes={self.metatest_prior_episodes} leaves no posterior episode in a "
+                             f"trial of metatest_episodes={self.metatest_episodes}: raise --metatest-episodes")
         if self.prior_episodes + self.posterior_episodes == 0:
             raise ValueError("prior_episodes + posterior_episodes must be at least 1: the encoder's context comes "
                              "from those episodes")
