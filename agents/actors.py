@@ -45,9 +45,15 @@ class LatentActor:
     """The sampler's act function of PEARL's policy conditioned on latent tasks ``z`` ``(tasks, episodes, latent)``:
     a small picklable object (policy, action scaler, ``z``), so remote samplers can run it."""
 
-    def __init__(self, policy: TanhGaussianPolicy, scaler: ActionScaler, z: torch.Tensor, deterministic: bool):
+    def __init__(self, policy: TanhGaussianPolicy, scaler: ActionScaler, z: torch.Tensor, deterministic: bool,
+                 uniform: bool = False):
         self.policy, self.scaler, self.z, self.deterministic = policy, scaler, z, deterministic
+        #: act uniformly at random in the action box instead (PEARL's ``--prior-actions uniform``)
+        self.uniform = uniform
 
     def __call__(self, obs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        if self.uniform:
+            unit = torch.rand((*self.z.shape[:-1], self.scaler.dim), generator=generator) * 2.0 - 1.0
+            return self.scaler.to_env(unit)
         x = torch.cat([obs.flatten(2), self.z], dim=-1)
         return self.scaler.to_env(self.policy(x, generator, deterministic=self.deterministic).actions)

@@ -129,9 +129,11 @@ class PEARL(MetaRLAlgorithm):
         """The entropy temperature."""
         return float(self.log_alpha.detach().exp())
 
-    def act_fn(self, z: torch.Tensor, deterministic: bool = False) -> ActFn:
-        """A sampler act function for latent tasks ``z`` of shape ``(tasks, episodes, latent_dim)``."""
-        return LatentActor(acting_copy(self.policy, self.device), self.scaler, z.detach().cpu(), deterministic)
+    def act_fn(self, z: torch.Tensor, deterministic: bool = False, uniform: bool = False) -> ActFn:
+        """A sampler act function for latent tasks ``z`` of shape ``(tasks, episodes, latent_dim)`` (``uniform``:
+        uniformly random actions, whatever ``z``)."""
+        return LatentActor(acting_copy(self.policy, self.device), self.scaler, z.detach().cpu(), deterministic,
+                           uniform)
 
     def context_of(self, transitions: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Context vectors ``[s, a, r(, s')]`` of a batch of transitions (the family's reward)."""
@@ -150,12 +152,13 @@ class PEARL(MetaRLAlgorithm):
         return posterior.loc + posterior.scale * noise.to(posterior.loc.device)
 
     def _rollout(self, tasks: Sequence[Task], z: torch.Tensor, rng: np.random.Generator,
-                 deterministic: bool = False) -> Episodes:
+                 deterministic: bool = False, uniform: bool = False) -> Episodes:
         """One episode per ``z[:, j]`` of every task, through the shared sampler (with the dense reward where the
         critic's reward uses it, ``critic_reward`` ``dense`` or ``env+dense``)."""
         keys = (DENSE_REWARD_KEY,) if self.cfg.critic_reward != "env" else ()
         try:
-            return self.sampler.sample(self.act_fn(z, deterministic), list(tasks), z.shape[1], rng, info_keys=keys)
+            return self.sampler.sample(self.act_fn(z, deterministic, uniform), list(tasks), z.shape[1], rng,
+                                       info_keys=keys)
         except KeyError as exc:
             raise ValueError(f"--critic-reward {self.cfg.critic_reward} needs a family whose step info has "
                              f"'dense_reward' (as metarl/SparsePointRobot-v0); {self.cfg.env} has none: use "
@@ -192,7 +195,8 @@ class PEARL(MetaRLAlgorithm):
             else:
                 z = torch.randn((len(task_ids), k, cfg.latent_dim), generator=generator)
             with torch.no_grad():
-                episodes = self._rollout([self.train_tasks[i] for i in task_ids], z, rng)
+                episodes = self._rollout([self.train_tasks[i] for i in task_ids], z, rng,
+                                         uniform=not posterior and cfg.prior_actions == "uniform")
             self._store(task_ids, episodes, to_context)
             out.append(episodes)
             done += k
@@ -321,7 +325,8 @@ class PEARL(MetaRLAlgorithm):
                 exploring = e < cfg.metatest_prior_episodes
                 post = self.encoder.prior((n,)) if exploring else self.infer_posterior(context, mask)
                 z = self._sample_z(post, generator)
-                episodes = self._rollout(tasks, z[:, None], rng, deterministic=not (exploring and sample_prior))
+                episodes = self._rollout(tasks, z[:, None], rng, deterministic=not (exploring and sample_prior),
+                                         uniform=exploring and cfg.prior_actions == "uniform")
             returns[:, e] = episodes.episode_returns[:, 0].double().numpy()
             reached = self.sampler.episode_success(episodes.rewards[:, 0], {k: v[:, 0] for k, v in episodes.infos.items()})
             has_success = reached is not None
@@ -420,9 +425,10 @@ class PEARL(MetaRLAlgorithm):
 class _PEARLAdapted(AdaptedPolicy):
     """Acts with ``z`` drawn from the posterior at each :meth:`reset` (the prior before any context)."""
 
-    def __init__(self, policy: MetaPolicy, generator: torch.Generator, posterior: torch.distributions.Normal):
+    def __init__(self, policy: MetaPolicy, generator: torch.Generator, posterior: torch.distributions.Normal,
+                 uniform: bool = False):
         super().__init__(policy, generator)
-        self.posterior = posterior
+        self.posterior, self.uniform = posterior, uniform  # uniform: random actions (--prior-actions uniform)
         self.reset()
 
     def reset(self) -> None:
@@ -432,7 +438,8 @@ class _PEARLAdapted(AdaptedPolicy):
         algo: Any = self.policy.algorithm
         x = torch.as_tensor(self.observation(obs), dtype=torch.float32).reshape(1, 1, -1)
         with torch.no_grad():
-            action = algo.act_fn(self.z.reshape(1, 1, -1), deterministic=not sample)(x, self.generator)
+            action = algo.act_fn(self.z.reshape(1, 1, -1), deterministic=not sample, uniform=self.uniform)(
+                x, self.generator)
         return action[0, 0].numpy()
 
 
@@ -442,7 +449,7 @@ class PEARLPolicy(MetaPolicy):
     def _adapt(self, env: gym.Env, episodes: int, seeds: list[int | None], generator: torch.Generator
                ) -> AdaptedPolicy:
         algo: Any = self.algorithm
-        actor = _PEARLAdapted(self, generator, algo.encoder.prior((1,)))
+        actor = _PEARLAdapted(self, generator, algo.encoder.prior((1,)), uniform=algo.cfg.prior_actions == "uniform")
         context = torch.zeros((1, 0, algo.encoder.input_dim))
         exploring = algo.cfg.metatest_prior_episodes  # episodes with z from the prior (each episode draws a z)
         for e in range(episodes):

@@ -39,6 +39,10 @@ class PEARLConfig(EnvRunConfig):
     encoder_aggregator: Literal["product", "mean"] = field(
         "product", "how the encoder combines the context: 'product' of per-transition Gaussians (PEARL's) or 'mean' "
         "of per-transition features (deep sets)")
+    prior_actions: Literal["policy", "uniform"] = field(
+        "policy", "how the episodes with z from the prior act (training's initial and prior episodes, the "
+                  "meta-test's prior episodes): the policy given z, or uniformly random actions (a random walk, "
+                  "whose context can locate a goal where one straight path cannot)")
     use_next_obs: bool = field(False, "put s' into the context (tasks that differ in dynamics)")
     outer_lr: float = field(3e-4, "Adam learning rate of actor, critic, encoder and temperature", bounds="(0, inf)")
     gamma: float = field(0.99, "discount", bounds="[0, 1]")

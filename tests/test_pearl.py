@@ -401,9 +401,9 @@ def test_the_meta_test_explores_with_the_prior_for_the_episodes_asked_then_sampl
     calls: list[tuple[str, bool]] = []
     rollout, infer = algo._rollout, algo.infer_posterior
 
-    def recording_rollout(tasks, z, rng, deterministic=False):
+    def recording_rollout(tasks, z, rng, deterministic=False, uniform=False):
         calls.append(("rollout", deterministic))
-        return rollout(tasks, z, rng, deterministic=deterministic)
+        return rollout(tasks, z, rng, deterministic=deterministic, uniform=uniform)
 
     def recording_infer(context, mask=None):
         calls.append(("posterior", context.shape[1]))
@@ -436,3 +436,24 @@ def test_the_critic_can_learn_from_the_sparse_reward_plus_a_weighted_dense_one()
         assert torch.equal(context, rewards["env"] if kind != "env" else rewards[kind])
     assert torch.allclose(rewards["env+dense"], rewards["env"] + 0.25 * rewards["dense"])
     assert (rewards["dense"] < 0).all() and not torch.equal(rewards["env"], rewards["dense"])
+
+
+def test_prior_episodes_may_act_uniformly_at_random_at_training_and_meta_test(tmp_path):
+    """``--prior-actions uniform``: the prior episodes (training's and the meta-test's) are random walks in the
+    action box; posterior episodes act with the policy; the trained policy a user loads adapts the same way."""
+    torch.manual_seed(0)
+    algo = PEARL(_tiny(prior_actions="uniform", metatest_tasks=3))
+    tasks = algo.sampler.sample_tasks(3, np.random.default_rng(0), split="test")
+    walk = algo._rollout(tasks, torch.zeros(3, 2, 3), np.random.default_rng(1), uniform=True)
+    steered = algo._rollout(tasks, torch.zeros(3, 2, 3), np.random.default_rng(1), deterministic=True)
+    low, high = algo.sampler.action_space.low, algo.sampler.action_space.high
+    actions = walk.actions[walk.mask > 0]
+    assert (actions >= torch.as_tensor(low)).all() and (actions <= torch.as_tensor(high)).all()
+    assert actions.std(0).min() > 0.3 * float((high - low).min()) / 2, "spread over the box, not the policy's mode"
+    assert not torch.equal(walk.actions, steered.actions)
+    run_meta_training(algo, iterations=1, logdir=tmp_path / "run")
+    assert algo.meta_test()["episodes_per_trial"] == 3
+    env = gym.make("metarl/Navigation2D-v0", max_episode_steps=10)
+    env.unwrapped.set_task(tasks[0])
+    adapted = metarl.agents.pearl.PEARLPolicy(algo).adapt(env, episodes=1, seed=0)
+    assert not adapted.uniform, "after the prior episode the posterior's policy acts"
