@@ -24,7 +24,7 @@ import time
 
 import torch
 
-from metarl.fewshot.algorithms import OuterAdam
+from metarl.fewshot.outer import OuterAdam
 from metarl.fewshot.text import load_text_dataset
 from metarl.fewshot.text_encoders import TEXT_ENCODERS, embed_texts, make_text_encoder, trim_padding
 from metarl.rundir import write_json_atomic

