@@ -322,7 +322,7 @@ def _register_builtins() -> None:
            "RL^2: a recurrent policy over whole trials, trained with PPO (Duan et al. 2016)"),
           ("rl2-transformer", "rl2:RL2Transformer", "rl2_config:RL2TransformerConfig", "rl2:RL2Policy.from_run",
            "RL^2 with a causal transformer memory over the trial (TrMRL, Melo 2022; AMAGO, Grigsby et al. 2024)"),
-          ("pearl", "pearl:PEARL", "pearl_config:PEARLConfig", "pearl:PEARLPolicy.from_run",
+          ("pearl", "pearl:PEARL", "pearl_config:PEARLConfig", "pearl_policy:PEARLPolicy.from_run",
            "PEARL: posterior sampling of a task variable with SAC (Rakelly et al. 2019)")]
     for name, build, config, load, summary in rl:
         register_algorithm(name, kind="meta-rl", build=f"metarl.agents.{build}", config_class=f"metarl.agents.{config}",
