@@ -9,7 +9,7 @@ import importlib
 from typing import Any
 
 _WHERE = {"MAMLTRPO": "maml_trpo", "MAMLPPO": "maml_ppo", "MAMLConfig": "maml_config", "MAMLPPOConfig": "maml_config",
-          "MAMLBase": "maml", "MAMLPolicy": "maml", "RL2PPO": "rl2", "RL2Config": "rl2_config", "RL2Policy": "rl2",
+          "MAMLBase": "maml", "MAMLPolicy": "maml_policy", "RL2PPO": "rl2", "RL2Config": "rl2_config", "RL2Policy": "rl2",
           "PEARL": "pearl", "PEARLConfig": "pearl_config", "PEARLPolicy": "pearl_policy"}
 
 __all__ = sorted(_WHERE)

@@ -163,7 +163,7 @@ def records_to_episodes(records: Sequence[EpisodeRecord]) -> Episodes:
 class MetaPolicy(abc.ABC):
     """A trained meta-policy (from :func:`load_policy`): adapts to the task of an env it is given.
 
-    Each meta-RL algorithm has its subclass next to it (``MAMLPolicy`` in ``metarl.agents.maml``,
+    Each meta-RL algorithm has its subclass next to it (``MAMLPolicy`` in ``metarl.agents.maml_policy``,
     ``RL2Policy``, ``PEARLPolicy``), which implements :meth:`_adapt` with the algorithm's own adaptation.
 
     Attributes:

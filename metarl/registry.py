@@ -314,9 +314,9 @@ def load(run_dir: str | os.PathLike, *, best: bool = False, kind: str | None = N
 # the built-in algorithms, registered as a user's would be
 
 def _register_builtins() -> None:
-    rl = [("maml-trpo", "maml_trpo:MAMLTRPO", "maml_config:MAMLConfig", "maml:MAMLPolicy.from_run",
+    rl = [("maml-trpo", "maml_trpo:MAMLTRPO", "maml_config:MAMLConfig", "maml_policy:MAMLPolicy.from_run",
            "MAML with a TRPO outer step (Finn et al. 2017)"),
-          ("maml-ppo", "maml_ppo:MAMLPPO", "maml_config:MAMLPPOConfig", "maml:MAMLPolicy.from_run",
+          ("maml-ppo", "maml_ppo:MAMLPPO", "maml_config:MAMLPPOConfig", "maml_policy:MAMLPolicy.from_run",
            "MAML with ProMP's clipped PPO outer step (Rothfuss et al. 2019)"),
           ("rl2-ppo", "rl2:RL2PPO", "rl2_config:RL2Config", "rl2:RL2Policy.from_run",
            "RL^2: a recurrent policy over whole trials, trained with PPO (Duan et al. 2016)"),

@@ -57,7 +57,7 @@ def test_maml_adaptation_is_its_inner_step_on_the_collected_episodes(runs):
                                rtol=1e-6)
     adapted = policy.adapt(env, episodes=3, seed=5, steps=1)
     # recollect the same episodes: the same seed draws the same resets and action noise
-    from metarl.agents.maml import _MAMLAdapted
+    from metarl.agents.maml_policy import _MAMLAdapted
     from metarl.policy import records_to_episodes
     meta = {k: v.detach() for k, v in algo.meta_params().items()}
     actor = _MAMLAdapted(policy, torch.Generator().manual_seed(int(np.random.default_rng(5).integers(0, 2**62))),
