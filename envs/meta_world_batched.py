@@ -36,7 +36,8 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from metarl.batched import BatchedEnv, StepResult
-from metarl.envs.meta_world_ports import PORTED_CLASSES, PORTS, Poses, norm
+from metarl.envs.meta_world_ports import PORTED_CLASSES, PORTS, Poses
+from metarl.envs.meta_world_rewards import norm
 from metarl.envs.mujoco_batched import state_offset, usable_cpu_count
 from metarl.tasks import check_positive_int
 

@@ -14,83 +14,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Poses", "PORTS", "PORTED_CLASSES", "tolerance", "hamacher_product", "rect_prism_tolerance", "norm"]
+from metarl.envs.meta_world_rewards import (add_mixed, gripper_term, hamacher32, hamacher_any, hamacher_product, mixed,
+                                         norm, rect_prism_tolerance, tolerance)
 
-# ----- Meta-World's reward utilities over arrays ------------------------------------------------------------
-def tolerance(x: np.ndarray, lower: float, upper: float, margin: np.ndarray | float,
-              sigmoid: str = "long_tail") -> np.ndarray:
-    """``reward_utils.tolerance(x, bounds=(lower, upper), margin, sigmoid)`` (value 0.1 at the margin) elementwise,
-    with a margin per element (0 where Meta-World's margin is 0: 1 in bounds, else 0); ``"long_tail"`` or
-    ``"gaussian"``."""
-    x, margin = np.asarray(x, dtype=np.float64), np.asarray(margin, dtype=np.float64)
-    in_bounds = (lower <= x) & (x <= upper)
-    safe = np.where(margin == 0, 1.0, margin)
-    d = np.where(x < lower, lower - x, x - upper) / safe
-    if sigmoid == "long_tail":
-        scale = np.sqrt(1 / 0.1 - 1)
-        value = 1 / ((d * scale) ** 2 + 1)
-    elif sigmoid == "gaussian":
-        scale = np.sqrt(-2 * np.log(0.1))
-        value = np.exp(-0.5 * (d * scale) ** 2)
-    else:
-        raise ValueError(f"no port of the {sigmoid!r} sigmoid")
-    return np.where(margin == 0, np.where(in_bounds, 1.0, 0.0), np.where(in_bounds, 1.0, value))
+__all__ = ["Poses", "PORTS", "PORTED_CLASSES"]
 
-
-def _gripper_term(actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Meta-World's ``min(max(0, action[-1]), 1)``: the value and where it is the action's float32 (0 < a <= 1;
-    elsewhere it is Python's 0 or 1, and the products it enters stay in float64)."""
-    a = actions[:, -1].astype(np.float32)
-    in_f32 = (a > 0) & (a <= 1)
-    return np.where(in_f32, a.astype(np.float64), np.where(a > 1, 1.0, 0.0)), in_f32
-
-
-def _hamacher32(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """:func:`hamacher_product` in float32 (Meta-World's scalars after a float32 gripper term), as float64 values."""
-    a, b = np.asarray(a).astype(np.float32), np.asarray(b).astype(np.float32)
-    denominator = (a + b) - a * b
-    safe = np.where(denominator > 0, denominator, np.float32(1))
-    return np.where(denominator > 0, (a * b) / safe, np.float32(0)).astype(np.float64)
-
-
-def _hamacher_any(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """:func:`hamacher_product` in the inputs' own precision."""
-    denominator = (a + b) - a * b
-    return np.where(denominator > 0, (a * b) / np.where(denominator > 0, denominator, 1), 0).astype(a.dtype)
-
-
-def hamacher_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``reward_utils.hamacher_product`` elementwise: ``a b / (a + b - a b)``, 0 where the denominator is 0."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    denominator = a + b - a * b
-    return np.where(denominator > 0, a * b / np.where(denominator > 0, denominator, 1.0), 0.0)
-
-
-def _mixed(f32: np.ndarray, op, *args: np.ndarray) -> np.ndarray:
-    """``op(*args)`` in float32 where ``f32`` (Meta-World's scalars were float32 there), else in float64."""
-    low = op(*(np.asarray(a).astype(np.float32) for a in args)).astype(np.float64)
-    return np.where(f32, low, op(*(np.asarray(a, dtype=np.float64) for a in args)))
-
-
-def _add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return a + b
-
-
-def rect_prism_tolerance(curr: np.ndarray, zero: np.ndarray, one: np.ndarray) -> np.ndarray:
-    """``reward_utils.rect_prism_tolerance`` over rows: inside the prism from ``zero`` to ``one`` the product of
-    the scaled coordinates, else 1."""
-    low, high = np.minimum(zero, one), np.maximum(zero, one)
-    inside = np.all((low <= curr) & (curr <= high), axis=1)
-    scales = (curr - zero) / np.where(one - zero == 0, 1.0, one - zero)
-    return np.where(inside, scales[:, 0] * scales[:, 1] * scales[:, 2], 1.0)
-
-
-def norm(v: np.ndarray) -> np.ndarray:
-    """Euclidean norm over the last axis, computed as ``np.linalg.norm`` does for one vector."""
-    return np.sqrt(np.einsum("...i,...i->...", v, v))
-
-
-# ----- what the hooks see of a class's simulations after a step --------------------------------------------
 class Poses:
     """Body positions, site positions and geom orientations of one class's simulations (rows of the batch)."""
 
@@ -169,7 +97,7 @@ class _Port:
         """The reward of the classes that count a lifted object as grasped (peg-insert-side, basketball):
         ``hamacher(grasped, in_place)`` (1 for grasped while lifted), plus ``1 + 5 in_place`` while lifted."""
         grasped, in_f32 = np.where(lifted, 1.0, grasped), in_f32 & ~lifted
-        reward = _mixed(in_f32, _hamacher_any, grasped, in_place)
+        reward = mixed(in_f32, hamacher_any, grasped, in_place)
         return np.where(lifted, reward + (1.0 + 5.0 * in_place), reward)
 
     @staticmethod
@@ -300,8 +228,8 @@ class _DrawerClose(_Port):
         in_place = tolerance(target_to_obj, 0.0, 0.05, np.abs(norm(c["obj_init"] - c["target"]) - 0.05))
         reach = tolerance(norm(obj - poses.tcp_center()), 0.0, 0.005,
                           np.abs(norm(c["obj_init"] - c["init_tcp"]) - 0.005), "gaussian")
-        grip, in_f32 = _gripper_term(actions)
-        reward = np.where(in_f32, _hamacher32(_hamacher32(reach, grip), in_place),
+        grip, in_f32 = gripper_term(actions)
+        reward = np.where(in_f32, hamacher32(hamacher32(reach, grip), in_place),
                           hamacher_product(hamacher_product(reach, grip), in_place))
         closed = target_to_obj <= 0.05 + 0.015
         times_ten = np.where(in_f32, (reward.astype(np.float32) * np.float32(10)).astype(np.float64), reward * 10)
@@ -415,13 +343,13 @@ class _PickPlace(_Port):
         in_place = tolerance(obj_to_target, 0.0, 0.05, norm(c["obj_init"] - c["target"]))
         y_caging, xz_caging, _ = _xz_caging(poses, obj, c, 0.015, 0.05, 0.005)
         caging = hamacher_product(y_caging, xz_caging)
-        grip, grip_f32 = _gripper_term(actions)
+        grip, grip_f32 = gripper_term(actions)
         gripping = np.where(caging > 0.97, grip, 0.0)
         f32 = grip_f32 & (caging > 0.97)
-        grasped = _mixed(f32, lambda g, k: (g + k) / 2, _mixed(f32, _hamacher_any, caging, gripping), caging)
-        reward = _mixed(f32, _hamacher_any, grasped, in_place)
+        grasped = mixed(f32, lambda g, k: (g + k) / 2, mixed(f32, hamacher_any, caging, gripping), caging)
+        reward = mixed(f32, hamacher_any, grasped, in_place)
         lifted = (tcp_to_obj < 0.02) & (tcp_opened > 0) & (obj[:, 2] - 0.01 > c["obj_init"][:, 2])
-        reward = np.where(lifted, _mixed(f32, _add, reward, 1.0 + 5.0 * in_place), reward)
+        reward = np.where(lifted, mixed(f32, add_mixed, reward, 1.0 + 5.0 * in_place), reward)
         return np.where(obj_to_target < 0.05, 10.0, reward), obj_to_target <= 0.07
 
 
@@ -512,7 +440,7 @@ class _ShelfPlace(_Port):
         in_place = tolerance(obj_to_target, 0.0, 0.05, norm(c["obj_init"] - target))
         grasped, f32 = self.gripper_caging(poses, actions, obj, c, obj_radius=0.02, pad_success_thresh=0.05,
                                            object_reach_radius=0.01, xz_thresh=0.01)
-        reward = _mixed(f32, _hamacher_any, grasped, in_place)
+        reward = mixed(f32, hamacher_any, grasped, in_place)
         low, x_near = (0.0 < obj[:, 2]) & (obj[:, 2] < 0.24), (target[:, 0] - 0.15 < obj[:, 0]) & (obj[:, 0] < target[:, 0] + 0.15)
         below = low & x_near & (target[:, 1] - 3 * 0.05 < obj[:, 1]) & (obj[:, 1] < target[:, 1])
         z_scaling = (0.24 - obj[:, 2]) / 0.24
@@ -522,7 +450,7 @@ class _ShelfPlace(_Port):
         in_place = np.where(behind, 0.0, in_place)
         lifted = (tcp_to_obj < 0.025) & (tcp_opened > 0) & (obj[:, 2] - 0.01 > c["obj_init"][:, 2])
         # NumPy keeps a float32 reward float32 when the bonus is a Python float, not after the clip's float64
-        reward = np.where(lifted, _mixed(f32 & ~(below & ~behind), _add, reward, 1.0 + 5.0 * in_place), reward)
+        reward = np.where(lifted, mixed(f32 & ~(below & ~behind), add_mixed, reward, 1.0 + 5.0 * in_place), reward)
         return np.where(obj_to_target < 0.05, 10.0, reward), obj_to_target <= 0.07
 
 
