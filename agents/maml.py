@@ -64,7 +64,7 @@ class MAMLBase(MetaRLAlgorithm):
     """
 
     config_class: type[MAMLBaseConfig] = MAMLBaseConfig
-    metatest_only_settings = ("metatest_tasks", "metatest_steps")
+    metatest_only_settings = ("metatest_tasks", "metatest_steps", "metatest_protocol")
 
     def __init__(self, config: MAMLBaseConfig | None = None, **settings: Any):
         self.cfg = config = self.resolve_settings(config, settings)
@@ -358,6 +358,10 @@ class MAMLBase(MetaRLAlgorithm):
                 episodes_of(states[-1] if states else meta_params, steps)
         return (tasks, [np.concatenate(x) for x in by_task],
                 [np.concatenate(x) for x in success] if success[0] else None)
+
+    def meta_policy(self) -> MAMLPolicy:
+        """The trained policy a user holds (:class:`MAMLPolicy`)."""
+        return MAMLPolicy(self)
 
     def validation_scores(self, n_tasks: int, seed: int) -> dict[str, float]:
         """Mean return on ``n_tasks`` validation tasks before and after ``inner_steps`` inner steps.

@@ -81,7 +81,7 @@ class PEARL(MetaRLAlgorithm):
     name = "pearl"
     config_class = PEARLConfig
     metatest_only_settings = ("metatest_tasks", "metatest_episodes", "metatest_sample_prior",
-                              "metatest_prior_episodes")
+                              "metatest_prior_episodes", "metatest_protocol")
     cfg: PEARLConfig
 
     def __init__(self, config: PEARLConfig | None = None, **settings: Any):
@@ -358,6 +358,10 @@ class PEARL(MetaRLAlgorithm):
             result["success_rate_by_episode"] = [float(x) for x in successes.mean(0)]
             result["success_rate_by_episode_cumulative"] = [float(x) for x in np.maximum.accumulate(successes, 1).mean(0)]
         return result
+
+    def meta_policy(self) -> PEARLPolicy:
+        """The trained policy a user holds (:class:`PEARLPolicy`)."""
+        return PEARLPolicy(self)
 
     def validation_scores(self, n_tasks: int, seed: int) -> dict[str, float]:
         """Mean return of the posterior episodes of one ``metatest_episodes`` trial on each of ``n_tasks`` validation

@@ -66,7 +66,7 @@ class RL2PPO(MetaRLAlgorithm):
 
     name = "rl2-ppo"
     config_class = RL2Config
-    metatest_only_settings = ("metatest_tasks",)
+    metatest_only_settings = ("metatest_tasks", "metatest_protocol")
     cfg: RL2Config
 
     def __init__(self, config: RL2Config | None = None, **settings: Any):
@@ -291,6 +291,10 @@ class RL2PPO(MetaRLAlgorithm):
             result["rl2_success_rate_by_episode_cumulative"] = [
                 float(x) for x in np.maximum.accumulate(success, axis=1).mean(0)]
         return result
+
+    def meta_policy(self) -> "RL2Policy":
+        """The trained policy a user holds (:class:`RL2Policy`)."""
+        return RL2Policy(self)
 
     def validation_scores(self, n_tasks: int, seed: int) -> dict[str, float]:
         """Mean total return of one trial on each of ``n_tasks`` validation tasks (``score``), and of its

@@ -7,7 +7,7 @@ and the others listed by :func:`metarl.list_families`). :func:`train` trains any
 an online learner; :func:`load_policy`, ``metarl.fewshot.load_learner`` and ``metarl.continual.load_learner``
 are the same call for one kind), :func:`make_algorithm` builds a learner with the settings the command
 line would use, :func:`load_run` the trained algorithm itself, :func:`evaluate` a policy's meta-test on
-any family with its spaces, :func:`register_algorithm` adds an algorithm of your own to all of these,
+any family with its spaces, :func:`metaworld_evaluation` Meta-World's evaluation protocol on a policy, :func:`register_algorithm` adds an algorithm of your own to all of these,
 :class:`TaskEncoder` (``metarl.encoders``) is PEARL's context encoder for any agent (submodules load on
 first use).
 """
@@ -45,6 +45,7 @@ __all__ = [
     "BaseCallback",
     "load_policy",
     "evaluate",
+    "metaworld_evaluation",
     "make_algorithm",
     "load_run",
     "run_meta_training",
@@ -61,11 +62,12 @@ __all__ = [
 
 
 _LAZY = {"train": "metarl.launcher", "load_policy": "metarl.policy", "evaluate": "metarl.evaluation",
+         "metaworld_evaluation": "metarl.protocols",
          "make_algorithm": "metarl.registry", "load_run": "metarl.registry", "run_meta_training": "metarl.training",
          "load": "metarl.registry", "register_algorithm": "metarl.registry", "BaseCallback": "metarl.callbacks",
          "TaskEncoder": "metarl.encoders"}
 _SUBMODULES = ("fewshot", "continual", "agents", "launcher", "training", "presets", "config", "encoders", "policy",
-               "evaluation", "plotting", "registry", "callbacks", "algorithm", "meta_rl", "errors")
+               "evaluation", "protocols", "plotting", "registry", "callbacks", "algorithm", "meta_rl", "errors")
 
 
 def __getattr__(name: str) -> Any:

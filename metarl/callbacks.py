@@ -40,6 +40,7 @@ from metarl.checkpoint import BEST_CHECKPOINT_NAME, CHECKPOINT_NAME, CheckpointE
     save_checkpoint
 from metarl.errors import NonFiniteError
 from metarl.logger import Logger
+from metarl.protocols import format_protocol
 from metarl.rundir import write_json_atomic
 
 __all__ = ["TrainingState", "BaseCallback", "CallbackList", "LoggingCallback", "ValidationCallback",
@@ -194,6 +195,11 @@ class LoggingCallback(BaseCallback):
         state.logger.scalars({f"metatest/{k}": v for k, v in algorithm.metatest_scalars(state.result).items()},
                              step=state.samples)
         table = algorithm.format_metatest(state.result)
+        protocol = state.result.get("protocol")
+        if protocol:  # a benchmark's protocol ran too (metarl.protocols)
+            state.logger.scalars({f"metatest/{protocol['protocol']}_success_rate": protocol["success_rate"]},
+                                 step=state.samples)
+            table = table + "\n" + format_protocol(protocol)
         state.logger.text("metatest", "```\n" + table + "\n```")
         if state.print_fn is not None:
             state.print_fn(table)

@@ -174,6 +174,9 @@ class EnvRunConfig(RunConfig):
                                          "as hung (killed, replaced, the shard sampled again)", bounds="(0, inf)")
     worker_retries: int = field(3, "--sampler ray: fresh workers a failing shard gets before the run stops",
                                 bounds="[0, inf)")
+    metatest_protocol: Literal["own", "metaworld"] = field(
+        "own", "the final meta-test's protocol: the algorithm's own, or also Meta-World's (every test task: 10 "
+               "adaptation episodes, 3 evaluation episodes ending at success; metarl.protocols)")
 
     preset_key: typing.ClassVar[str] = "env"
 

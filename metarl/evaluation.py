@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from metarl.config import CommandParser
+from metarl.protocols import MetaWorldProtocol, format_protocol, metaworld_evaluation
 
 __all__ = ["evaluate", "evaluate_main", "render_adaptation", "check_picturable"]
 
@@ -215,6 +216,9 @@ def evaluate_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--best", action="store_true", help="evaluate best.pt (runs with --eval-every)")
     parser.add_argument("--video", type=Path, default=None, metavar="FILE",
                         help="also picture the first task before and after adaptation (.mp4, .gif; .png on the plane)")
+    parser.add_argument("--protocol", choices=("own", "metaworld"), default="own",
+                        help="the algorithm's own meta-test, or Meta-World's evaluation protocol (every test task, or "
+                             "--tasks of each class; metarl.protocols)")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the table as JSON")
     args = parser.parse_args(argv)
     if not args.run_dir.is_dir():
@@ -226,8 +230,14 @@ def evaluate_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     _retarget(policy.algorithm, args.env, args.tasks, args.seed, env_kwargs)
     if args.video is not None:  # refused before the meta-test, not after it
         check_picturable(policy.algorithm.cfg, args.video)
-    result = policy.algorithm.meta_test()
-    print(policy.algorithm.format_metatest(result))
+    if args.protocol == "own":
+        result = policy.algorithm.meta_test()
+        print(policy.algorithm.format_metatest(result))
+    else:
+        cfg = policy.algorithm.cfg
+        result = metaworld_evaluation(policy, protocol=MetaWorldProtocol(tasks_per_class=args.tasks),
+                                      seed=cfg.metatest_seed if args.seed is None else args.seed)
+        print(format_protocol(result))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))

@@ -19,6 +19,7 @@ import gymnasium as gym
 import torch
 
 from metarl.algorithm import MetaAlgorithm
+from metarl.protocols import run_protocol
 from metarl.ray_sampler import RaySampler
 from metarl.sampler import EpisodeSampler
 
@@ -88,6 +89,18 @@ class MetaRLAlgorithm(MetaAlgorithm):
             return factory()
         return RaySampler(factory, config.num_workers, address=config.ray_address, worker_cpus=config.worker_cpus,
                           worker_timeout=config.worker_timeout, worker_retries=config.worker_retries)
+
+    def meta_policy(self) -> Any:
+        """The trained policy a user holds (a :class:`~metarl.policy.MetaPolicy`: adapt to an env's task, act); what
+        benchmark protocols run. An algorithm of one's own implements it to have them."""
+        raise NotImplementedError(f"{self.name or type(self).__name__} has no meta_policy(): implement it (return its "
+                                  "MetaPolicy) to run a benchmark's protocol")
+
+    def protocol_metatest(self) -> dict[str, Any] | None:
+        """The benchmark protocol of the ``metatest_protocol`` setting on this algorithm's policy, on the run's test
+        tasks with ``metatest_seed`` (:mod:`metarl.protocols`); ``None`` for the algorithm's own meta-test only."""
+        name = getattr(self.cfg, "metatest_protocol", "own")
+        return None if name == "own" else run_protocol(name, self.meta_policy(), seed=self.cfg.metatest_seed)
 
     def retarget(self, env: str, env_kwargs: Mapping[str, Any] | None = None, **settings: Any) -> None:
         """Sample another family from now on with the same networks (to meta-test a run on a family it was not

@@ -267,6 +267,10 @@ def _train_locked(state: TrainingState, callbacks: CallbackList) -> dict[str, An
             state.save_checkpoint()
         state.result = {**algorithm.meta_test(), "algo": algorithm.name, "iterations": state.iteration,
                         "seed": state.seed, "train_seconds": state.train_seconds()}
+        protocol = getattr(algorithm, "protocol_metatest", None)  # a benchmark's protocol (metatest_protocol)
+        protocol_result = protocol() if protocol is not None else None
+        if protocol_result is not None:
+            state.result["protocol"] = protocol_result
         # the last state's meta-test is written before best.pt is read, so a damaged best.pt cannot lose it
         write_json_atomic(state.logdir / METATEST_NAME, state.result)
         algorithm.write_artifacts(state.logdir, state.result)
