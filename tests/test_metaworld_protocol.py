@@ -149,3 +149,24 @@ def test_metaworld_protocol_refuses_a_family_without_test_tasks_and_bad_settings
         metaworld_evaluation(policy)
     with pytest.raises(ValueError, match="adaptation_episodes must be a positive integer"):
         metaworld_evaluation(policy, protocol=MetaWorldProtocol(adaptation_episodes=0))
+
+
+@requires_extra("metaworld")
+def test_evaluate_video_of_a_meta_world_run_shows_a_test_task_before_and_after_adaptation(tmp_path):
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from tests.test_evaluate_plot_seeds import _headless_env
+
+    logdir = tmp_path / "ml1"
+    assert main(["train", "--algo", "maml-trpo", "--env", ML1, "--max-episode-steps", "6", "--iterations", "1",
+                 "--no-progress", "--logdir", str(logdir), *TINY["maml-trpo"]]) == 0
+    out = tmp_path / "reach.gif"
+    done = subprocess.run([sys.executable, "-m", "metarl.cli", "evaluate", str(logdir), "--tasks", "1", "--video",
+                           str(out)], capture_output=True, text=True, timeout=300, env=_headless_env())
+    assert done.returncode == 0, done.stderr
+    gif = Image.open(out)
+    assert gif.n_frames == 7, "two episodes of 6 steps plus their first frames, every second frame kept"
+    assert gif.size[0] > 100 and len(set(gif.convert("L").getdata())) > 10  # a rendered scene, not a blank frame
