@@ -2,9 +2,11 @@
 
     metarl plot runs/nav -o nav.png                       # one run
     metarl plot runs/nav-seeds runs/nav-ppo-seeds -o cmp.png   # multi-seed runs (--seed 0 1 2) side by side
+    metarl plot runs/maml runs/rl2 -o cmp.png --tag eval/score eval/last_episode_return --logx
 
-Left: the headline tag (``rollout/return_after_adaptation`` for meta-RL; ``--tag`` picks another)
-against environment steps, read from the runs' TensorBoard events. Runs that differ only in their
+Left: the headline tag (``rollout/return_after_adaptation`` for meta-RL; ``--tag`` picks another, or several:
+each run draws the first of them it logged, so algorithms with their own names for a quantity share a plot;
+``--logx`` for budgets that differ by orders of magnitude) against environment steps, read from the runs' TensorBoard events. Runs that differ only in their
 seed are drawn as their mean with a 95% band (Student's t over seeds). Right: the adaptation curve
 of each run's ``metatest.json``: return against adaptation steps (MAML) or against the episode
 index in a trial (RL^2, PEARL), the mean over seeds with a 95% band (one run: over its test tasks).
@@ -101,14 +103,15 @@ def _group(runs: Sequence[Path], note: Any = None) -> list[tuple[str, list[Path]
     return out
 
 
-def _scalars(run: Path, tag: str | None) -> tuple[str, np.ndarray, np.ndarray] | None:
+def _scalars(run: Path, tag: Sequence[str] | None) -> tuple[str, np.ndarray, np.ndarray] | None:
+    """``(tag, steps, values)`` of the first of ``tag`` (default: :data:`HEADLINE_TAGS`) the run logged."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(run), size_guidance={"scalars": 0})
     acc.Reload()
     tags = acc.Tags().get("scalars", [])
-    chosen = tag if tag is not None else next((t for t in HEADLINE_TAGS if t in tags), None)
-    if chosen is None or chosen not in tags:
+    chosen = next((t for t in (tag or HEADLINE_TAGS) if t in tags), None)
+    if chosen is None:
         return None
     events = acc.Scalars(chosen)
     return chosen, np.array([e.step for e in events], dtype=np.float64), np.array([e.value for e in events])
@@ -134,9 +137,12 @@ def _adaptation_curve(result: dict[str, Any]) -> tuple[str, np.ndarray, np.ndarr
     return None
 
 
-def plot_runs(paths: Sequence[str | os.PathLike], out: str | os.PathLike, *, tag: str | None = None,
-              title: str | None = None) -> Path:
+def plot_runs(paths: Sequence[str | os.PathLike], out: str | os.PathLike, *, tag: str | Sequence[str] | None = None,
+              title: str | None = None, logx: bool = False) -> Path:
     """Draw the learning and adaptation curves of the runs under ``paths`` into ``out`` (PNG); returns it.
+
+    ``tag``: the scalar to draw, or several (each run draws the first of them it logged); ``logx``: a log-scaled
+    step axis.
 
     Raises:
         ValueError: a path that is not a run, or runs without the tag asked for.
@@ -146,17 +152,20 @@ def plot_runs(paths: Sequence[str | os.PathLike], out: str | os.PathLike, *, tag
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    tags = [tag] if isinstance(tag, str) else list(tag) if tag else None
     groups = _group(find_runs(paths), note=lambda text: print(f"metarl plot: note: {text}", file=sys.stderr))
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     drawn_tags, adaptation_axes = set(), []
     for index, (label, runs) in enumerate(groups):
         colour = f"C{index}"
-        curves = [c for c in (_scalars(run, tag) for run in runs) if c is not None]
+        curves = [c for c in (_scalars(run, tags) for run in runs) if c is not None]
         if curves:
             drawn_tags.add(curves[0][0])
             mean, half = _band([c[2] for c in curves])
             steps = _band([c[1] for c in curves])[0]
-            left.plot(steps, mean, color=colour, label=f"{label} ({len(curves)} seed{'s' if len(curves) > 1 else ''})")
+            shown = f", {curves[0][0]}" if tags and len(tags) > 1 else ""
+            left.plot(steps, mean, color=colour,
+                      label=f"{label} ({len(curves)} seed{'s' if len(curves) > 1 else ''}{shown})")
             if len(curves) > 1:
                 left.fill_between(steps, mean - half, mean + half, color=colour, alpha=0.2)
         results = [json.loads((run / "metatest.json").read_text()) for run in runs if (run / "metatest.json").is_file()]
@@ -171,10 +180,13 @@ def plot_runs(paths: Sequence[str | os.PathLike], out: str | os.PathLike, *, tag
             x = np.arange(len(mean)) + (0 if adaptation_axis == "adaptation steps" else 1)
             right.errorbar(x, mean, yerr=half, color=colour, marker="o", capsize=3, label=label)
     if not drawn_tags:
-        wanted = tag or " / ".join(HEADLINE_TAGS)
+        wanted = " / ".join(tags or HEADLINE_TAGS)
         raise ValueError(f"no run under {', '.join(map(str, paths))} logged {wanted}: pick a logged tag with --tag")
-    left.set_xlabel("environment steps" if "rollout/return_after_adaptation" in drawn_tags else "examples seen")
-    left.set_ylabel(" / ".join(sorted(drawn_tags)))
+    rl = any("env" in _settings(runs[0]) for _, runs in groups)  # meta-RL runs log against environment steps
+    left.set_xlabel("environment steps" if rl else "examples seen")
+    left.set_ylabel(" / ".join(sorted(drawn_tags)) if len(drawn_tags) < 3 else "(per run: see the legend)")
+    if logx:
+        left.set_xscale("log")
     left.set_title("learning curve (mean and 95% band over seeds)", fontsize=9)
     left.legend(fontsize=7)
     if not adaptation_axes:
@@ -199,15 +211,18 @@ def plot_runs(paths: Sequence[str | os.PathLike], out: str | os.PathLike, *, tag
 
 
 def plot_main(argv: Sequence[str] | None = None) -> Path:
-    """``metarl plot DIR [DIR ...] -o fig.png [--tag TAG] [--title TEXT]``."""
+    """``metarl plot DIR [DIR ...] -o fig.png [--tag TAG [TAG ...]] [--logx] [--title TEXT]``."""
     parser = CommandParser(prog="metarl plot", description="learning and adaptation curves as a PNG")
     parser.add_argument("runs", nargs="+", type=Path, metavar="DIR", help="run directories (or multi-seed ones)")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="FILE", help="the PNG to write")
-    parser.add_argument("--tag", default=None, help=f"scalar tag to draw (default: the first of {HEADLINE_TAGS})")
+    parser.add_argument("--tag", nargs="+", default=None, metavar="TAG",
+                        help=f"scalar tag to draw, or several: each run draws the first it logged (default: the first "
+                             f"of {HEADLINE_TAGS})")
+    parser.add_argument("--logx", action="store_true", help="log-scaled environment-step axis")
     parser.add_argument("--title", default=None, help="figure title")
     args = parser.parse_args(argv)
     if args.output.suffix.lower() != ".png":
         raise ValueError(f"-o {args.output}: metarl plot writes PNG files; name a .png")
-    out = plot_runs(args.runs, args.output, tag=args.tag, title=args.title)
+    out = plot_runs(args.runs, args.output, tag=args.tag, title=args.title, logx=args.logx)
     print(f"wrote {out}")
     return out

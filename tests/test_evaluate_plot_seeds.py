@@ -137,6 +137,21 @@ def test_plot_draws_seeds_as_a_band_and_the_adaptation_curve(seeds_run, tmp_path
     assert main(["plot", str(seeds_run), "-o", str(tmp_path / "fig.svg")]) == 2
 
 
+def test_plot_draws_each_algorithm_with_the_first_of_several_tags_it_logged(seeds_run, tmp_path, capsys):
+    rl2 = tmp_path / "rl2"
+    assert main(["train", "--algo", "rl2-ppo", "--env", NAV, "--meta-batch-size", "4", "--iterations", "2",
+                 "--eval-every", "1", "--eval-tasks", "2", "--logdir", str(rl2), "--no-progress"]) == 0
+    from metarl.plotting import _scalars
+    tags = ["eval/last_episode_return", "rollout/return_after_adaptation"]
+    assert _scalars(rl2, tags)[0] == "eval/last_episode_return"
+    assert _scalars(seeds_run / "seed_0", tags)[0] == "rollout/return_after_adaptation"  # MAML has no such eval tag
+    out = tmp_path / "cmp.png"
+    assert main(["plot", str(seeds_run), str(rl2), "-o", str(out), "--tag", *tags, "--logx"]) == 0
+    assert Image.open(out).size[0] > 800
+    assert main(["plot", str(rl2), "-o", str(out), "--tag", "no/such_tag", "other/tag"]) == 2
+    assert "no/such_tag / other/tag" in capsys.readouterr().err
+
+
 def test_plot_counts_a_seed_once(seeds_run, tmp_path, capsys):
     import shutil
 
