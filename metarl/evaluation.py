@@ -203,7 +203,8 @@ def _plot_trajectories(out: Path, before: Any, after: Any, goal: np.ndarray, goa
 
 
 def evaluate_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """``metarl evaluate DIR [--env ID] [--tasks N] [--seed S] [--video FILE]``: print the meta-test table."""
+    """``metarl evaluate DIR [--env ID] [--tasks N] [--seed S] [--protocol metaworld] [--video FILE]``: print the
+    meta-test table (with the run's thread count unless ``--threads`` says otherwise)."""
     from metarl.launcher import parse_env_kwargs
 
     parser = CommandParser(prog="metarl evaluate",
@@ -219,13 +220,20 @@ def evaluate_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--protocol", choices=("own", "metaworld"), default="own",
                         help="the algorithm's own meta-test, or Meta-World's evaluation protocol (every test task, or "
                              "--tasks of each class; metarl.protocols)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="torch CPU threads (default: the run's own; 1 degrades gracefully on a shared machine)")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the table as JSON")
     args = parser.parse_args(argv)
     if not args.run_dir.is_dir():
         raise ValueError(f"{args.run_dir} is not a directory: give a metarl train run directory")
     if args.tasks is not None and args.tasks < 1:
         raise ValueError(f"--tasks must be at least 1, got {args.tasks}")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {args.threads}")
     policy = _load(args.run_dir, args.best)
+    import torch
+
+    torch.set_num_threads(args.threads or getattr(policy.algorithm.cfg, "threads", 1))
     env_kwargs = parse_env_kwargs(args.env_kwargs) if args.env_kwargs is not None else None
     _retarget(policy.algorithm, args.env, args.tasks, args.seed, env_kwargs)
     if args.video is not None:  # refused before the meta-test, not after it
