@@ -229,6 +229,7 @@ class MAMLBase(MetaRLAlgorithm):
         params = self.meta_params()
         sample_time = 0.0
         returns: list[float] = []
+        successes: list[float] = []
         supports: list[Batch] = []
         sampling_dists: list[Any] = []
 
@@ -243,6 +244,9 @@ class MAMLBase(MetaRLAlgorithm):
             episodes = self.sampler.sample(self.act_fn(adapted, batched), tasks, cfg.episodes_per_task, rng)
             sample_time += time.perf_counter() - t0
             returns.append(float(episodes.episode_returns.mean()))
+            reached = self.sampler.episode_success(episodes.rewards * episodes.mask, episodes.infos)
+            if reached is not None:  # families with a success criterion (Meta-World, the sparse point robot)
+                successes.append(float(np.mean(reached)))
             with torch.enable_grad():  # a value baseline is fitted here
                 return self.task_batch(episodes)
 
@@ -288,6 +292,9 @@ class MAMLBase(MetaRLAlgorithm):
             "time/outer_step_seconds": outer_time,
             "time/iteration_seconds": time.perf_counter() - t_start,
         }
+        if successes:
+            metrics["rollout/success_rate_before_adaptation"] = successes[0]
+            metrics["rollout/success_rate_after_adaptation"] = successes[-1]
         if hasattr(self.policy, "log_std"):  # Gaussian policies
             metrics["train/std"] = float(torch.exp(self.policy.log_std.detach()).mean())
         if cfg.learn_step_sizes:

@@ -236,6 +236,12 @@ class PEARL(MetaRLAlgorithm):
         def mean_return(batches: list[Episodes]) -> float:
             return float(torch.cat([b.episode_returns.flatten() for b in batches]).mean()) if batches else float("nan")
 
+        def success_rate(batches: list[Episodes]) -> float | None:
+            """The fraction of the episodes that reached the goal (families with a success criterion)."""
+            reached = [self.sampler.episode_success(b.rewards * b.mask, b.infos) for b in batches]
+            return None if not reached or reached[0] is None else float(np.mean(np.concatenate(
+                [r.reshape(-1) for r in reached])))
+
         metrics.update({
             "samples": steps,
             "rollout/return_after_adaptation": mean_return(post),
@@ -247,6 +253,10 @@ class PEARL(MetaRLAlgorithm):
             "time/gradient_steps_per_second": cfg.gradient_steps / update_seconds if update_seconds > 0 else float("nan"),
             "time/iteration_seconds": time.perf_counter() - t_start,
         })
+        for tag, batches in (("rollout/prior_success_rate", prior), ("rollout/success_rate_after_adaptation", post)):
+            rate = success_rate(batches)
+            if rate is not None:
+                metrics[tag] = rate
         if not post:
             del metrics["rollout/return_after_adaptation"]
         return metrics

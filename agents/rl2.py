@@ -132,12 +132,20 @@ class RL2PPO(MetaRLAlgorithm):
         self.env_steps += steps
         self.iteration += 1
         by_index = self.sampler.episode_returns_by_index(trials.rewards).reshape(-1, cfg.episodes_per_trial).mean(0)
+
+        def by_episode(x: torch.Tensor) -> torch.Tensor:  # (tasks, trials, T) -> (trials, episodes, horizon)
+            return x.reshape(-1, cfg.episodes_per_trial, x.shape[-1] // cfg.episodes_per_trial)
+
+        success = self.sampler.episode_success(by_episode(trials.rewards),
+                                               {k: by_episode(v) for k, v in trials.infos.items()})
         metrics = {
             "samples": steps,
             "rollout/trial_return": float(trials.episode_returns.mean()),
             "rollout/return_after_adaptation": float(by_index[-1]),
             "rollout/first_episode_return": float(by_index[0]),
             "rollout/last_episode_return": float(by_index[-1]),
+            **({} if success is None else {"rollout/first_episode_success_rate": float(success[:, 0].mean()),
+                                          "rollout/success_rate_after_adaptation": float(success[:, -1].mean())}),
             **train,
             "time/fps": steps / sample_time if sample_time > 0 else float("nan"),
             "time/sampling_seconds": sample_time,

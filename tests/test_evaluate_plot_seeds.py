@@ -229,3 +229,25 @@ def test_a_multi_seed_run_stopped_in_its_first_seed_resumes_every_seed(tmp_path,
     assert stopped.value.logdir == other, "the hint resumes the parent, not seed_0"
     assert main(["train", "--resume", str(other), "--seed", "0", "2", "--no-progress"]) == 2
     assert "cannot change the seeds" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("algo,tags", [
+    ("maml-trpo", ["rollout/success_rate_before_adaptation", "rollout/success_rate_after_adaptation"]),
+    ("rl2-ppo", ["rollout/first_episode_success_rate", "rollout/success_rate_after_adaptation"]),
+    ("pearl", ["rollout/prior_success_rate", "rollout/success_rate_after_adaptation"]),
+])
+def test_training_logs_success_rates_that_plot_draws_on_families_with_a_goal(algo, tags, tmp_path):
+    from tests.test_entry_points import TINY
+
+    run = tmp_path / algo
+    assert main(["train", "--algo", algo, "--env", "metarl/SparsePointRobot-v0", *TINY[algo], "--iterations", "2",
+                 "--logdir", str(run), "--no-progress"]) == 0
+    from metarl.plotting import _scalars
+    for tag in tags:
+        _, steps, values = _scalars(run, [tag])
+        assert len(values) == 2 and np.all((0.0 <= values) & (values <= 1.0))
+    assert main(["plot", str(run), "-o", str(tmp_path / "success.png"), "--tag", tags[-1]]) == 0
+    nav = tmp_path / "nav"  # no success criterion: no success tags
+    assert main(["train", "--algo", algo, "--env", NAV, *TINY[algo], "--iterations", "1", "--logdir", str(nav),
+                 "--no-progress"]) == 0
+    assert _scalars(nav, tags) is None
