@@ -15,6 +15,7 @@ A directory made by ``metarl train --seed 0 1 2`` stands for its seeds.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -26,6 +27,7 @@ import numpy as np
 import yaml
 
 from metarl.config import CommandParser
+from metarl.registry import algorithm_record
 from metarl.returns import ci95
 
 __all__ = ["plot_runs", "plot_main", "find_runs", "HEADLINE_TAGS"]
@@ -57,8 +59,16 @@ def find_runs(paths: Sequence[str | os.PathLike]) -> list[Path]:
 
 
 def _settings(run: Path) -> dict[str, Any]:
+    """The run's settings (but the seed's and the files'), a setting added since it ran at its default, so a run
+    of an older version groups with the same settings' runs of this one."""
     data = yaml.safe_load((run / "config.yaml").read_text()) or {}
-    return {k: v for k, v in data.items() if k not in _IGNORED_SETTINGS}
+    try:
+        fields = algorithm_record(str(data.get("algo"))).settings_class().__dataclass_fields__
+    except ValueError:  # an algorithm not registered here: its settings as written
+        fields = {}
+    defaults = {name: list(f.default) if isinstance(f.default, tuple) else f.default  # as YAML writes them
+                for name, f in fields.items() if f.default is not dataclasses.MISSING}
+    return {k: v for k, v in {**defaults, **data}.items() if k not in _IGNORED_SETTINGS}
 
 
 def _label(settings: dict[str, Any]) -> str:

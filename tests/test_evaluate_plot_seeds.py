@@ -167,6 +167,19 @@ def test_plot_counts_a_seed_once(seeds_run, tmp_path, capsys):
     assert [len(runs) for _, runs in groups] == [3], "a seed given twice counts once"
 
 
+def test_plot_groups_a_run_of_an_older_version_with_its_seeds(seeds_run, tmp_path):
+    import shutil
+
+    old = tmp_path / "older" / "seed_3"
+    shutil.copytree(seeds_run / "seed_0", old)
+    text = (old / "config.yaml").read_text().replace("seed: 0", "seed: 3")
+    assert "metatest_protocol: own" in text  # a setting added after some runs were made, at its default
+    (old / "config.yaml").write_text(text.replace("metatest_protocol: own\n", ""))
+    from metarl.plotting import _group, find_runs
+    groups = _group(find_runs([seeds_run, old]))
+    assert [len(runs) for _, runs in groups] == [4], "a setting missing from an older run counts as its default"
+
+
 def test_a_video_that_cannot_be_made_is_refused_before_the_meta_test(tmp_path, capsys):
     bandit = tmp_path / "bandit"
     assert main(["train", "--algo", "maml-trpo", "--env", "metarl/BernoulliBandit-v0", "--env-kwargs", "k=3", "n=5",
