@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from metarl.config import CommandParser
-from metarl.protocols import MetaWorldProtocol, format_protocol, metaworld_evaluation
+from metarl.protocols import PROTOCOLS, MetaWorldProtocol, format_protocol, metaworld_evaluation
 
 __all__ = ["evaluate", "evaluate_main", "render_adaptation", "check_picturable"]
 
@@ -217,7 +217,7 @@ def evaluate_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--best", action="store_true", help="evaluate best.pt (runs with --eval-every)")
     parser.add_argument("--video", type=Path, default=None, metavar="FILE",
                         help="also picture the first task before and after adaptation (.mp4, .gif; .png on the plane)")
-    parser.add_argument("--protocol", choices=("own", "metaworld"), default="own",
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="own",
                         help="the algorithm's own meta-test, or Meta-World's evaluation protocol (every test task, or "
                              "--tasks of each class; metarl.protocols)")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
