@@ -17,7 +17,9 @@ spends 2-15x the physics' time in Python (observation and reward on 3-vectors); 
 Resets run Meta-World's own ``reset`` on the family's env of the class (the goal, object placement and
 the 50-step hand reset), then take over its state, its model (where the reset moved sites and bodies)
 and the constants its reward reads (initial object and gripper positions); a reset costs what the
-single env's does, once per 500-step episode.
+single env's does, once per task. A task's model is kept as the arrays where it differs from its class's
+model (``body_pos``, ``site_pos``: bytes, not the ~20 MB of a whole Meta-World model), and whole models are
+held only for the tasks the backend runs now: ML10's 750 tasks would otherwise hold 15 GB.
 
 Classes with a port: :data:`PORTED_CLASSES`. A family whose tasks include another class runs on the
 generic backend (one Meta-World env per simulation); ``tests/test_metaworld.py`` checks every port
@@ -47,6 +49,16 @@ _INTEGRATION = int(mujoco.mjtState.mjSTATE_INTEGRATION)
 _HAND_LOW, _HAND_HIGH = np.array([-0.525, 0.348, -0.0525]), np.array([+0.525, 1.025, 0.7])  # SawyerXYZEnv._HAND_SPACE
 
 
+
+
+def model_difference(model: Any, reference: Any) -> dict[str, np.ndarray]:
+    """The array fields of ``model`` (an ``MjModel``) that differ from ``reference``'s (same structure), copied."""
+    out = {}
+    for name in dir(model):
+        value = getattr(model, name, None) if not name.startswith("_") else None
+        if isinstance(value, np.ndarray) and not np.array_equal(value, getattr(reference, name), equal_nan=True):
+            out[name] = value.copy()
+    return out
 
 
 # ----- the backend ------------------------------------------------------------------------------------------
@@ -132,6 +144,8 @@ class MetaWorldBatchedEnv(BatchedEnv):
         self._nthread_wanted = nthread
         self._pool: ThreadPoolExecutor | None = None
         self._reset_cache: dict[tuple[str, int], Any] = {}
+        self._class_models: dict[str, Any] = {}  # each class's model as first reset: what task models differ from
+        self._task_models: dict[tuple[str, int], Any] = {}  # whole models of the tasks set now
         self.tasks = []
         self.set_tasks(tasks)
 
@@ -146,6 +160,8 @@ class MetaWorldBatchedEnv(BatchedEnv):
         if self.tasks and len(tasks) != len(self.tasks):
             raise ValueError(f"this backend runs {len(self.tasks)} tasks, got {len(tasks)}")
         self.tasks = tasks
+        keep = {(t["split"], t["index"]) for t in tasks}
+        self._task_models = {k: m for k, m in self._task_models.items() if k in keep}
         self.nthread = min(self._nthread_wanted, self.num_envs)
         if self._pool is None and self.nthread > 1:
             self._pool = ThreadPoolExecutor(self.nthread - 1, thread_name_prefix="metarl-metaworld")
@@ -183,7 +199,9 @@ class MetaWorldBatchedEnv(BatchedEnv):
 
     def _reset_rows(self, indices: np.ndarray) -> np.ndarray:
         for i in indices.tolist():
-            first, state, model, consts, prev = self._task_reset(self.tasks[i // self.episodes_per_task])
+            task = self.tasks[i // self.episodes_per_task]
+            first, state, consts, prev = self._task_reset(task)
+            model = self._task_model(task)
             k, j = int(self._sim_group[i]), int(self._sim_row[i])
             g = self._groups[k]
             self._states[k][j] = state
@@ -197,11 +215,11 @@ class MetaWorldBatchedEnv(BatchedEnv):
             self._path_length[i] = 0
         return self._obs.copy()
 
-    def _task_reset(self, task: Any) -> tuple[np.ndarray, np.ndarray, Any, dict[str, np.ndarray], np.ndarray]:
-        """Meta-World's reset of ``task``: first observation, integration state, model, reward constants and the
-        frame the next observation stacks. Meta-World's reset is determined by the task (its goal and object
-        placement are the task's frozen random vector, the simulation starts from ``mj_resetData``), so it runs
-        once per task and is reused."""
+    def _task_reset(self, task: Any) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray]:
+        """Meta-World's reset of ``task``: first observation, integration state, reward constants and the frame the
+        next observation stacks (its model: :meth:`_task_model`). Meta-World's reset is determined by the task (its
+        goal and object placement are the task's frozen random vector, the simulation starts from
+        ``mj_resetData``), so it runs once per task and is reused."""
         key = (task["split"], task["index"])
         if key not in self._reset_cache:
             self._family.set_task(task)
@@ -209,9 +227,27 @@ class MetaWorldBatchedEnv(BatchedEnv):
             first, _ = env.reset()
             state = np.zeros(mujoco.mj_stateSize(env.model, _INTEGRATION))
             mujoco.mj_getState(env.model, env.data, state, _INTEGRATION)
-            self._reset_cache[key] = (np.asarray(first, dtype=np.float64), state, copy.deepcopy(env.model),
-                                      PORTS[task["name"]].constants(env), np.array(env._prev_obs, dtype=np.float64))
-        return self._reset_cache[key]
+            if task["name"] not in self._class_models:
+                self._class_models[task["name"]] = copy.deepcopy(env.model)
+            reference = self._class_models[task["name"]]
+            self._reset_cache[key] = (np.asarray(first, dtype=np.float64), state,
+                                      PORTS[task["name"]].constants(env), np.array(env._prev_obs, dtype=np.float64),
+                                      model_difference(env.model, reference))
+        return self._reset_cache[key][:4]
+
+    def _task_model(self, task: Any) -> Any:
+        """``task``'s model after Meta-World's reset: its class's model with the task's differing arrays, built once
+        while the task is set (the class's own model where nothing differs)."""
+        key = (task["split"], task["index"])
+        if key not in self._task_models:
+            reference, difference = self._class_models[task["name"]], self._reset_cache[key][4]
+            model = reference
+            if difference:
+                model = copy.deepcopy(reference)
+                for name, value in difference.items():
+                    getattr(model, name)[...] = value
+            self._task_models[key] = model
+        return self._task_models[key]
 
     def step(self, actions: np.ndarray) -> StepResult:
         """Meta-World's ``step`` for every simulation: mocap moved by ``actions[:, :3] * action_scale`` (clipped to

@@ -161,6 +161,30 @@ def test_batched_ml10_steps_all_fifteen_classes_in_one_batch_as_meta_world_does(
 
 
 @requires_extra("metaworld")
+def test_batched_ml10_holds_whole_models_only_for_the_tasks_set_now():
+    """A task's model is its class's model with the arrays Meta-World's reset changed (equal to the env's own model
+    in every array field), and switching task sets drops the old tasks' models: ML10's 750 tasks held as whole
+    ~20 MB models took 15 GB."""
+    from metarl.envs.meta_world_batched import model_difference
+
+    family = gym.make("metarl/MetaWorldML10-v0").unwrapped
+    sets = [family.train_tasks[0:500:100], family.train_tasks[1:500:100], family.test_tasks[0:250:50]]
+    batched = family.batched(sets[0], 2)
+    reference = gym.make("metarl/MetaWorldML10-v0").unwrapped
+    for tasks in sets:
+        batched.set_tasks(tasks)
+        batched.reset(np.arange(2 * len(tasks)))
+        assert set(batched._task_models) == {(t["split"], t["index"]) for t in tasks}
+        for task in tasks:
+            reference.set_task(task)
+            reference.reset(seed=0)
+            assert model_difference(batched._task_model(task), reference._current.model) == {}, task
+    moved = [batched._reset_cache[(t["split"], t["index"])][4] for t in sets[1]]  # other goals of sets[0]'s classes
+    assert any(moved) and all(v.nbytes < 10_000 for d in moved for v in d.values())
+    batched.close()
+
+
+@requires_extra("metaworld")
 def test_benchmark_script_compares_the_batched_and_generic_meta_world_backends(tmp_path):
     """The documented benchmark command, as a user runs it (a short run)."""
     import subprocess
