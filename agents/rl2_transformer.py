@@ -25,7 +25,7 @@ from torch import nn
 from metarl.agents.rl2_policy import ActorCriticHeads
 from metarl.networks import Categorical, DiagGaussian
 
-__all__ = ["TransformerActorCritic", "MemoryCache"]
+__all__ = ["TransformerActorCritic", "MemoryCache", "banded_attention"]
 
 
 @dataclass
@@ -56,6 +56,28 @@ def _sinusoidal(positions: torch.Tensor, width: int) -> torch.Tensor:
     return F.pad(out, (0, width - 2 * half))
 
 
+def banded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int, dropout_p: float = 0.0
+                     ) -> torch.Tensor:
+    """Causal attention of each step over the last ``window`` steps (itself included), ``(B, heads, T, width)``,
+    in blocks of ``window`` queries that each read their own and the previous block's keys: ``T x 2 window``
+    scores where the masked full attention computes ``T x T`` (a 10-episode Meta-World trial is 5000 steps)."""
+    b, h, t, d = q.shape
+    first = F.scaled_dot_product_attention(q[:, :, :window], k[:, :, :window], v[:, :, :window],
+                                           is_causal=True, dropout_p=dropout_p)  # the first block: no previous one
+    n = -(-t // window) - 1  # blocks after the first
+    if n <= 0:
+        return first
+    pad = (n + 1) * window - t
+    q_rest = F.pad(q[:, :, window:], (0, 0, 0, pad)).reshape(b, h * n, window, d)
+    k_rest, v_rest = (F.pad(z, (0, 0, 0, pad)).unfold(2, 2 * window, window).transpose(-1, -2)
+                      .reshape(b, h * n, 2 * window, d) for z in (k, v))
+    i = torch.arange(window, device=q.device)[:, None]
+    j = torch.arange(2 * window, device=q.device)[None, :]
+    rest = F.scaled_dot_product_attention(q_rest, k_rest, v_rest, attn_mask=(j > i) & (j <= i + window),
+                                          dropout_p=dropout_p)
+    return torch.cat([first, rest.view(b, h, n * window, d)], dim=2)[:, :, :t]
+
+
 class _Block(nn.Module):
     """Pre-LN transformer block: causal multi-head self-attention, then a 4x-wide MLP, each residual."""
 
@@ -81,10 +103,13 @@ class _Block(nn.Module):
         x = x + dropout(self.out(attended.transpose(1, 2).reshape(b, t, -1)))
         return x + dropout(self.mlp(self.mlp_norm(x)))
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        """Whole sequences ``(B, T, width)``; ``allowed[i, j]``: step ``i`` may attend to step ``j``."""
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor | None, window: int = 0) -> torch.Tensor:
+        """Whole sequences ``(B, T, width)``; ``allowed[i, j]``: step ``i`` may attend to step ``j``, or (``allowed``
+        ``None``) each step to the last ``window`` steps (:func:`banded_attention`)."""
         q, k, v = self._split(x)
         p = self.dropout.p if self.training else 0.0
+        if allowed is None:
+            return self._finish(x, banded_attention(q, k, v, window, p), self.training)
         return self._finish(x, F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p), self.training)
 
     def step(self, x: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.Tensor, slot: torch.Tensor, start: int,
@@ -180,9 +205,12 @@ class TransformerActorCritic(ActorCriticHeads):
         t = inputs.shape[1]
         positions = torch.arange(t, device=inputs.device)
         x = self._embed(inputs, positions.expand(inputs.shape[0], t))
-        allowed = self._window(positions[:, None], positions[None, :])
+        if self.context_length and t > 2 * self.context_length:  # long trials: attention in bands, not T x T
+            allowed = None
+        else:
+            allowed = self._window(positions[:, None], positions[None, :])
         for block in self.blocks:
-            x = block(x, allowed)
+            x = block(x, allowed, self.context_length)
         features = self.final_norm(x)
         return self.distribution(features), self.value_head(features).squeeze(-1), None
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import metarl
-from metarl.agents.rl2_transformer import TransformerActorCritic
+from metarl.agents.rl2_transformer import TransformerActorCritic, banded_attention
 from metarl.cli import main
 from tests.conftest import requires_extra
 from tests.test_save_load import scalars
@@ -25,6 +25,24 @@ def _net(context: int = 0, positions: str = "sinusoidal", space: gym.Space | Non
     torch.manual_seed(0)
     return TransformerActorCritic(6, space or gym.spaces.Box(-1, 1, (2,)), width=16, layers=2, heads=4,
                                   context_length=context, positional_encoding=positions, max_length=40).eval()
+
+
+@pytest.mark.parametrize("steps, window", [(30, 4), (31, 4), (5, 8), (64, 16), (9, 1)])
+def test_banded_attention_equals_the_masked_full_attention(steps, window):
+    """Long trials attend in bands of 2 x window keys per query (a Meta-World trial is 5000 steps): the same
+    outputs and gradients as the T x T masked attention."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, steps, 8, requires_grad=True) for _ in range(3))
+    positions = torch.arange(steps)
+    allowed = (positions[None, :] <= positions[:, None]) & (positions[None, :] > positions[:, None] - window)
+    full = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+    banded = banded_attention(q, k, v, window)
+    torch.testing.assert_close(banded, full, atol=1e-6, rtol=0)
+    weights = torch.randn_like(full)
+    grads_full = torch.autograd.grad((full * weights).sum(), (q, k, v))
+    grads_banded = torch.autograd.grad((banded * weights).sum(), (q, k, v))
+    for a, b in zip(grads_banded, grads_full):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("context", [0, 1, 4])
