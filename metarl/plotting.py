@@ -134,6 +134,21 @@ def _band(values: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return stack.mean(0), np.array([ci95(stack[:, i], student_t=True) for i in range(n)])
 
 
+def adaptation_label(axes: list[str]) -> str:
+    """The adaptation panel's x label from each drawn group's ``"<kind> (<algo>)"``: the kind alone when all share
+    it, else each kind once with its algorithms (``"episode in the trial (pearl, rl2-ppo) / adaptation steps
+    (maml-trpo)"``)."""
+    kinds: dict[str, list[str]] = {}
+    for axis in axes:
+        kind, algo = axis[:-1].split(" (")
+        algos = kinds.setdefault(kind, [])
+        if algo not in algos:
+            algos.append(algo)
+    if len(kinds) == 1:
+        return next(iter(kinds))
+    return " / ".join(f"{kind} ({', '.join(algos)})" for kind, algos in kinds.items())
+
+
 def _adaptation_curve(result: dict[str, Any]) -> tuple[str, np.ndarray, np.ndarray] | None:
     """``(x label, returns, per-task 95% half-widths)`` of a meta-test result, if it has an adaptation axis."""
     if "returns_by_step" in result:
@@ -205,8 +220,7 @@ def plot_runs(paths: Sequence[str | os.PathLike], out: str | os.PathLike, *, tag
         from matplotlib.ticker import MaxNLocator
 
         right.xaxis.set_major_locator(MaxNLocator(integer=True))
-        kinds = {a.split(" (")[0] for a in adaptation_axes}
-        right.set_xlabel(kinds.pop() if len(kinds) == 1 else " / ".join(dict.fromkeys(adaptation_axes)))
+        right.set_xlabel(adaptation_label(adaptation_axes))
         right.set_ylabel("meta-test return")
         right.set_title("adaptation (meta-test, 95% interval)", fontsize=9)
         right.legend(fontsize=7)

@@ -152,6 +152,15 @@ def test_plot_draws_each_algorithm_with_the_first_of_several_tags_it_logged(seed
     assert "no/such_tag / other/tag" in capsys.readouterr().err
 
 
+def test_the_adaptation_axis_names_each_kind_once_with_its_algorithms():
+    from metarl.plotting import adaptation_label
+
+    assert adaptation_label(["adaptation steps (maml-trpo)", "adaptation steps (maml-ppo)"]) == "adaptation steps"
+    assert adaptation_label(["episode in the trial (pearl)", "adaptation steps (maml-trpo)",
+                             "episode in the trial (rl2-ppo)", "episode in the trial (pearl)"]) == \
+        "episode in the trial (pearl, rl2-ppo) / adaptation steps (maml-trpo)"
+
+
 def test_plot_counts_a_seed_once(seeds_run, tmp_path, capsys):
     import shutil
 
