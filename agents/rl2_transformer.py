@@ -3,7 +3,8 @@
 The memory reads the same RL^2 inputs as the GRU (observation, previous action, previous reward,
 episode-done flag), adds the step's position in the trial, and attends causally over the trial so far
 (TrMRL, Melo 2022; AMAGO, Grigsby et al. 2024): every step sees every earlier transition of the trial, or
-in each layer the last ``context_length`` of them. Everything else is RL^2's: the trial sampler, PPO over whole
+in each layer the last ``context_length`` of them (over trials longer than twice that, computed in bands of
+``context_length`` queries reading ``2 x context_length`` keys, not the ``T x T`` masked product). Everything else is RL^2's: the trial sampler, PPO over whole
 trials, GAE, the value head, checkpoints, the meta-test and the trained-policy adapter
 (``metarl train --algo rl2-ppo --memory transformer``, or ``--algo rl2-transformer`` with its presets).
 
@@ -160,6 +161,9 @@ class TransformerActorCritic(ActorCriticHeads):
         if positional_encoding == "learned" and not max_length:
             raise ValueError("learned positions need the trial's max_length")
         self.width, self.context_length = width, int(context_length)
+        #: with a window, attend over long trials in bands (:func:`banded_attention`); ``False``: the masked T x T
+        #: attention (the same outputs; kept for the benchmark and the tests)
+        self.banded = True
         self.positional_encoding, self.max_length = positional_encoding, max_length
         self.embed = nn.Linear(input_dim, width)
         if positional_encoding == "learned":
@@ -205,7 +209,7 @@ class TransformerActorCritic(ActorCriticHeads):
         t = inputs.shape[1]
         positions = torch.arange(t, device=inputs.device)
         x = self._embed(inputs, positions.expand(inputs.shape[0], t))
-        if self.context_length and t > 2 * self.context_length:  # long trials: attention in bands, not T x T
+        if self.banded and self.context_length and t > 2 * self.context_length:  # long trials: in bands, not T x T
             allowed = None
         else:
             allowed = self._window(positions[:, None], positions[None, :])

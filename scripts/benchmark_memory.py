@@ -9,7 +9,12 @@ milliseconds of one action at positions 1-100, 201-300 and 401-500 of the trial,
 A cost that grows linearly with the context keeps the later blocks' per-step times within a small factor of the
 first's; recomputation grows with the context's square over the trial.
 
-    python scripts/benchmark_memory.py [--batch 1 256] [--json out.json]
+With ``--update`` it also times one PPO pass (forward and backward) of the transformer over whole long trials
+with an attention window (``--update-trials`` trials of ``--update-steps`` steps, ``--window``; the defaults are a
+minibatch of the ML10 preset: 5 trials of 10 x 500 steps, window 500), computed in bands against the masked
+``T x T`` attention, in the same process, and prints ``masked / banded <ratio>x`` (the speed-up) and their largest difference.
+
+    python scripts/benchmark_memory.py [--batch 1 256] [--update] [--json out.json]
 """
 
 from __future__ import annotations
@@ -72,11 +77,40 @@ def measure(batch: int, recompute_steps: int) -> dict[str, Any]:
     return out
 
 
+def measure_update(trials: int, steps: int, window: int, repeats: int = 2) -> dict[str, Any]:
+    """Seconds of a forward and backward pass over ``trials`` whole trials, banded and masked (best of ``repeats``),
+    and the largest difference of their action means."""
+    space = gym.spaces.Box(-1.0, 1.0, (4,))
+    input_dim = 39 + 4 + 1 + 1  # a Meta-World trial's RL^2 inputs
+    torch.manual_seed(0)
+    net = TransformerActorCritic(input_dim, space, width=64, layers=2, heads=4, context_length=window)
+    inputs = torch.randn(trials, steps, input_dim)
+    out: dict[str, Any] = {}
+    means = {}
+    for name, banded in (("banded", True), ("masked", False)):
+        net.banded = banded
+        best = float("inf")
+        for _ in range(repeats):
+            net.zero_grad()
+            start = time.perf_counter()
+            dist, values, _ = net(inputs)
+            (dist.mean.sum() + values.sum()).backward()
+            best = min(best, time.perf_counter() - start)
+        means[name] = dist.mean.detach()
+        out[f"{name}_seconds"] = best
+    out["max_abs_difference"] = float((means["banded"] - means["masked"]).abs().max())
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 256], help="trials acted on at once")
     parser.add_argument("--recompute-steps", type=int, default=STEPS,
                         help="steps of the recomputing transformer timed (it is the slow one)")
+    parser.add_argument("--update", action="store_true", help="also time a PPO pass over long windowed trials")
+    parser.add_argument("--update-trials", type=int, default=5, help="trials in that pass")
+    parser.add_argument("--update-steps", type=int, default=5000, help="steps per trial in that pass")
+    parser.add_argument("--window", type=int, default=500, help="the attention window (context_length) in that pass")
     parser.add_argument("--json", default=None, help="also write the numbers here")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -94,6 +128,11 @@ def main(argv: list[str] | None = None) -> int:
         if "ms_per_step_401_500" in r["transformer_recomputed"]:
             rec = r["transformer_recomputed"]
             print(f"  recomputed / cached at steps 401-500: {rec['ms_per_step_401_500'] / cached['ms_per_step_401_500']:.1f}x")
+    if args.update:
+        results["update"] = u = measure_update(args.update_trials, args.update_steps, args.window)
+        print(f"PPO pass over {args.update_trials} trials of {args.update_steps} steps, window {args.window}: banded "
+              f"{u['banded_seconds']:.2f} s, masked {u['masked_seconds']:.2f} s; masked / banded "
+              f"{u['masked_seconds'] / u['banded_seconds']:.1f}x; largest difference {u['max_abs_difference']:.1e}")
     if args.json:
         write_json_atomic(args.json, results, make_parents=True)
     return 0

@@ -164,3 +164,20 @@ def test_the_transformer_samples_on_ray_workers_with_the_local_curve(tmp_path):
                      str(tmp_path / name), *TINY, *extra]) == 0
     tag = "rollout/trial_return"
     assert scalars(tmp_path / "local", tag) == scalars(tmp_path / "ray", tag)
+
+
+def test_memory_benchmark_times_the_banded_against_the_masked_update(tmp_path):
+    """The documented benchmark command (small sizes): both passes run in one process and agree."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "memory.json"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "benchmark_memory.py"
+    proc = subprocess.run([sys.executable, str(script), "--batch", "1", "--recompute-steps", "5",
+                           "--update", "--update-trials", "2", "--update-steps", "64", "--window", "8",
+                           "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "masked / banded" in proc.stdout
+    update = json.loads(out.read_text())["update"]
+    assert update["max_abs_difference"] < 1e-5 and update["banded_seconds"] > 0
