@@ -59,8 +59,8 @@ def find_runs(paths: Sequence[str | os.PathLike]) -> list[Path]:
 
 
 def _settings(run: Path) -> dict[str, Any]:
-    """The run's settings (but the seed's and the files'), a setting added since it ran at its default, so a run
-    of an older version groups with the same settings' runs of this one."""
+    """The run's settings (but the seed's, the files' and the meta-test's), a setting added since it ran at its
+    default, so a run of an older version, or one meta-tested differently, groups with the same settings' runs."""
     data = yaml.safe_load((run / "config.yaml").read_text()) or {}
     try:
         fields = algorithm_record(str(data.get("algo"))).settings_class().__dataclass_fields__
@@ -68,7 +68,8 @@ def _settings(run: Path) -> dict[str, Any]:
         fields = {}
     defaults = {name: list(f.default) if isinstance(f.default, tuple) else f.default  # as YAML writes them
                 for name, f in fields.items() if f.default is not dataclasses.MISSING}
-    return {k: v for k, v in {**defaults, **data}.items() if k not in _IGNORED_SETTINGS}
+    return {k: v for k, v in {**defaults, **data}.items()
+            if k not in _IGNORED_SETTINGS and not k.startswith("metatest_")}  # the meta-test's: not the curve's
 
 
 def _label(settings: dict[str, Any]) -> str:

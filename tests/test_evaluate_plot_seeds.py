@@ -187,6 +187,12 @@ def test_plot_groups_a_run_of_an_older_version_with_its_seeds(seeds_run, tmp_pat
     from metarl.plotting import _group, find_runs
     groups = _group(find_runs([seeds_run, old]))
     assert [len(runs) for _, runs in groups] == [4], "a setting missing from an older run counts as its default"
+    other = tmp_path / "retested" / "seed_4"  # meta-tested on more tasks: the same learning curve's settings
+    shutil.copytree(seeds_run / "seed_0", other)
+    text = (other / "config.yaml").read_text().replace("seed: 0", "seed: 4")
+    assert "metatest_tasks:" in text
+    (other / "config.yaml").write_text(text.replace("metatest_tasks:", "metatest_tasks: 999 #"))
+    assert [len(runs) for _, runs in _group(find_runs([seeds_run, old, other]))] == [5]
 
 
 def test_a_video_that_cannot_be_made_is_refused_before_the_meta_test(tmp_path, capsys):
