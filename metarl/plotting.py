@@ -30,7 +30,7 @@ from metarl.config import CommandParser
 from metarl.registry import algorithm_record
 from metarl.returns import ci95
 
-__all__ = ["plot_runs", "plot_main", "find_runs", "HEADLINE_TAGS"]
+__all__ = ["plot_runs", "plot_main", "find_runs", "smooth", "HEADLINE_TAGS"]
 
 #: the tag drawn by default: the first one a run has
 HEADLINE_TAGS = ("rollout/return_after_adaptation", "train/query_accuracy", "train/query_mse", "train/meta_loss",
@@ -128,6 +128,16 @@ def _scalars(run: Path, tag: Sequence[str] | None) -> tuple[str, np.ndarray, np.
     return chosen, np.array([e.step for e in events], dtype=np.float64), np.array([e.value for e in events])
 
 
+def smooth(values: np.ndarray, window: int) -> np.ndarray:
+    """The running mean of ``values`` over the last ``window`` points (fewer at the start); ``window`` 1: as is."""
+    if window < 1:
+        raise ValueError(f"--smooth must be at least 1 (points averaged), got {window}")
+    sums = np.cumsum(np.insert(np.asarray(values, dtype=np.float64), 0, 0.0))
+    ends = np.arange(1, len(values) + 1)
+    starts = np.maximum(ends - window, 0)
+    return (sums[ends] - sums[starts]) / (ends - starts)
+
+
 def _band(values: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Mean and 95% half-width over runs of curves cut to the shortest."""
     n = min(len(v) for v in values)
@@ -164,11 +174,12 @@ def _adaptation_curve(result: dict[str, Any]) -> tuple[str, np.ndarray, np.ndarr
 
 
 def plot_runs(paths: Sequence[str | os.PathLike], out: str | os.PathLike, *, tag: str | Sequence[str] | None = None,
-              title: str | None = None, logx: bool = False) -> Path:
+              title: str | None = None, logx: bool = False, smoothing: int = 1) -> Path:
     """Draw the learning and adaptation curves of the runs under ``paths`` into ``out`` (PNG); returns it.
 
     ``tag``: the scalar to draw, or several (each run draws the first of them it logged); ``logx``: a log-scaled
-    step axis.
+    step axis; ``smoothing``: each run's curve as the running mean of its last ``smoothing`` logged points (noisy
+    per-iteration rates such as success over 10-20 tasks), before the mean over seeds.
 
     Raises:
         ValueError: a path that is not a run, or runs without the tag asked for.
@@ -184,7 +195,8 @@ def plot_runs(paths: Sequence[str | os.PathLike], out: str | os.PathLike, *, tag
     drawn_tags, adaptation_axes = set(), []
     for index, (label, runs) in enumerate(groups):
         colour = f"C{index}"
-        curves = [c for c in (_scalars(run, tags) for run in runs) if c is not None]
+        curves = [(c[0], c[1], smooth(c[2], smoothing)) for c in (_scalars(run, tags) for run in runs)
+                  if c is not None]
         if curves:
             drawn_tags.add(curves[0][0])
             mean, half = _band([c[2] for c in curves])
@@ -236,7 +248,7 @@ def plot_runs(paths: Sequence[str | os.PathLike], out: str | os.PathLike, *, tag
 
 
 def plot_main(argv: Sequence[str] | None = None) -> Path:
-    """``metarl plot DIR [DIR ...] -o fig.png [--tag TAG [TAG ...]] [--logx] [--title TEXT]``."""
+    """``metarl plot DIR [DIR ...] -o fig.png [--tag TAG [TAG ...]] [--logx] [--smooth N] [--title TEXT]``."""
     parser = CommandParser(prog="metarl plot", description="learning and adaptation curves as a PNG")
     parser.add_argument("runs", nargs="+", type=Path, metavar="DIR", help="run directories (or multi-seed ones)")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="FILE", help="the PNG to write")
@@ -244,10 +256,15 @@ def plot_main(argv: Sequence[str] | None = None) -> Path:
                         help=f"scalar tag to draw, or several: each run draws the first it logged (default: the first "
                              f"of {HEADLINE_TAGS})")
     parser.add_argument("--logx", action="store_true", help="log-scaled environment-step axis")
+    parser.add_argument("--smooth", type=int, default=1, metavar="N",
+                        help="draw each run's running mean over its last N logged points (1: as logged)")
     parser.add_argument("--title", default=None, help="figure title")
     args = parser.parse_args(argv)
+    if args.smooth < 1:
+        raise ValueError(f"--smooth {args.smooth}: give the number of points to average, at least 1")
     if args.output.suffix.lower() != ".png":
         raise ValueError(f"-o {args.output}: metarl plot writes PNG files; name a .png")
-    out = plot_runs(args.runs, args.output, tag=args.tag, title=args.title, logx=args.logx)
+    out = plot_runs(args.runs, args.output, tag=args.tag, title=args.title, logx=args.logx,
+                     smoothing=args.smooth)
     print(f"wrote {out}")
     return out

@@ -146,10 +146,21 @@ def test_plot_draws_each_algorithm_with_the_first_of_several_tags_it_logged(seed
     assert _scalars(rl2, tags)[0] == "eval/last_episode_return"
     assert _scalars(seeds_run / "seed_0", tags)[0] == "rollout/return_after_adaptation"  # MAML has no such eval tag
     out = tmp_path / "cmp.png"
-    assert main(["plot", str(seeds_run), str(rl2), "-o", str(out), "--tag", *tags, "--logx"]) == 0
+    assert main(["plot", str(seeds_run), str(rl2), "-o", str(out), "--tag", *tags, "--logx", "--smooth", "3"]) == 0
     assert Image.open(out).size[0] > 800
     assert main(["plot", str(rl2), "-o", str(out), "--tag", "no/such_tag", "other/tag"]) == 2
     assert "no/such_tag / other/tag" in capsys.readouterr().err
+
+
+def test_smoothing_is_a_running_mean_of_the_last_points(seeds_run, tmp_path, capsys):
+    import numpy as np
+
+    from metarl.plotting import smooth
+
+    np.testing.assert_allclose(smooth(np.array([0.0, 1.0, 0.0, 1.0, 4.0]), 2), [0.0, 0.5, 0.5, 0.5, 2.5])
+    np.testing.assert_allclose(smooth(np.array([3.0, 1.0]), 1), [3.0, 1.0])
+    assert main(["plot", str(seeds_run), "-o", str(tmp_path / "s.png"), "--smooth", "0"]) == 2
+    assert "--smooth 0: give the number of points to average" in capsys.readouterr().err
 
 
 def test_the_adaptation_axis_names_each_kind_once_with_its_algorithms():
