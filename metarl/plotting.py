@@ -131,7 +131,7 @@ def _scalars(run: Path, tag: Sequence[str] | None) -> tuple[str, np.ndarray, np.
 def smooth(values: np.ndarray, window: int) -> np.ndarray:
     """The running mean of ``values`` over the last ``window`` points (fewer at the start); ``window`` 1: as is."""
     if window < 1:
-        raise ValueError(f"--smooth must be at least 1 (points averaged), got {window}")
+        raise ValueError(f"smoothing window must be at least 1 point, got {window}")
     sums = np.cumsum(np.insert(np.asarray(values, dtype=np.float64), 0, 0.0))
     ends = np.arange(1, len(values) + 1)
     starts = np.maximum(ends - window, 0)
