@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -119,7 +120,15 @@ def _scalars(run: Path, tag: Sequence[str] | None) -> tuple[str, np.ndarray, np.
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(run), size_guidance={"scalars": 0})
-    acc.Reload()
+    # A resumed run's events after its last checkpoint are logged again from there; TensorBoard drops the stale
+    # ones and warns of "a TensorFlow restart", which here is the expected case.
+    tb_logger = logging.getLogger("tensorboard")
+    level = tb_logger.level
+    tb_logger.setLevel(logging.ERROR)
+    try:
+        acc.Reload()
+    finally:
+        tb_logger.setLevel(level)
     tags = acc.Tags().get("scalars", [])
     chosen = next((t for t in (tag or HEADLINE_TAGS) if t in tags), None)
     if chosen is None:
@@ -147,8 +156,8 @@ def _band(values: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 def adaptation_label(axes: list[str]) -> str:
     """The adaptation panel's x label from each drawn group's ``"<kind> (<algo>)"``: the kind alone when all share
-    it, else each kind once with its algorithms (``"episode in the trial (pearl, rl2-ppo) / adaptation steps
-    (maml-trpo)"``)."""
+    it, else each kind once with its algorithms, one kind per line so that the label fits under its panel
+    (``"episode in the trial (pearl, rl2-ppo) /\nadaptation steps (maml-trpo)"``)."""
     kinds: dict[str, list[str]] = {}
     for axis in axes:
         kind, algo = axis[:-1].split(" (")
@@ -157,7 +166,7 @@ def adaptation_label(axes: list[str]) -> str:
             algos.append(algo)
     if len(kinds) == 1:
         return next(iter(kinds))
-    return " / ".join(f"{kind} ({', '.join(algos)})" for kind, algos in kinds.items())
+    return " /\n".join(f"{kind} ({', '.join(algos)})" for kind, algos in kinds.items())
 
 
 def _adaptation_curve(result: dict[str, Any]) -> tuple[str, np.ndarray, np.ndarray] | None:

@@ -169,7 +169,32 @@ def test_the_adaptation_axis_names_each_kind_once_with_its_algorithms():
     assert adaptation_label(["adaptation steps (maml-trpo)", "adaptation steps (maml-ppo)"]) == "adaptation steps"
     assert adaptation_label(["episode in the trial (pearl)", "adaptation steps (maml-trpo)",
                              "episode in the trial (rl2-ppo)", "episode in the trial (pearl)"]) == \
-        "episode in the trial (pearl, rl2-ppo) / adaptation steps (maml-trpo)"
+        "episode in the trial (pearl, rl2-ppo) /\nadaptation steps (maml-trpo)"
+
+
+def test_plot_reads_a_resumed_runs_logs_without_tensorboards_restart_warning(seeds_run, tmp_path, caplog):
+    """A run resumed from a checkpoint logs again the iterations after it; TensorBoard keeps the newer points and
+    warns of "a TensorFlow restart", which a plot of a resumed run should not show."""
+    import logging
+    import shutil
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    from metarl.plotting import _scalars
+
+    run = tmp_path / "resumed"
+    shutil.copytree(seeds_run / "seed_0", run)
+    tag, steps, _ = _scalars(run, ["rollout/return_after_adaptation"])
+    assert len(steps) >= 2
+    # as metarl's logger resumes: a restart marker at the first step logged again, then the steps from there
+    with SummaryWriter(str(run), purge_step=int(steps[-2]), filename_suffix=".resumed") as writer:
+        for step in steps[-2:]:
+            writer.add_scalar(tag, 123.0, int(step))
+    with caplog.at_level(logging.WARNING):
+        assert main(["plot", str(run), "-o", str(tmp_path / "r.png")]) == 0
+    assert not [r for r in caplog.records if "restart" in r.getMessage()]
+    _, again, values = _scalars(run, [tag])
+    assert list(again) == list(steps) and values[-1] == 123.0, "the points logged after the resume replace the old"
 
 
 def test_plot_counts_a_seed_once(seeds_run, tmp_path, capsys):
