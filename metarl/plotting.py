@@ -169,8 +169,16 @@ def adaptation_label(axes: list[str]) -> str:
     return " /\n".join(f"{kind} ({', '.join(algos)})" for kind, algos in kinds.items())
 
 
-def _adaptation_curve(result: dict[str, Any]) -> tuple[str, np.ndarray, np.ndarray] | None:
-    """``(x label, returns, per-task 95% half-widths)`` of a meta-test result, if it has an adaptation axis."""
+def _adaptation_curve(result: dict[str, Any], success: bool = False) -> tuple[str, np.ndarray, np.ndarray] | None:
+    """``(x label, values, per-task 95% half-widths)`` of a meta-test result, if it has an adaptation axis: the
+    returns, or with ``success`` the success rates (families that report success; no per-task interval)."""
+    if success:
+        for axis, key in (("adaptation steps", "success_rate_by_step"),
+                          ("episode in the trial", "rl2_success_rate_by_episode"),
+                          ("episode in the trial", "success_rate_by_episode")):
+            if key in result:
+                return axis, np.asarray(result[key], dtype=np.float64), np.zeros(len(result[key]))
+        return None
     if "returns_by_step" in result:
         return "adaptation steps", np.asarray(result["returns_by_step"]), np.asarray(result["ci95_by_step"])
     by_episode = result.get("mean_return_by_episode")
@@ -202,6 +210,7 @@ def plot_runs(paths: Sequence[str | os.PathLike], out: str | os.PathLike, *, tag
     groups = _group(find_runs(paths), note=lambda text: print(f"metarl plot: note: {text}", file=sys.stderr))
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     drawn_tags, adaptation_axes = set(), []
+    success = bool(tags) and all("success" in t for t in tags)  # success curves: the meta-test's success beside them
     for index, (label, runs) in enumerate(groups):
         colour = f"C{index}"
         curves = [(c[0], c[1], smooth(c[2], smoothing)) for c in (_scalars(run, tags) for run in runs)
@@ -216,7 +225,7 @@ def plot_runs(paths: Sequence[str | os.PathLike], out: str | os.PathLike, *, tag
             if len(curves) > 1:
                 left.fill_between(steps, mean - half, mean + half, color=colour, alpha=0.2)
         results = [json.loads((run / "metatest.json").read_text()) for run in runs if (run / "metatest.json").is_file()]
-        adaptation = [c for c in map(_adaptation_curve, results) if c is not None]
+        adaptation = [c for c in (_adaptation_curve(r, success) for r in results) if c is not None]
         if adaptation:
             adaptation_axis = adaptation[0][0]
             adaptation_axes.append(f"{adaptation_axis} ({label.split()[0]})")
@@ -243,8 +252,9 @@ def plot_runs(paths: Sequence[str | os.PathLike], out: str | os.PathLike, *, tag
 
         right.xaxis.set_major_locator(MaxNLocator(integer=True))
         right.set_xlabel(adaptation_label(adaptation_axes))
-        right.set_ylabel("meta-test return")
-        right.set_title("adaptation (meta-test, 95% interval)", fontsize=9)
+        right.set_ylabel("meta-test success rate" if success else "meta-test return")
+        right.set_title("adaptation (meta-test success, 95% interval over seeds)" if success
+                        else "adaptation (meta-test, 95% interval)", fontsize=9)
         right.legend(fontsize=7)
     if title:
         fig.suptitle(title)

@@ -311,6 +311,13 @@ def test_training_logs_success_rates_that_plot_draws_on_families_with_a_goal(alg
         _, steps, values = _scalars(run, [tag])
         assert len(values) == 2 and np.all((0.0 <= values) & (values <= 1.0))
     assert main(["plot", str(run), "-o", str(tmp_path / "success.png"), "--tag", tags[-1]]) == 0
+    from metarl.plotting import _adaptation_curve  # with success tags the adaptation panel draws meta-test success
+    result = json.loads((run / "metatest.json").read_text())
+    axis, success, _ = _adaptation_curve(result, success=True)
+    key = {"maml-trpo": "success_rate_by_step", "rl2-ppo": "rl2_success_rate_by_episode"}.get(algo,
+                                                                                              "success_rate_by_episode")
+    assert list(success) == result[key] and np.all((0.0 <= success) & (success <= 1.0))
+    assert axis == ("adaptation steps" if algo == "maml-trpo" else "episode in the trial")
     nav = tmp_path / "nav"  # no success criterion: no success tags
     assert main(["train", "--algo", algo, "--env", NAV, *TINY[algo], "--iterations", "1", "--logdir", str(nav),
                  "--no-progress"]) == 0
